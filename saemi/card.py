@@ -1,0 +1,38 @@
+"""The model card: what the shipped network is and how to use it (no torch needed)."""
+
+import json
+import os
+from pathlib import Path
+
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "model_weights"
+WEIGHTS_FILE = "saemi_unet_resnet18.pt"
+CARD_FILE = "model_card.json"
+
+DEFAULT_CARD = {
+    "architecture": "fastai DynamicUnet, torchvision ResNet18 body, from scratch",
+    "classes": ["background", "interior", "boundary"],
+    "normalisation": "per-image: subtract the mean, divide by the standard deviation",
+    "input_scale": 0.5,
+    "tile_size": 512,
+    "tile_overlap": 64,
+    "postprocess": {"watershed": True, "threshold": 0.5, "min_distance": 7, "min_size": 20},
+}
+
+
+def weights_dir():
+    """Folder of the weights in use: ``$SAEMI_WEIGHTS`` (file or folder) or the bundled one."""
+    env = os.environ.get("SAEMI_WEIGHTS")
+    if env:
+        p = Path(env)
+        return p if p.is_dir() else p.parent
+    return DEFAULT_WEIGHTS_DIR
+
+
+def read_card(folder=None):
+    """The model card in ``folder`` (default :func:`weights_dir`), over the defaults."""
+    path = Path(folder or weights_dir()) / CARD_FILE
+    if not path.exists():
+        return dict(DEFAULT_CARD)
+    with open(path) as f:
+        card = json.load(f)
+    return {**DEFAULT_CARD, **card}

@@ -1,0 +1,273 @@
+"""One call from an image to measured particles: the path the CLI, API and UI share.
+
+The work splits in two so that the web layers can cache the expensive half:
+
+* :func:`segment` — load, banner removal, network: the per-pixel probabilities.
+* :func:`measure` — instance splitting, removed particles, table and summary;
+  cheap, re-run whenever a slider moves.
+
+:func:`analyze` runs both.
+"""
+
+import functools
+import time
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import pandas as pd
+
+from .banner import remove_banner
+from .card import read_card
+from .errors import SaemiError
+from .instances import SplitSettings, remove_labels, split_touching
+from .io import check_content, load_image
+from .measure import particle_table, summarize
+
+
+@dataclass(frozen=True)
+class Settings(SplitSettings):
+    """Everything a user can set about one analysis.
+
+    Adds to :class:`saemi.instances.SplitSettings`:
+
+    Attributes
+    ----------
+    nm_per_pixel : float or None
+        Calibration; sizes are also reported in nm when given.
+    metric : str
+        Metric of the summary: area, equivalent_diameter, feret_max, feret_min
+        or perimeter.
+    removed_labels : tuple of int
+        Particles the user excluded, by label; ids refer to the labelling made
+        under the same splitting settings.
+    remove_banner : bool
+        Detect and fill the instrument data bar before segmentation.
+    """
+
+    nm_per_pixel: float = None
+    metric: str = "equivalent_diameter"
+    removed_labels: tuple = ()
+    remove_banner: bool = True
+
+    @classmethod
+    def from_dict(cls, values, defaults=None):
+        """Build settings from a JSON-like dict, rejecting unknown or mistyped keys.
+
+        Parameters
+        ----------
+        values : dict or None
+        defaults : dict, optional
+            Used for keys missing from ``values`` (e.g. the model card's tuned
+            post-processing settings).
+
+        Raises
+        ------
+        SaemiError
+            Naming the offending key and value.
+        """
+        values = dict(values or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise SaemiError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(known)}",
+                             code="bad_parameter")
+        merged = {**{k: v for k, v in (defaults or {}).items() if k in known}, **values}
+        out = {}
+        for name, value in merged.items():
+            out[name] = _coerce(name, value, type(getattr(cls, name, None)) if name != "nm_per_pixel" else float)
+        settings = cls(**out)
+        settings.validated()
+        if settings.nm_per_pixel is not None and not settings.nm_per_pixel > 0:
+            raise SaemiError(f"nm_per_pixel must be positive, got {settings.nm_per_pixel}", code="bad_parameter")
+        return settings
+
+    def split_settings(self):
+        return SplitSettings(self.watershed, self.threshold, self.min_distance, self.min_size, self.exclude_edge)
+
+
+def _coerce(name, value, kind):
+    bad = SaemiError(f"setting {name!r} has an invalid value {value!r}", code="bad_parameter")
+    if value is None:
+        if name == "nm_per_pixel":
+            return None
+        raise bad
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise bad
+    if kind is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        try:
+            return tuple(sorted({int(v) for v in value}))
+        except (TypeError, ValueError):
+            raise bad from None
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    if isinstance(value, bool):
+        raise bad
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise bad from None
+    if not np.isfinite(number):
+        raise bad
+    if kind is int:
+        if number != int(number):
+            raise bad
+        return int(number)
+    return number
+
+
+@dataclass
+class Segmentation:
+    """The expensive, settings-independent half of an analysis.
+
+    Attributes
+    ----------
+    image : ndarray (H, W, 3) uint8
+        The image as loaded (banner still in it).
+    cleaned : ndarray (H, W, 3) uint8
+        What the network saw (banner filled).
+    probability : ndarray (C, H, W) float32
+        Class probabilities (background first).
+    banner_box : tuple (y0, y1, x0, x1) or None
+    timings : dict
+        Seconds per stage: load, banner, network.
+    """
+
+    image: np.ndarray
+    cleaned: np.ndarray
+    probability: np.ndarray
+    banner_box: tuple = None
+    timings: dict = field(default_factory=dict)
+
+
+@dataclass
+class Analysis:
+    """The result of :func:`analyze`: a :class:`Segmentation` plus particles.
+
+    Attributes
+    ----------
+    labels : ndarray (H, W) int32
+        0 = background, 1..N particles. Particles the user removed
+        (``settings.removed_labels``) are zeroed without renumbering the rest,
+        so a label keeps its id while the user clicks particles away.
+    table : pandas.DataFrame
+        See :func:`saemi.measure.particle_table`.
+    summary : dict
+        See :func:`saemi.measure.summarize`.
+    settings : Settings
+    """
+
+    segmentation: Segmentation
+    labels: np.ndarray
+    table: pd.DataFrame
+    summary: dict
+    settings: Settings
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def probability(self):
+        return self.segmentation.probability
+
+    @property
+    def banner_box(self):
+        return self.segmentation.banner_box
+
+
+@functools.lru_cache(maxsize=4)
+def default_segmenter(weights=None, device="auto"):
+    """The trained network, loaded once per process and per (weights, device)."""
+    from .model import load_segmenter
+
+    return load_segmenter(weights, device)
+
+
+def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None):
+    """Load an image, remove its data bar and run the network.
+
+    Parameters
+    ----------
+    image : bytes, path or ndarray
+        Anything :func:`saemi.io.load_image` reads.
+    segmenter : saemi.model.Segmenter, optional
+        Default: the bundled trained weights on the best device.
+
+    Returns
+    -------
+    Segmentation
+    """
+    t = time.perf_counter()
+    img = load_image(image, max_pixels)
+    check_content(img)
+    t_load = time.perf_counter()
+    cleaned, box = remove_banner(img) if remove_banner_first else (img, None)
+    t_banner = time.perf_counter()
+    seg = segmenter if segmenter is not None else default_segmenter()
+    prob = seg.predict(cleaned)
+    t_net = time.perf_counter()
+    return Segmentation(img, cleaned, prob, box,
+                        {"load": t_load - t, "banner": t_banner - t_load, "network": t_net - t_banner})
+
+
+def measure(segmentation, settings=None):
+    """Particles, table and summary of a segmentation under some settings.
+
+    Parameters
+    ----------
+    segmentation : Segmentation
+    settings : Settings, optional
+
+    Returns
+    -------
+    Analysis
+    """
+    settings = settings or Settings.from_dict(None, defaults=read_card()["postprocess"])
+    t = time.perf_counter()
+    labels = split_touching(segmentation.probability, settings.split_settings())
+    if segmentation.banner_box is not None:  # the bar holds mirrored image, not particles
+        y0, y1, x0, x1 = segmentation.banner_box
+        labels[y0:y1, x0:x1] = 0
+        present = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1) > 0
+        labels = remove_labels(labels, np.flatnonzero(~present))
+    labels = remove_labels(labels, settings.removed_labels, renumber=False)
+    t_split = time.perf_counter()
+    table = particle_table(labels, settings.nm_per_pixel)
+    unit = "nm" if settings.nm_per_pixel else "px"
+    summary = summarize(table, settings.metric, unit)
+    t_table = time.perf_counter()
+    timings = {**segmentation.timings, "watershed": t_split - t, "table": t_table - t_split}
+    return Analysis(segmentation, labels, table, summary, settings, timings)
+
+
+def analyze(image, settings=None, segmenter=None, max_pixels=None):
+    """Analyse one micrograph: load, banner, network, instances, measurements.
+
+    Parameters
+    ----------
+    image : bytes, path or ndarray
+    settings : Settings or dict, optional
+        A dict is validated with :meth:`Settings.from_dict`.
+    segmenter : saemi.model.Segmenter, optional
+        Default: the bundled trained weights.
+    max_pixels : int, optional
+        Size limit; default ``$SAEMI_MAX_PIXELS`` or 50 megapixels.
+
+    Returns
+    -------
+    Analysis
+
+    Raises
+    ------
+    SaemiError
+        For anything wrong with the image or the settings.
+    """
+    if settings is None or isinstance(settings, dict):
+        settings = Settings.from_dict(settings, defaults=read_card()["postprocess"])
+    seg = segment(image, segmenter, settings.remove_banner, max_pixels)
+    return measure(seg, settings)

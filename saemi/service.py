@@ -1,0 +1,227 @@
+"""The prediction service: the layer the REST API and the in-process UI client share.
+
+It turns uploads into JSON-ready dicts and keeps each image's network output in a
+bounded cache, so a re-analysis with new splitting settings never runs the
+network again. No web framework is imported here.
+
+JSON contract (what :meth:`AnalysisService.segment` and
+:meth:`AnalysisService.analyze` return, and what ``/api/v1`` sends):
+
+``segment`` ->
+    ``image_id`` (str), ``filename`` (str), ``width``, ``height`` (int, pixels),
+    ``banner_box`` ({x0, y0, x1, y1} in pixels, or null), ``timings`` (seconds
+    per stage), ``cached`` (bool: the network output was already there).
+``analyze`` -> all of the above, plus
+    ``settings`` (the settings used, defaults filled in), ``summary`` (see
+    :func:`saemi.measure.summarize`), ``particles`` (list of row dicts, see
+    :func:`saemi.measure.particle_table`), ``labels_png`` (base64 16-bit PNG
+    of the labels), ``overlay_png`` (base64 RGB PNG).
+"""
+
+import base64
+import hashlib
+import threading
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from .card import read_card
+from .errors import SaemiError
+from .overlay import draw_overlay, png_bytes
+from .pipeline import Settings, measure, segment
+
+OVERLAY_MODES = ("outline", "filled")
+
+
+def _box_dict(box):
+    if box is None:
+        return None
+    y0, y1, x0, x1 = (int(v) for v in box)
+    return {"x0": x0, "y0": y0, "x1": x1, "y1": y1}
+
+
+def _json_number(v):
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return None if not np.isfinite(v) else float(v)
+    return v
+
+
+def records(table):
+    """A particle table as a list of JSON-safe dicts (NaN becomes None)."""
+    return [{k: _json_number(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+
+
+def settings_dict(settings):
+    return {"watershed": settings.watershed, "threshold": settings.threshold,
+            "min_distance": settings.min_distance, "min_size": settings.min_size,
+            "exclude_edge": settings.exclude_edge, "nm_per_pixel": settings.nm_per_pixel,
+            "metric": settings.metric, "removed_labels": list(settings.removed_labels),
+            "remove_banner": settings.remove_banner}
+
+
+class _Entry:
+    __slots__ = ("segmentation", "filename", "analysis")
+
+    def __init__(self, segmentation, filename):
+        self.segmentation, self.filename, self.analysis = segmentation, filename, None
+
+
+class AnalysisService:
+    """Segment images once, analyse them many times.
+
+    Parameters
+    ----------
+    segmenter_factory : callable, optional
+        Returns a :class:`saemi.model.Segmenter`; called once, on first use
+        (or at once with :meth:`load`). Default: the bundled weights.
+    cache_size : int
+        How many images' network outputs to keep (least recently used go first).
+    max_pixels : int, optional
+        Size limit for uploads (default ``$SAEMI_MAX_PIXELS`` or 50 megapixels).
+    """
+
+    def __init__(self, segmenter_factory=None, cache_size=16, max_pixels=None):
+        if segmenter_factory is None:
+            from .pipeline import default_segmenter
+            segmenter_factory = default_segmenter
+        self._factory = segmenter_factory
+        self._segmenter = None
+        self._cache = OrderedDict()
+        self._cache_size = max(1, int(cache_size))
+        self._lock = threading.Lock()
+        # One forward pass at a time per process: a pass already uses every core,
+        # and two at once only thrash the caches (and GPU memory).
+        self._infer_lock = threading.Lock()
+        self.max_pixels = max_pixels
+        self.card = read_card()
+
+    @property
+    def segmenter(self):
+        return self.load()
+
+    def load(self):
+        """Load the network now (idempotent); returns the segmenter."""
+        with self._lock:
+            if self._segmenter is None:
+                self._segmenter = self._factory()
+                self.card = getattr(self._segmenter, "card", self.card)
+            return self._segmenter
+
+    @property
+    def loaded(self):
+        return self._segmenter is not None
+
+    def health(self):
+        seg = self._segmenter
+        return {"model_loaded": seg is not None,
+                "device": str(seg.device) if seg is not None else None,
+                "cached_images": len(self._cache)}
+
+    def default_settings(self):
+        return Settings.from_dict(None, defaults=self.card.get("postprocess"))
+
+    def parse_settings(self, values):
+        """Validate a JSON dict of settings over the model card's defaults."""
+        if values is not None and not isinstance(values, dict):
+            raise SaemiError("settings must be a JSON object", code="bad_request")
+        return Settings.from_dict(values, defaults=self.card.get("postprocess"))
+
+    def _get(self, image_id):
+        with self._lock:
+            entry = self._cache.get(image_id)
+            if entry is None:
+                raise SaemiError(f"unknown image_id {image_id!r} (expired or never uploaded); upload the image again",
+                                 code="not_found")
+            self._cache.move_to_end(image_id)
+            return entry
+
+    def segment(self, data, filename="image", remove_banner=True):
+        """Run load, banner removal and the network on uploaded bytes; cache the result."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise SaemiError("image data must be bytes", code="bad_request")
+        image_id = hashlib.sha256(bytes(data) + (b"1" if remove_banner else b"0")).hexdigest()[:24]
+        with self._lock:
+            entry = self._cache.get(image_id)
+            if entry is not None:
+                self._cache.move_to_end(image_id)
+                entry.filename = filename or entry.filename
+        cached = entry is not None
+        if entry is None:
+            segmenter = self.segmenter
+            with self._infer_lock:
+                seg = segment(bytes(data), segmenter, remove_banner, self.max_pixels)
+            entry = _Entry(seg, filename or "image")
+            with self._lock:
+                self._cache[image_id] = entry
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        seg = entry.segmentation
+        h, w = seg.image.shape[:2]
+        return {"image_id": image_id, "filename": entry.filename, "width": w, "height": h,
+                "banner_box": _box_dict(seg.banner_box),
+                "timings": {k: round(v, 4) for k, v in seg.timings.items()}, "cached": cached}
+
+    def analyze(self, image_id=None, data=None, filename=None, settings=None,
+                overlay="outline", overlay_alpha=0.7, include_images=True):
+        """Split, measure and summarise; runs the network only for new image data.
+
+        Exactly one of ``image_id`` and ``data`` is needed.
+        """
+        if (image_id is None) == (data is None):
+            raise SaemiError("give either an image or an image_id", code="bad_request")
+        if overlay not in OVERLAY_MODES:
+            raise SaemiError(f"overlay must be one of {', '.join(OVERLAY_MODES)}", code="bad_parameter")
+        s = settings if isinstance(settings, Settings) else self.parse_settings(settings)
+        t0 = time.perf_counter()
+        info = self.segment(data, filename, s.remove_banner) if data is not None else None
+        image_id = info["image_id"] if info else image_id
+        entry = self._get(image_id)
+        if not info:
+            seg = entry.segmentation
+            info = {"image_id": image_id, "filename": entry.filename, "width": seg.image.shape[1],
+                    "height": seg.image.shape[0], "banner_box": _box_dict(seg.banner_box), "cached": True}
+        result = measure(entry.segmentation, s)
+        entry.analysis = result
+        out = {**info, "settings": settings_dict(s), "summary": {k: _json_number(v) for k, v in result.summary.items()},
+               "particles": records(result.table),
+               # only the stages this call ran: a cached image skips load, banner and network
+               "timings": {k: round(v, 4) for k, v in result.timings.items()
+                           if not info["cached"] or k in ("watershed", "table")}}
+        if include_images:
+            ov = draw_overlay(entry.segmentation.image, result.labels, overlay, overlay_alpha,
+                              entry.segmentation.banner_box)
+            out["labels_png"] = base64.b64encode(png_bytes(result.labels)).decode()
+            out["overlay_png"] = base64.b64encode(png_bytes(ov)).decode()
+        out["timings"]["total"] = round(time.perf_counter() - t0, 4)
+        return out
+
+    def particles_csv(self, image_id):
+        """The last analysis of ``image_id`` as CSV text and a download file name.
+
+        Analyses with the default settings first if the image was only segmented.
+        """
+        entry = self._get(image_id)
+        if entry.analysis is None:
+            entry.analysis = measure(entry.segmentation, self.default_settings())
+        stem = safe_stem(entry.filename)
+        return entry.analysis.table.to_csv(index=False), f"{stem}_particles.csv"
+
+    def labels_of(self, image_id):
+        """Label image of the last analysis of ``image_id`` (None if not analysed)."""
+        entry = self._get(image_id)
+        return None if entry.analysis is None else entry.analysis.labels
+
+
+def safe_stem(filename):
+    """A file-name stem made only of safe characters (client names are never paths)."""
+    import re
+    from pathlib import PurePath
+
+    stem = PurePath(str(filename or "image").replace("\\", "/")).stem
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
+    return stem[:80]

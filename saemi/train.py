@@ -1,0 +1,346 @@
+"""Training the U-Net from scratch on EMPS-style data (``images/`` + ``segmaps/``).
+
+Decisions, written down once:
+
+* **Targets**: three classes, background / interior / boundary. The boundary is
+  a ring ``boundary_width`` pixels wide inside every particle (at the network's
+  scale), so touching particles are separated by boundary pixels and their
+  interiors make clean watershed markers.
+* **Scale**: every image is first resized by ``input_scale`` (0.5) and the network
+  trains and predicts at that scale; random rescaling (x0.7 to x1.4) on top
+  teaches some scale tolerance. This quarters the work per image and doubles
+  the receptive field in original pixels, which large particles need.
+* **Loop**: a plain PyTorch loop (AdamW, one-cycle schedule, bf16 autocast and
+  channels-last on the CPU) around the fastai ``DynamicUnet`` from
+  :mod:`saemi.model`; the schedule can follow a wall-clock budget
+  (``--minutes``) so a run always finishes annealed inside a session.
+* **Resumable**: a checkpoint (model, optimiser, step, elapsed time) goes to
+  ``checkpoints/`` every few minutes; ``--resume`` continues it.
+* **Split**: seeded, written to ``<out>/split.json``.
+"""
+
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+
+from .instances import SplitSettings, split_touching
+from .metrics import score_image
+from .card import CARD_FILE, DEFAULT_CARD, WEIGHTS_FILE
+from .model import build_unet, choose_device, predict_tiled, standardize
+
+
+def read_label_image(path):
+    """Read a 16-bit instance label PNG as int32 (H, W)."""
+    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if lab is None:
+        raise FileNotFoundError(path)
+    if lab.ndim == 3:
+        lab = lab[..., 0]
+    return lab.astype(np.int32)
+
+
+def list_pairs(data_dir):
+    """Names (stems) of images in ``data_dir/images`` that have a ``segmaps`` twin."""
+    data_dir = Path(data_dir)
+    names = sorted(p.stem for p in (data_dir / "images").glob("*.png")
+                   if (data_dir / "segmaps" / p.name).exists())
+    if not names:
+        raise FileNotFoundError(f"no images/*.png with matching segmaps/*.png under {data_dir}")
+    return names
+
+
+def make_split(names, val_fraction=0.15, seed=0):
+    """A seeded train/validation split of image names."""
+    rng = random.Random(seed)
+    shuffled = sorted(names)
+    rng.shuffle(shuffled)
+    n_val = max(1, round(len(names) * val_fraction))
+    return {"seed": seed, "val_fraction": val_fraction,
+            "train": sorted(shuffled[n_val:]), "val": sorted(shuffled[:n_val])}
+
+
+def class_targets(labels, boundary_width=2):
+    """Background (0) / interior (1) / boundary (2) targets from instance labels.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+    boundary_width : int
+        Width in pixels of the boundary ring inside each particle.
+
+    Returns
+    -------
+    ndarray of uint8, shape (H, W)
+    """
+    size = 2 * boundary_width + 1
+    hi = ndi.maximum_filter(labels, size=size, mode="nearest")
+    lo = ndi.minimum_filter(labels, size=size, mode="nearest")
+    target = (labels > 0).astype(np.uint8)
+    target[(labels > 0) & ((hi != labels) | (lo != labels))] = 2
+    return target
+
+
+def load_dataset(data_dir, names, scale=0.5, boundary_width=2):
+    """Images (uint8 RGB) and class targets, resized by ``scale``; plus full-res labels."""
+    data_dir = Path(data_dir)
+    items = []
+    for name in names:
+        img = cv2.cvtColor(cv2.imread(str(data_dir / "images" / f"{name}.png"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        lab = read_label_image(data_dir / "segmaps" / f"{name}.png")
+        h, w = lab.shape
+        sh, sw = max(32, round(h * scale)), max(32, round(w * scale))
+        img_s = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
+        lab_s = cv2.resize(lab, (sw, sh), interpolation=cv2.INTER_NEAREST)
+        items.append({"name": name, "image": img_s, "labels": lab_s,
+                      "target": class_targets(lab_s, boundary_width)})
+    return items
+
+
+def augment_crop(item, crop, rng):
+    """One randomly scaled, flipped, rotated and photometrically jittered crop.
+
+    Returns
+    -------
+    x : ndarray float32 (3, crop, crop), standardised
+    y : ndarray int64 (crop, crop), class targets
+    """
+    img, tgt = item["image"], item["target"]
+    h, w = tgt.shape
+    s = math.exp(rng.uniform(math.log(0.7), math.log(1.4)))
+    side = int(round(crop / s))
+    if h < side or w < side:  # small image: pad by reflection
+        ph, pw = max(0, side - h), max(0, side - w)
+        img = cv2.copyMakeBorder(img, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
+        tgt = cv2.copyMakeBorder(tgt, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
+        h, w = tgt.shape
+    y0, x0 = rng.randint(0, h - side), rng.randint(0, w - side)
+    im = cv2.resize(img[y0:y0 + side, x0:x0 + side], (crop, crop), interpolation=cv2.INTER_LINEAR)
+    tg = cv2.resize(tgt[y0:y0 + side, x0:x0 + side], (crop, crop), interpolation=cv2.INTER_NEAREST)
+    k = rng.randint(0, 3)
+    im, tg = np.rot90(im, k), np.rot90(tg, k)
+    if rng.random() < 0.5:
+        im, tg = im[:, ::-1], tg[:, ::-1]
+    im = im.astype(np.float32) / 255.0
+    if rng.random() < 0.5:  # most micrographs are grey; colour ones must not matter
+        im = np.repeat(im.mean(axis=2, keepdims=True), 3, axis=2)
+    if rng.random() < 0.3:  # particles can be bright on dark or dark on bright
+        im = 1.0 - im
+    im = np.clip(im, 0, 1) ** math.exp(rng.uniform(-0.4, 0.4))
+    im = im * rng.uniform(0.6, 1.4) + rng.uniform(-0.2, 0.2)
+    if rng.random() < 0.2:
+        im = cv2.GaussianBlur(im, (0, 0), rng.uniform(0.5, 1.5))
+    if rng.random() < 0.3:
+        im = im + np.random.default_rng(rng.randint(0, 2**31)).normal(0, rng.uniform(0.01, 0.08), im.shape).astype(np.float32)
+    im = np.clip(im * 255.0, 0, 255).astype(np.uint8)
+    return standardize(im), np.ascontiguousarray(tg).astype(np.int64)
+
+
+def make_batch(items, batch_size, crop, rng):
+    xs, ys = zip(*(augment_crop(items[rng.randrange(len(items))], crop, rng) for _ in range(batch_size)))
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+def seg_loss(logits, target, class_weights):
+    """Cross-entropy plus soft Dice on the particle (non-background) mask."""
+    ce = F.cross_entropy(logits, target, weight=class_weights)
+    prob = torch.softmax(logits, dim=1)
+    fg_p = 1.0 - prob[:, 0]
+    fg_t = (target > 0).float()
+    inter = (fg_p * fg_t).sum()
+    dice = 1.0 - (2 * inter + 1.0) / (fg_p.sum() + fg_t.sum() + 1.0)
+    return ce + dice
+
+
+def lr_at(progress, peak, warmup=0.05, final_div=100.0):
+    """One-cycle learning rate for ``progress`` in [0, 1]: linear warm-up, cosine down."""
+    if progress < warmup:
+        return peak * (0.04 + 0.96 * progress / warmup)
+    t = min(1.0, (progress - warmup) / (1 - warmup))
+    return peak / final_div + (peak - peak / final_div) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def validate(net, items, device, precision, settings, tile=512):
+    """Full-image scores at the network's scale: mean AP@0.5, Dice, diameter error."""
+    net.eval()
+
+    def forward(batch):
+        with torch.inference_mode():
+            x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                return torch.softmax(net(x).float(), 1).cpu().numpy()
+
+    scores = []
+    for item in items:
+        prob = predict_tiled(forward, standardize(item["image"]), 3, tile, 64)
+        scores.append(score_image(item["labels"], split_touching(prob, settings)))
+    net.train()
+    out = {k: float(np.nanmean([s[k] for s in scores])) for k in ("ap50", "f1", "dice")}
+    out["d_err_median"] = float(np.nanmedian([s["mean_d_rel_err"] for s in scores]))
+    return out
+
+
+def save_weights(net, out_dir, card):
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in net.state_dict().items()}
+    torch.save(state, out_dir / WEIGHTS_FILE)
+    with open(out_dir / CARD_FILE, "w") as f:
+        json.dump(card, f, indent=2)
+
+
+def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device="auto",
+          val_fraction=0.15, seed=0, minutes=None, val_every=4, checkpoint_dir="checkpoints",
+          resume=False, scale=0.5, boundary_width=2, limit_images=None, precision="auto", log=print):
+    """Train the U-Net and write the best weights (by validation AP) to ``out_dir``.
+
+    Parameters
+    ----------
+    data_dir : path
+        EMPS layout: ``images/<id>.png`` and 16-bit ``segmaps/<id>.png``.
+    out_dir : path
+        Receives ``saemi_unet_resnet18.pt`` (fp16 state dict), ``model_card.json``
+        and ``split.json``.
+    epochs : int
+        One epoch is ``len(train images) / batch_size`` steps of random crops.
+    crop : int
+        Crop side in pixels at the network's scale.
+    minutes : float, optional
+        Wall-clock budget: the schedule anneals by then and training stops.
+    limit_images : int, optional
+        Use only this many images (for quick tests).
+
+    Returns
+    -------
+    dict
+        The model card written (with the validation metrics of the saved weights).
+    """
+    started = time.time()
+    dev = choose_device(device)
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    names = list_pairs(data_dir)
+    if limit_images:
+        names = names[:limit_images]
+    split = make_split(names, val_fraction, seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "split.json", "w") as f:
+        json.dump(split, f, indent=1)
+    train_items = load_dataset(data_dir, split["train"], scale, boundary_width)
+    val_items = load_dataset(data_dir, split["val"], scale, boundary_width)
+    log(f"data: {len(train_items)} training and {len(val_items)} validation images, loaded in {time.time() - started:.0f} s")
+
+    if precision == "auto":
+        precision = "bf16" if dev.type == "cpu" else "fp32"
+    net = build_unet(3).to(dev)
+    if dev.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps_per_epoch = max(1, len(train_items) // batch_size)
+    total_steps = epochs * steps_per_epoch
+    step, elapsed_before, best = 0, 0.0, {"ap50": -1.0}
+    ckpt = Path(checkpoint_dir) / "train_state.pt"
+    if resume and ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        best = {"ap50": float(state["best_ap50"])}
+        rng.seed(seed + step)
+        log(f"resumed from {ckpt} at step {step} ({elapsed_before / 60:.1f} min done)")
+    weights = torch.tensor([1.0, 1.0, 2.0], device=dev)
+    settings = SplitSettings(**DEFAULT_CARD["postprocess"])
+    t0 = time.time()
+    last_ckpt = time.time()
+    from tqdm import tqdm
+
+    def progress():
+        p = step / total_steps
+        if minutes:
+            p = max(p, (elapsed_before + time.time() - t0) / (60 * minutes))
+        return p
+
+    net.train()
+    epoch = step // steps_per_epoch
+    while progress() < 1.0:
+        losses = []
+        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}", leave=False, mininterval=10)
+        for _ in bar:
+            if progress() >= 1.0:
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(progress(), lr)
+            x, y = make_batch(train_items, batch_size, crop, rng)
+            x, y = x.to(dev), y.to(dev)
+            if dev.type == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                logits = net(x)
+            loss = seg_loss(logits.float(), y, weights)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
+            opt.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
+            if time.time() - last_ckpt > 300:
+                _checkpoint(ckpt, net, opt, step, elapsed_before + time.time() - t0, best["ap50"])
+                last_ckpt = time.time()
+        epoch += 1
+        elapsed = elapsed_before + time.time() - t0
+        msg = (f"epoch {epoch} step {step} loss {np.mean(losses) if losses else float('nan'):.4f} "
+               f"lr {opt.param_groups[0]['lr']:.2e} elapsed {elapsed / 60:.1f} min")
+        if epoch % val_every == 0 or progress() >= 1.0:
+            metrics = validate(net, val_items, dev, precision, settings)
+            msg += " | val " + " ".join(f"{k} {v:.3f}" for k, v in metrics.items())
+            if metrics["ap50"] > best["ap50"]:
+                best = {**metrics, "epoch": epoch, "step": step}
+                card = _card(best, split, epochs, step, elapsed, dev, crop, batch_size, scale, boundary_width, data_dir, precision)
+                save_weights(net, out_dir, card)
+                msg += " (saved)"
+        log(msg)
+        _checkpoint(ckpt, net, opt, step, elapsed_before + time.time() - t0, best["ap50"])
+        last_ckpt = time.time()
+    return read_json(out_dir / CARD_FILE)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _checkpoint(path, net, opt, step, elapsed, best_ap50):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "step": step,
+                "elapsed": elapsed, "best_ap50": best_ap50}, tmp)
+    tmp.replace(path)
+
+
+def _card(best, split, epochs, step, elapsed, dev, crop, batch_size, scale, boundary_width, data_dir, precision):
+    import platform
+    import datetime
+
+    hardware = torch.cuda.get_device_name(0) if dev.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    return {
+        **DEFAULT_CARD,
+        "input_scale": scale,
+        "boundary_width_at_scale": boundary_width,
+        "training": {
+            "data": str(Path(data_dir).name), "n_train": len(split["train"]), "n_val": len(split["val"]),
+            "split_file": "split.json", "split_seed": split["seed"], "epochs_planned": epochs,
+            "steps": step, "crop": crop, "batch_size": batch_size, "precision": precision,
+            "minutes": round(elapsed / 60, 1), "hardware": hardware,
+        },
+        "validation_at_training_scale": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in best.items()},
+        "date": datetime.date.today().isoformat(),
+    }
