@@ -29,8 +29,13 @@ def weights_dir():
 
 
 def read_card(folder=None):
-    """The model card in ``folder`` (default :func:`weights_dir`), over the defaults."""
-    path = Path(folder or weights_dir()) / CARD_FILE
+    """The model card beside the weights, over the defaults.
+
+    ``folder`` is the weights folder or the weights file itself (default
+    :func:`weights_dir`).
+    """
+    folder = Path(folder or weights_dir())
+    path = (folder.parent if folder.is_file() else folder) / CARD_FILE
     if not path.exists():
         return dict(DEFAULT_CARD)
     with open(path) as f:

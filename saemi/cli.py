@@ -2,6 +2,106 @@
 
 import argparse
 import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
+
+
+def collect_inputs(paths):
+    """Files named, plus the image files (by suffix) directly inside named folders."""
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files.append(p)
+    return files
+
+
+def output_stems(files):
+    """Stem per input for the output files; on a clash the later file keeps its suffix."""
+    seen, stems = set(), []
+    for f in files:
+        stem = f.stem if f.stem not in seen else f.name
+        seen.add(stem)
+        stems.append(stem)
+    return stems
+
+
+def _analyze(args):
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+    from tqdm import tqdm
+
+    from .card import read_card
+    from .errors import SaemiError
+    from .overlay import draw_overlay
+    from .pipeline import Settings, analyze, default_segmenter
+
+    try:
+        overrides = {k: v for k, v in {
+            "watershed": args.watershed, "min_distance": args.min_distance, "threshold": args.threshold,
+            "min_size": args.min_size, "exclude_edge": args.exclude_edge or None,
+            "nm_per_pixel": args.nm_per_pixel, "metric": args.metric}.items() if v is not None}
+        settings = Settings.from_dict(overrides, defaults=read_card(args.weights)["postprocess"])
+        files = collect_inputs(args.inputs)
+        if not files:
+            raise SaemiError("no image files found in the given paths")
+        segmenter = default_segmenter(args.weights, args.device)
+    except SaemiError as exc:
+        print(f"saemi: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, failed = [], 0
+    for f, stem in tqdm(list(zip(files, output_stems(files))), desc="analysing", unit="image",
+                        disable=args.quiet):
+        try:
+            a = analyze(f, settings, segmenter)
+        except SaemiError as exc:
+            failed += 1
+            tqdm.write(f"skipped {f}: {exc}", file=sys.stderr)
+            rows.append({"file": str(f), "status": "error", "error": str(exc)})
+            continue
+        Image.fromarray(a.labels.astype(np.uint16)).save(out / f"{stem}_labels.png")
+        a.table.to_csv(out / f"{stem}_particles.csv", index=False)
+        overlay = draw_overlay(a.segmentation.image, a.labels, args.overlay, 0.7, a.banner_box)
+        Image.fromarray(overlay).save(out / f"{stem}_overlay.png")
+        h, w = a.labels.shape
+        rows.append({"file": str(f), "status": "ok", "error": "", "width": w, "height": h,
+                     "banner": "" if a.banner_box is None else "{}:{},{}:{}".format(*a.banner_box),
+                     **{k: v for k, v in a.summary.items()},
+                     "seconds": round(sum(a.timings.values()), 3)})
+    pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
+    ok = len(rows) - failed
+    print(f"{ok} of {len(rows)} images analysed; results in {out}" + (f"; {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def _evaluate(args):
+    import json
+
+    from .evaluate import evaluate, evaluation_names, summarize_scores, tune_postprocess, write_card_postprocess
+    from .pipeline import Settings, default_segmenter
+    from .card import read_card
+
+    names = evaluation_names(args.data, args.split, args.subset)
+    if args.limit:
+        names = names[:args.limit]
+    segmenter = default_segmenter(args.weights, args.device)
+    settings = Settings.from_dict(None, defaults=read_card(args.weights)["postprocess"])
+    per_image, summary, probs = evaluate(args.data, names, segmenter, settings)
+    if args.tune:
+        best, table = tune_postprocess(args.data, probs)
+        print("tuned splitting settings:", best)
+        settings = Settings.from_dict({k: best[k] for k in ("watershed", "threshold", "min_distance", "min_size")})
+        per_image, summary, _ = evaluate(args.data, names, segmenter, settings)
+        write_card_postprocess(best, summary)
+    per_image.to_csv(args.csv, index=False)
+    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}, indent=1))
+    print(f"per-image scores written to {args.csv}")
+    return 0
 
 
 def _train(args):
@@ -15,9 +115,46 @@ def _train(args):
     return 0
 
 
+def _serve(args):
+    from .serve import run
+
+    mode = "backend" if args.backend else "frontend" if args.frontend else "all"
+    return run(mode, host=args.host, port=args.port, workers=args.workers)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(prog="saemi", description="Size analysis of electron-microscopy images.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser("analyze", help="analyse images or folders of images")
+    a.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    a.add_argument("--out", required=True, help="output folder")
+    a.add_argument("--watershed", dest="watershed", action="store_true", default=None,
+                   help="split touching particles (default: the model card's setting)")
+    a.add_argument("--no-watershed", dest="watershed", action="store_false")
+    a.add_argument("--min-distance", type=int, default=None, help="minimum distance between watershed markers, px")
+    a.add_argument("--threshold", type=float, default=None, help="particle probability cut, 0..1")
+    a.add_argument("--min-size", type=int, default=None, help="drop particles smaller than this, px")
+    a.add_argument("--exclude-edge", action="store_true", help="drop particles touching the image border")
+    a.add_argument("--nm-per-pixel", type=float, default=None, help="calibration: adds sizes in nm")
+    a.add_argument("--metric", default=None, help="summary metric (default equivalent_diameter)")
+    a.add_argument("--overlay", default="outline", choices=["outline", "filled"])
+    a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    a.add_argument("--weights", default=None, help="weights file or folder (default: bundled)")
+    a.add_argument("--quiet", action="store_true", help="no progress bar")
+    a.set_defaults(func=_analyze)
+
+    e = sub.add_parser("evaluate", help="score the full pipeline on labelled images")
+    e.add_argument("--data", required=True, help="folder with images/*.png and segmaps/*.png")
+    e.add_argument("--split", default=None, help="split JSON (default: model_weights/split.json)")
+    e.add_argument("--subset", default="val", choices=["val", "train"])
+    e.add_argument("--limit", type=int, default=None, help="only the first N images")
+    e.add_argument("--csv", default="evaluation.csv", help="per-image scores")
+    e.add_argument("--tune", action="store_true",
+                   help="grid-search the splitting settings and record them in the model card")
+    e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    e.add_argument("--weights", default=None)
+    e.set_defaults(func=_evaluate)
 
     t = sub.add_parser("train", help="train the U-Net from scratch on EMPS-style data")
     t.add_argument("--data", required=True, help="folder with images/*.png and segmaps/*.png")
@@ -35,6 +172,16 @@ def build_parser():
     t.add_argument("--resume", action="store_true", help="continue from checkpoints/train_state.pt")
     t.add_argument("--limit-images", type=int, default=None, help="use only the first N images (quick tests)")
     t.set_defaults(func=_train)
+
+    s = sub.add_parser("serve", help="run the web app, the REST backend, or the front end, under gunicorn")
+    which = s.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="front end with the backend in-process (default)")
+    which.add_argument("--backend", action="store_true", help="only the REST API (GPU server)")
+    which.add_argument("--frontend", action="store_true", help="only the Dash page; set SAEMI_BACKEND_URL")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8050)
+    s.add_argument("--workers", type=int, default=None, help="gunicorn workers (default: $WEB_CONCURRENCY or 1)")
+    s.set_defaults(func=_serve)
     return parser
 
 

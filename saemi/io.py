@@ -154,7 +154,9 @@ def load_image(source, max_pixels=None):
     except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         if isinstance(exc, UnidentifiedImageError):
             raise SaemiError("not an image file (PNG, JPEG, TIFF or BMP expected)", code="not_an_image") from exc
-        raise SaemiError(f"image is too large to decode safely: {exc}", code="too_large") from exc
+        limit = (max_pixels or max_pixels_default()) / 1e6
+        raise SaemiError(f"image is too large to decode safely (over {Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                         f"megapixels); the limit is {limit:.0f} megapixels", code="too_large") from exc
     except Exception as exc:  # truncated streams and broken chunks surface as many types
         raise SaemiError(f"image file is truncated or corrupt: {exc}", code="not_an_image") from exc
     if img.mode == "P":

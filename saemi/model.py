@@ -226,7 +226,7 @@ def load_segmenter(weights=None, device="auto", precision=None):
     """
     weights = Path(weights or os.environ.get("SAEMI_WEIGHTS") or DEFAULT_WEIGHTS_DIR)
     weights_file = weights / WEIGHTS_FILE if weights.is_dir() else weights
-    card = read_card(weights_file.parent)
+    card = read_card(weights_file)
     if not weights_file.exists():
         raise SaemiError(
             f"model weights not found at {weights_file}; train them with 'saemi train' "

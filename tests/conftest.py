@@ -1,0 +1,49 @@
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "emps-train"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(scope="session")
+def emps_dir():
+    """The shared EMPS training images (../shared/data/emps-train beside the repo)."""
+    if not (SHARED_DATA / "images").is_dir():
+        pytest.skip(f"shared EMPS data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def emps_images(emps_dir):
+    """A handful of real EMPS images (paths), of varied kinds."""
+    names = ["2ee0518d7a", "70f9f13af4", "aa309f6cec", "7fabcfe23f"]
+    return [emps_dir / "images" / f"{n}.png" for n in names]
+
+
+@pytest.fixture(scope="session")
+def random_segmenter():
+    """A randomly initialised network: for shapes and plumbing, not accuracy."""
+    import torch
+
+    from saemi.model import build_unet, make_segmenter
+
+    torch.manual_seed(0)
+    return make_segmenter(build_unet(3), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def trained_segmenter():
+    """The shipped, trained weights (bundled in model_weights/)."""
+    from saemi.pipeline import default_segmenter
+
+    return default_segmenter(None, "cpu")
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
