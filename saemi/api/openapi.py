@@ -1,0 +1,231 @@
+"""The OpenAPI 3.1 description of ``/api/v1`` (served at ``/api/v1/openapi.json``).
+
+Written as a Python dict so it lives next to the code it describes; the tests
+validate it with ``openapi-spec-validator`` and check real responses against
+its schemas with ``jsonschema`` (OpenAPI 3.1 schemas are JSON Schema 2020-12).
+"""
+
+import copy
+
+from .. import __version__
+
+_NUM_OR_NULL = {"type": ["number", "null"]}
+
+
+def _err(description):
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+_SETTINGS_PROPS = {
+    "watershed": {"type": "boolean", "description": "Split touching particles with a marker-based watershed."},
+    "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+                  "description": "Particle probability cut."},
+    "min_distance": {"type": "integer", "minimum": 1,
+                     "description": "Minimum distance between watershed markers, pixels; larger splits less."},
+    "min_size": {"type": "integer", "minimum": 0, "description": "Drop particles smaller than this, pixels."},
+    "exclude_edge": {"type": "boolean", "description": "Drop particles touching the image border."},
+    "nm_per_pixel": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                     "description": "Calibration; adds *_nm columns and nm statistics."},
+    "metric": {"type": "string", "enum": ["area", "equivalent_diameter", "feret_max", "feret_min", "perimeter"],
+               "description": "Metric of the summary statistics."},
+    "removed_labels": {"type": "array", "items": {"type": "integer"},
+                       "description": "Particle labels the user excluded (labels of the same settings)."},
+    "remove_banner": {"type": "boolean", "description": "Detect and fill the instrument data bar first."},
+}
+
+_ERRORS = {
+    "400": _err("Malformed request: bad JSON, missing image, invalid base64, empty file (code bad_request "
+                "or empty)."),
+    "413": _err("Upload over SAEMI_MAX_UPLOAD_MB or image over SAEMI_MAX_PIXELS (code too_large)."),
+    "415": _err("Not a decodable image, or an unsupported content type (code not_an_image or "
+                "unsupported_media_type)."),
+    "422": _err("Bad values: image under 32x32 (too_small), uniform image (blank_image), invalid settings "
+                "(bad_parameter)."),
+    "503": _err("The model is not loaded (code no_model)."),
+}
+
+_IMAGE_BODY = {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["file"],
+        "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream",
+                                "description": "PNG, JPEG, TIFF (8/16 bit), BMP; grey, RGB or RGBA."},
+                       "filename": {"type": "string", "description": "Label for the CSV name; never a path."},
+                       "remove_banner": {"type": "boolean"}}}},
+    "application/json": {"schema": {"$ref": "#/components/schemas/SegmentRequest"}},
+    "image/*": {"schema": {"type": "string", "contentMediaType": "image/*",
+                           "description": "Raw image bytes; 'filename' may be given in the query string."}},
+}
+
+DOCUMENT = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "SAEMI prediction API",
+        "version": __version__,
+        "summary": "Particle segmentation and size analysis of electron-microscopy images.",
+        "description": (
+            "Upload a micrograph once (`/segment` or `/analyze`); the network's output is cached per worker "
+            "under the returned `image_id`, and `/analyze` with that `image_id` re-splits and re-measures "
+            "without running the network again. Every error has the body "
+            "`{\"error\": {\"code\": ..., \"message\": ...}}`. With several workers or replicas the cache is "
+            "per process: a re-analysis that lands on another process answers 404 `not_found`, and the "
+            "client uploads the image again."),
+        "license": {"name": "MIT", "identifier": "MIT"},
+    },
+    "servers": [{"url": "/api/v1"}],
+    "paths": {
+        "/health": {"get": {
+            "operationId": "health", "summary": "Liveness: the process answers (200 even while loading).",
+            "responses": {"200": {"description": "Alive.", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Health"}}}}}}},
+        "/ready": {"get": {
+            "operationId": "ready", "summary": "Readiness: 200 once the model is loaded, 503 before.",
+            "responses": {"200": {"description": "Ready to analyse.", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Ready"}}}},
+                "503": _err("Model still loading (not_ready) or failed to load (no_model).")}}},
+        "/model": {"get": {
+            "operationId": "model", "summary": "The model card of the weights in use.",
+            "responses": {"200": {"description": "Model card.", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/ModelCard"}}}}}}},
+        "/openapi.json": {"get": {
+            "operationId": "openapi", "summary": "This document.",
+            "responses": {"200": {"description": "OpenAPI 3.1 document.",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/segment": {"post": {
+            "operationId": "segment",
+            "summary": "Banner removal and the network, once; caches the output under an image_id.",
+            "requestBody": {"required": True, "content": _IMAGE_BODY},
+            "responses": {"200": {"description": "Segmented.", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Segmentation"}}}}, **_ERRORS}}},
+        "/analyze": {"post": {
+            "operationId": "analyze",
+            "summary": "Particles, table, summary and pictures; with image_id the network is not run again.",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/AnalyzeRequest"}},
+                "multipart/form-data": {"schema": {
+                    "type": "object",
+                    "properties": {
+                        "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+                        "image_id": {"type": "string"}, "filename": {"type": "string"},
+                        "settings": {"type": "string", "description": "A JSON object of settings."},
+                        "overlay": {"type": "string", "enum": ["outline", "filled"]},
+                        "overlay_alpha": {"type": "string"}, "include_images": {"type": "string"}},
+                    "additionalProperties": {"type": "string",
+                                             "description": "Any setting name, as text (e.g. min_size=30)."}}}}},
+            "responses": {"200": {"description": "Analysed.", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Analysis"}}}},
+                "404": _err("Unknown or expired image_id (code not_found): upload the image again."),
+                **_ERRORS}}},
+        "/analyses/{image_id}/particles.csv": {"get": {
+            "operationId": "particlesCsv",
+            "summary": "Per-particle table of the image's last analysis as CSV (default settings if none).",
+            "parameters": [{"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "CSV; Content-Disposition names the file <stem>_particles.csv.",
+                        "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                        "content": {"text/csv": {"schema": {"type": "string"}}}},
+                "404": _err("Unknown or expired image_id (code not_found).")}}},
+    },
+    "components": {"schemas": {
+        "Error": {
+            "type": "object", "required": ["error"], "additionalProperties": False,
+            "properties": {"error": {
+                "type": "object", "required": ["code", "message"], "additionalProperties": False,
+                "properties": {
+                    "code": {"type": "string", "description": "Machine-readable tag, e.g. not_an_image."},
+                    "message": {"type": "string", "description": "What is wrong, for a user."}}}}},
+        "Health": {
+            "type": "object", "additionalProperties": False,
+            "required": ["status", "version", "model_loaded", "device", "cached_images", "load_error"],
+            "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
+                           "model_loaded": {"type": "boolean"},
+                           "device": {"type": ["string", "null"], "description": "cpu or cuda..., null until loaded"},
+                           "cached_images": {"type": "integer", "minimum": 0},
+                           "load_error": {"type": ["string", "null"]}}},
+        "Ready": {"type": "object", "required": ["ready", "device"],
+                  "properties": {"ready": {"const": True}, "device": {"type": "string"}}},
+        "ModelCard": {
+            "type": "object", "required": ["architecture", "classes", "postprocess"],
+            "properties": {"architecture": {"type": "string"},
+                           "classes": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+                           "input_scale": {"type": "number"}, "tile_size": {"type": "integer"},
+                           "tile_overlap": {"type": "integer"}, "postprocess": {"type": "object"}},
+            "additionalProperties": True},
+        "BannerBox": {
+            "type": ["object", "null"], "required": ["x0", "y0", "x1", "y1"],
+            "description": "The detected data bar, pixels (x1, y1 exclusive), or null.",
+            "properties": {k: {"type": "integer", "minimum": 0} for k in ("x0", "y0", "x1", "y1")}},
+        "SegmentRequest": {
+            "type": "object", "required": ["image"], "additionalProperties": False,
+            "properties": {"image": {"type": "string", "contentEncoding": "base64",
+                                     "description": "Image file bytes, base64 (a data: URL prefix is accepted)."},
+                           "filename": {"type": "string"}, "remove_banner": {"type": "boolean"}}},
+        "Settings": {"type": "object", "additionalProperties": False, "properties": _SETTINGS_PROPS,
+                     "description": "Missing keys take the model card's tuned defaults."},
+        "SettingsUsed": {"type": "object", "required": sorted(_SETTINGS_PROPS), "properties": _SETTINGS_PROPS},
+        "AnalyzeRequest": {
+            "type": "object",
+            "description": "Exactly one of image and image_id. Settings go in `settings` or at the top level.",
+            "properties": {"image": {"type": "string", "contentEncoding": "base64"},
+                           "image_id": {"type": "string"}, "filename": {"type": "string"},
+                           "settings": {"$ref": "#/components/schemas/Settings"},
+                           "overlay": {"type": "string", "enum": ["outline", "filled"], "default": "outline"},
+                           "overlay_alpha": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.7},
+                           "include_images": {"type": "boolean", "default": True},
+                           **_SETTINGS_PROPS},
+            "additionalProperties": False,
+            "oneOf": [{"required": ["image"]}, {"required": ["image_id"]}]},
+        "Segmentation": {
+            "type": "object",
+            "required": ["image_id", "filename", "width", "height", "banner_box", "timings", "cached"],
+            "properties": {
+                "image_id": {"type": "string", "description": "Handle for re-analysis and the CSV."},
+                "filename": {"type": "string"},
+                "width": {"type": "integer", "minimum": 1}, "height": {"type": "integer", "minimum": 1},
+                "banner_box": {"$ref": "#/components/schemas/BannerBox"},
+                "timings": {"type": "object", "additionalProperties": {"type": "number"},
+                            "description": "Seconds per stage this request ran."},
+                "cached": {"type": "boolean", "description": "The network output was already cached."}}},
+        "Summary": {
+            "type": "object",
+            "required": ["metric", "unit", "count", "mean", "median", "std", "d10", "d50", "d90"],
+            "properties": {"metric": {"type": "string"}, "unit": {"type": "string"},
+                           "count": {"type": "integer", "minimum": 0}, "mean": _NUM_OR_NULL,
+                           "median": _NUM_OR_NULL, "std": _NUM_OR_NULL, "d10": _NUM_OR_NULL,
+                           "d50": _NUM_OR_NULL, "d90": _NUM_OR_NULL}},
+        "Particle": {
+            "type": "object",
+            "required": ["label", "area_px", "equivalent_diameter_px", "feret_max_px", "feret_min_px",
+                         "perimeter_px", "circularity", "aspect_ratio", "centroid_x_px", "centroid_y_px",
+                         "touches_edge"],
+            "properties": {"label": {"type": "integer", "minimum": 1}, "area_px": {"type": "integer"},
+                           "equivalent_diameter_px": {"type": "number"}, "feret_max_px": {"type": "number"},
+                           "feret_min_px": {"type": "number"}, "perimeter_px": {"type": "number"},
+                           "circularity": {"type": "number"}, "aspect_ratio": _NUM_OR_NULL,
+                           "centroid_x_px": {"type": "number"}, "centroid_y_px": {"type": "number"},
+                           "touches_edge": {"type": "boolean"},
+                           "area_nm2": {"type": "number"}, "equivalent_diameter_nm": {"type": "number"},
+                           "feret_max_nm": {"type": "number"}, "feret_min_nm": {"type": "number"},
+                           "perimeter_nm": {"type": "number"}, "centroid_x_nm": {"type": "number"},
+                           "centroid_y_nm": {"type": "number"}}},
+        "Analysis": {
+            "allOf": [{"$ref": "#/components/schemas/Segmentation"}],
+            "type": "object", "required": ["settings", "summary", "particles"],
+            "properties": {
+                "settings": {"$ref": "#/components/schemas/SettingsUsed"},
+                "summary": {"$ref": "#/components/schemas/Summary"},
+                "particles": {"type": "array", "items": {"$ref": "#/components/schemas/Particle"}},
+                "labels_png": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
+                               "description": "16-bit PNG of the labels (0 background); absent if "
+                                              "include_images is false."},
+                "overlay_png": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
+                                "description": "RGB PNG of the particles over the image."}}},
+    }},
+}
+
+
+def openapi_document(base_url="/api/v1"):
+    """The OpenAPI document, with ``servers`` pointing at ``base_url``."""
+    doc = copy.deepcopy(DOCUMENT)
+    doc["servers"] = [{"url": base_url or "/api/v1"}]
+    return doc

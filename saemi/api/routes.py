@@ -1,0 +1,260 @@
+"""The ``/api/v1`` blueprint: thin HTTP glue over :class:`saemi.service.AnalysisService`.
+
+Handlers only parse requests and shape responses; every decision about images
+and settings is the service's, so the in-process UI client and this API behave
+the same. Errors are raised as :class:`saemi.errors.SaemiError` and turned into
+JSON by :mod:`saemi.api.errors`.
+"""
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import fields
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from .. import __version__
+from ..errors import SaemiError
+from ..measure import METRICS
+from ..pipeline import Settings
+from ..service import OVERLAY_MODES
+from .errors import error_response
+from .openapi import openapi_document
+
+bp = Blueprint("saemi_api", __name__)
+
+SETTING_NAMES = frozenset(f.name for f in fields(Settings))
+#: Request keys that are not settings; any other key must be a setting name.
+REQUEST_KEYS = frozenset({"image", "filename", "image_id", "settings", "overlay", "overlay_alpha",
+                          "include_images"})
+_DATA_URL = re.compile(r"^data:[^,]{0,200};base64,", re.IGNORECASE)
+
+
+def _service():
+    return current_app.extensions["saemi"]
+
+
+def _state():
+    return current_app.extensions["saemi_api"]
+
+
+# --- request parsing -------------------------------------------------------------------
+
+def _json_body():
+    """The JSON object of the request (400 if malformed or not an object)."""
+    body = request.get_json(silent=True)
+    if body is None:
+        # get_json(silent=True) hides why: tell empty bodies and bad JSON apart
+        raw = request.get_data(cache=True)
+        if not raw.strip():
+            raise SaemiError("request body is empty; send JSON or a multipart upload", code="bad_request")
+        raise SaemiError("request body is not valid JSON", code="bad_request")
+    if not isinstance(body, dict):
+        raise SaemiError("request body must be a JSON object", code="bad_request")
+    return body
+
+
+def _decode_base64(text):
+    if not isinstance(text, str):
+        raise SaemiError("'image' must be a base64 string", code="bad_request")
+    text = _DATA_URL.sub("", text.strip(), count=1)  # accept data URLs as Dash's upload makes them
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise SaemiError("'image' is not valid base64", code="bad_request") from None
+
+
+def _label(filename):
+    """The last component of a client's file name, kept only as a label (never opened)."""
+    if not filename:
+        return None
+    name = str(filename).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
+    return name[:200] or None
+
+
+def _read_request():
+    """Parse any supported request body into ``(image_bytes or None, filename, fields dict)``.
+
+    Supported: multipart/form-data (``file`` plus form fields; a ``settings``
+    field may hold a JSON object), JSON (``image`` base64 plus fields), and a
+    raw image body (``image/*`` or ``application/octet-stream``; fields from
+    the query string).
+    """
+    ctype = (request.mimetype or "").lower()
+    if ctype in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        fields_ = {k: v for k, v in request.form.items()}
+        upload = request.files.get("file")
+        if len(request.files) and upload is None:
+            raise SaemiError("upload the image in the multipart field 'file'", code="bad_request")
+        data = upload.read() if upload is not None else None
+        # the client's file name is only ever a label (a CSV name), never a path
+        filename = fields_.pop("filename", None) or (upload.filename if upload is not None else None)
+        if "settings" in fields_:
+            try:
+                fields_["settings"] = json.loads(fields_["settings"]) if fields_["settings"].strip() else {}
+            except ValueError:
+                raise SaemiError("form field 'settings' is not valid JSON", code="bad_request") from None
+        if "include_images" in fields_:
+            fields_["include_images"] = fields_["include_images"].strip().lower() not in ("0", "false", "no", "off")
+        return data, _label(filename), fields_
+    if ctype == "application/json" or ctype.endswith("+json"):
+        body = _json_body()
+        data = _decode_base64(body["image"]) if body.get("image") is not None else None
+        filename = body.get("filename")
+        if filename is not None and not isinstance(filename, str):
+            raise SaemiError("'filename' must be a string", code="bad_request")
+        return data, _label(filename), {k: v for k, v in body.items() if k not in ("image", "filename")}
+    if ctype.startswith("image/") or ctype == "application/octet-stream":
+        fields_ = dict(request.args.items())
+        return request.get_data(cache=False), _label(fields_.pop("filename", None)), fields_
+    if not ctype and not request.content_length:
+        raise SaemiError("no image: send multipart field 'file', JSON {\"image\": base64} or a raw image body",
+                         code="bad_request")
+    raise SaemiError(f"unsupported content type {ctype or '(none)'!r}; send multipart/form-data, "
+                     "application/json or an image body", code="unsupported_media_type")
+
+
+def _check_upload(data):
+    if data is None:
+        return
+    limit = current_app.config["SAEMI_MAX_UPLOAD_MB"] * 1024 * 1024
+    if len(data) > limit:
+        raise SaemiError(f"image file is {len(data) / 2**20:.1f} MB; the limit is "
+                         f"{current_app.config['SAEMI_MAX_UPLOAD_MB']:g} MB", code="too_large")
+
+
+def _bool(value, name):
+    if isinstance(value, bool):
+        return value
+    raise SaemiError(f"{name!r} must be true or false", code="bad_parameter")
+
+
+def _settings_from(fields_):
+    """Settings dict from a nested ``settings`` object plus top-level setting keys."""
+    nested = fields_.get("settings", {})
+    if nested is None:
+        nested = {}
+    if not isinstance(nested, dict):
+        raise SaemiError("'settings' must be a JSON object", code="bad_request")
+    top = {k: v for k, v in fields_.items() if k not in REQUEST_KEYS}
+    clash = sorted(set(top) & set(nested))
+    if clash:
+        raise SaemiError(f"setting(s) given twice (top level and in 'settings'): {', '.join(clash)}",
+                         code="bad_request")
+    values = {**nested, **top}
+    settings = _service().parse_settings(values)  # rejects unknown names and bad values (422)
+    # checked here, not after the network ran, so a typo costs nothing
+    if settings.metric not in METRICS:
+        raise SaemiError(f"unknown metric {settings.metric!r}; choose one of {', '.join(METRICS)}",
+                         code="bad_parameter")
+    return settings
+
+
+def _image_id(value):
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise SaemiError("'image_id' must be a non-empty string", code="bad_request")
+    return value
+
+
+# --- endpoints ---------------------------------------------------------------------------
+
+@bp.get("/health")
+def health():
+    """Liveness: the process answers. Always 200 while the worker runs."""
+    service, state = _service(), _state()
+    h = service.health()
+    return jsonify({"status": "ok", "version": __version__, "model_loaded": h["model_loaded"],
+                    "device": h["device"], "cached_images": h["cached_images"],
+                    "load_error": state.load_error})
+
+
+@bp.get("/ready")
+def ready():
+    """Readiness: 200 once the model is in memory, 503 before (or if loading failed)."""
+    service, state = _service(), _state()
+    if not service.loaded:
+        if state.load_error:
+            return error_response("no_model", f"model could not be loaded: {state.load_error}", 503)
+        return error_response("not_ready", "model is still loading", 503, {"Retry-After": "5"})
+    return jsonify({"ready": True, "device": service.health()["device"]})
+
+
+@bp.get("/model")
+def model():
+    """The model card of the weights in use."""
+    return jsonify(_service().card)
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(openapi_document(request.script_root + current_app.config["SAEMI_API_PREFIX"]))
+
+
+@bp.post("/segment")
+def segment():
+    data, filename, fields_ = _read_request()
+    if data is None:
+        raise SaemiError("no image: send multipart field 'file' or JSON {\"image\": base64}", code="bad_request")
+    extra = sorted(set(fields_) - {"remove_banner"})
+    if extra:
+        raise SaemiError(f"unknown field(s) for /segment: {', '.join(extra)}", code="bad_parameter")
+    remove_banner = True
+    if "remove_banner" in fields_:
+        remove_banner = Settings.from_dict({"remove_banner": fields_["remove_banner"]}).remove_banner
+    _check_upload(data)
+    return jsonify(_service().segment(data, filename or "image", remove_banner))
+
+
+@bp.post("/analyze")
+def analyze():
+    data, filename, fields_ = _read_request()
+    image_id = _image_id(fields_.get("image_id"))
+    if (data is None) == (image_id is None):
+        raise SaemiError("give either an image ('file' or 'image') or an 'image_id', not both"
+                         if data is not None else "no image: send an image or the 'image_id' of a segmented one",
+                         code="bad_request")
+    overlay = fields_.get("overlay", "outline")
+    if overlay not in OVERLAY_MODES:
+        raise SaemiError(f"'overlay' must be one of {', '.join(OVERLAY_MODES)}", code="bad_parameter")
+    alpha = fields_.get("overlay_alpha", 0.7)
+    try:
+        alpha = float(alpha)
+    except (TypeError, ValueError):
+        alpha = float("nan")
+    if isinstance(fields_.get("overlay_alpha"), bool) or not 0.0 <= alpha <= 1.0:
+        raise SaemiError("'overlay_alpha' must be a number from 0 to 1", code="bad_parameter")
+    include_images = _bool(fields_.get("include_images", True), "include_images")
+    settings = _settings_from(fields_)
+    _check_upload(data)
+    out = _service().analyze(image_id=image_id, data=data, filename=filename or ("image" if data else None),
+                             settings=settings, overlay=overlay, overlay_alpha=alpha,
+                             include_images=include_images)
+    return jsonify(out)
+
+
+@bp.get("/analyses/<image_id>/particles.csv")
+def particles_csv(image_id):
+    text, name = _service().particles_csv(image_id)
+    # `name` comes from saemi.service.safe_stem: only [A-Za-z0-9._-], safe in a quoted header
+    return Response(text, mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.after_request
+def _cors(resp):
+    """Minimal CORS for browser clients on other origins (``SAEMI_ALLOWED_ORIGINS``)."""
+    origin = request.headers.get("Origin")
+    allowed = _state().allowed_origins
+    if origin and allowed and ("*" in allowed or origin.rstrip("/") in allowed):
+        resp.headers["Access-Control-Allow-Origin"] = "*" if "*" in allowed else origin
+        resp.headers["Access-Control-Expose-Headers"] = "Content-Disposition"
+        if "*" not in allowed:
+            resp.headers.add("Vary", "Origin")
+        if request.method == "OPTIONS":
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            resp.headers["Access-Control-Allow-Headers"] = "Content-Type"
+            resp.headers["Access-Control-Max-Age"] = "600"
+    return resp
