@@ -9,8 +9,12 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
 
 def collect_inputs(paths):
     """Files named, plus the image files (by suffix) directly inside named folders."""
+    from .errors import SaemiError
+
     files = []
     for p in map(Path, paths):
+        if not p.exists():
+            raise SaemiError(f"no such file or folder: {p}", code="not_found")
         if p.is_dir():
             files += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         else:

@@ -1,0 +1,83 @@
+"""`saemi analyze` end to end, as a user runs it: a real process, the shipped weights."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from test_io import png_header_only
+
+
+def run_cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "saemi.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def analysed(tmp_path_factory, emps_dir):
+    inputs = tmp_path_factory.mktemp("in")
+    for name in ["2ee0518d7a", "70f9f13af4"]:
+        shutil.copy(emps_dir / "images" / f"{name}.png", inputs / f"{name}.png")
+    (inputs / "notes.png").write_text("this is a text file renamed to .png")
+    (inputs / "empty.tif").write_bytes(b"")
+    (inputs / "huge.png").write_bytes(png_header_only(30000, 30000))
+    out = tmp_path_factory.mktemp("out")
+    proc = run_cli("analyze", inputs, "--out", out, "--nm-per-pixel", "2.0", "--quiet")
+    return inputs, out, proc
+
+
+def test_good_images_write_the_contract_files(analysed):
+    inputs, out, proc = analysed
+    for name in ["2ee0518d7a", "70f9f13af4"]:
+        src = np.asarray(Image.open(inputs / f"{name}.png"))
+        labels_img = Image.open(out / f"{name}_labels.png")
+        labels = np.asarray(labels_img)
+        assert labels_img.mode.startswith("I;16") and labels.shape == src.shape[:2]
+        table = pd.read_csv(out / f"{name}_particles.csv")
+        ids = np.unique(labels[labels > 0])
+        assert len(table) == len(ids) > 0
+        assert sorted(table.label) == sorted(ids.tolist())
+        assert (table.equivalent_diameter_nm == pytest.approx(table.equivalent_diameter_px * 2.0))
+        overlay = np.asarray(Image.open(out / f"{name}_overlay.png"))
+        assert overlay.shape == src.shape[:2] + (3,)
+
+
+def test_bad_files_are_reported_skipped_and_fail_the_run(analysed):
+    _, out, proc = analysed
+    assert proc.returncode != 0
+    assert "notes.png" in proc.stderr and "not an image" in proc.stderr
+    assert "empty" in proc.stderr and "megapixels" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 5
+    assert sorted(summary.status) == ["error"] * 3 + ["ok"] * 2
+    ok = summary[summary.status == "ok"]
+    for _, row in ok.iterrows():
+        table = pd.read_csv(out / f"{row.file.rsplit('/', 1)[-1][:-4]}_particles.csv")
+        assert row["count"] == len(table)
+    assert set(ok.unit) == {"nm"}
+
+
+def test_all_good_run_exits_zero_and_settings_apply(tmp_path, emps_dir):
+    img = emps_dir / "images" / "70f9f13af4.png"
+    plain = run_cli("analyze", img, "--out", tmp_path / "a", "--quiet", "--no-watershed")
+    strict = run_cli("analyze", img, "--out", tmp_path / "b", "--quiet", "--no-watershed", "--exclude-edge",
+                     "--min-size", "400")
+    assert plain.returncode == 0 and strict.returncode == 0, plain.stderr + strict.stderr
+    n_plain = len(pd.read_csv(tmp_path / "a" / "70f9f13af4_particles.csv"))
+    t = pd.read_csv(tmp_path / "b" / "70f9f13af4_particles.csv")
+    assert len(t) < n_plain and not t.touches_edge.any() and (t.area_px >= 400).all()
+
+
+def test_bad_arguments_are_clear(tmp_path):
+    proc = run_cli("analyze", tmp_path / "missing-folder", "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "no such file or folder" in proc.stderr and "Traceback" not in proc.stderr
+    (tmp_path / "empty-folder").mkdir()
+    proc = run_cli("analyze", tmp_path / "empty-folder", "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "no image files" in proc.stderr
+    proc = run_cli("analyze", tmp_path, "--out", tmp_path / "o", "--min-distance", "0")
+    assert proc.returncode == 2 and "min_distance" in proc.stderr
