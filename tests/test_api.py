@@ -1,0 +1,453 @@
+"""The REST backend through the real HTTP stack: gunicorn on loopback, ``requests`` as client.
+
+One gunicorn (1 worker, 3 threads) serves the whole module with the bundled
+weights (``$SAEMI_WEIGHTS`` overrides). Every endpoint's happy path uses real
+EMPS images; every bad input of the error table gets the documented status and
+the one JSON error shape; every response is checked against the OpenAPI
+document the server itself publishes. A few in-process tests (Flask test
+client, no model) cover configuration and failure modes that need another app.
+"""
+
+import base64
+import concurrent.futures
+import io
+import struct
+import time
+import zlib
+
+import jsonschema
+import numpy as np
+import pytest
+import requests
+from openapi_spec_validator import validate as validate_spec
+from PIL import Image
+
+from livesrv import SHARED_DATA, start_backend, weights_available
+
+API = "/api/v1"
+MAX_UPLOAD_MB = 8  # small, so the 413 tests send little
+IMAGES = ["2ee0518d7a", "70f9f13af4", "aa309f6cec", "7fabcfe23f"]
+
+
+# --- fixtures ----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def images():
+    """Bytes of a few real EMPS micrographs (PNG, 512-634 px)."""
+    folder = SHARED_DATA / "images"
+    if not folder.is_dir():
+        pytest.skip(f"shared EMPS data not found at {SHARED_DATA} (expected ../shared beside the repo)")
+    return {n: (folder / f"{n}.png").read_bytes() for n in IMAGES}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not weights_available():
+        pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt (or $SAEMI_WEIGHTS) "
+                    "must exist; the API tests run the real network")
+    log = tmp_path_factory.mktemp("gunicorn") / "api.log"
+    srv = start_backend(env={"SAEMI_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB), "SAEMI_CACHE_SIZE": "6",
+                             "SAEMI_DEVICE": "cpu", "SAEMI_ALLOWED_ORIGINS": "https://lab.example"},
+                        threads=3, log_path=log)
+    try:
+        srv.wait("/api/v1/ready", timeout=240)
+        srv.initial_workers = srv.worker_pids()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def spec(server):
+    r = requests.get(server.url + API + "/openapi.json", timeout=10)
+    assert r.status_code == 200
+    doc = r.json()
+    validate_spec(doc)  # raises if the document is not valid OpenAPI 3.1
+    return doc
+
+
+def url(server, path):
+    return server.url + API + path
+
+
+def check(spec, resp, path, method="post"):
+    """Assert ``resp`` is documented for (path, method, status) and matches its schema."""
+    op = spec["paths"][path][method]
+    entry = op["responses"].get(str(resp.status_code))
+    assert entry is not None, f"{method.upper()} {path} answered undocumented {resp.status_code}: {resp.text[:300]}"
+    ctype = resp.headers.get("Content-Type", "").split(";")[0]
+    assert ctype in entry["content"], f"{ctype!r} not documented for {resp.status_code} of {path}"
+    if ctype == "application/json":
+        schema = {"components": spec["components"], **entry["content"][ctype]["schema"]}
+        jsonschema.validate(resp.json(), schema, cls=jsonschema.Draft202012Validator)
+    return resp
+
+
+def check_error(spec, resp, status, code=None):
+    """The one error shape, with ``status`` (and ``code`` when given); never HTML."""
+    assert resp.status_code == status, f"expected {status}, got {resp.status_code}: {resp.text[:300]}"
+    assert resp.headers["Content-Type"].startswith("application/json"), resp.text[:200]
+    schema = {"components": spec["components"], "$ref": "#/components/schemas/Error"}
+    body = resp.json()
+    jsonschema.validate(body, schema, cls=jsonschema.Draft202012Validator)
+    if code:
+        assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return body
+
+
+def png(array):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def huge_png_header(width=30000, height=30000):
+    """A valid, ~110 kB 1-bit PNG of width x height: tiny on the wire, 900 megapixels decoded."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (1 + (width + 7) // 8)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+# --- health, readiness, model, OpenAPI ---------------------------------------------------------
+
+def test_openapi_document_is_valid(spec):
+    assert spec["openapi"].startswith("3.")
+    for path in ("/health", "/ready", "/model", "/segment", "/analyze", "/analyses/{image_id}/particles.csv"):
+        assert path in spec["paths"]
+
+
+def test_health(server, spec):
+    r = check(spec, requests.get(url(server, "/health"), timeout=10), "/health", "get")
+    body = r.json()
+    assert body["status"] == "ok" and body["model_loaded"] is True and body["device"] == "cpu"
+    assert body["load_error"] is None
+
+
+def test_ready(server, spec):
+    r = check(spec, requests.get(url(server, "/ready"), timeout=10), "/ready", "get")
+    assert r.json()["ready"] is True
+
+
+def test_model_card(server, spec):
+    r = check(spec, requests.get(url(server, "/model"), timeout=10), "/model", "get")
+    card = r.json()
+    assert card["classes"][0] == "background"
+    assert {"threshold", "min_distance", "min_size"} <= set(card["postprocess"])
+
+
+# --- happy paths ----------------------------------------------------------------------------
+
+def test_segment_multipart_then_reanalyse_and_csv(server, spec, images):
+    data = images["2ee0518d7a"]
+    r = check(spec, requests.post(url(server, "/segment"), files={"file": ("../../etc/passwd sample.png", data)},
+                                  timeout=120), "/segment")
+    seg = r.json()
+    assert (seg["width"], seg["height"]) == (630, 512)
+    assert seg["filename"] == "passwd sample.png"  # a label: the directories are gone, never opened
+    assert "network" in seg["timings"]
+
+    t0 = time.perf_counter()
+    r = check(spec, requests.post(url(server, "/analyze"), timeout=60, json={
+        "image_id": seg["image_id"], "min_size": 10, "settings": {"min_distance": 5, "watershed": True},
+        "overlay": "filled"}), "/analyze")
+    elapsed = time.perf_counter() - t0
+    out = r.json()
+    assert out["cached"] is True and "network" not in out["timings"]  # the network did not run again
+    assert out["settings"]["min_size"] == 10 and out["settings"]["min_distance"] == 5
+    assert out["summary"]["count"] == len(out["particles"])
+    overlay = Image.open(io.BytesIO(base64.b64decode(out["overlay_png"])))
+    labels = np.asarray(Image.open(io.BytesIO(base64.b64decode(out["labels_png"]))))
+    assert overlay.size == (630, 512) and labels.shape == (512, 630)
+    assert labels.max() >= max((p["label"] for p in out["particles"]), default=0)
+    assert elapsed < 30
+
+    r = check(spec, requests.get(url(server, f"/analyses/{seg['image_id']}/particles.csv"), timeout=30),
+              "/analyses/{image_id}/particles.csv", "get")
+    assert r.headers["Content-Disposition"] == 'attachment; filename="passwd_sample_particles.csv"'
+    lines = r.text.strip().splitlines()
+    assert lines[0].startswith("label,area_px,equivalent_diameter_px")
+    assert len(lines) - 1 == out["summary"]["count"]
+
+
+def test_analyze_json_base64_with_calibration(server, spec, images):
+    data = images["aa309f6cec"]
+    body = {"image": base64.b64encode(data).decode(), "filename": "sample.png",
+            "settings": {"nm_per_pixel": 2.5, "metric": "feret_max", "exclude_edge": True}}
+    out = check(spec, requests.post(url(server, "/analyze"), json=body, timeout=120), "/analyze").json()
+    assert out["summary"]["unit"] == "nm" and out["summary"]["metric"] == "feret_max"
+    assert all("feret_max_nm" in p and not p["touches_edge"] for p in out["particles"])
+    # removing a particle by label: the rest keep their labels
+    if out["particles"]:
+        gone = out["particles"][0]["label"]
+        again = check(spec, requests.post(url(server, "/analyze"), timeout=60, json={
+            "image_id": out["image_id"], "settings": {**body["settings"], "removed_labels": [gone]},
+            "include_images": False}), "/analyze").json()
+        assert gone not in {p["label"] for p in again["particles"]}
+        assert again["summary"]["count"] == out["summary"]["count"] - 1
+        assert "overlay_png" not in again
+
+
+def test_data_url_and_raw_body_reuse_the_cache(server, spec, images):
+    data = images["2ee0518d7a"]  # segmented by an earlier test (same bytes, same image_id)
+    r = requests.post(url(server, "/segment"), timeout=120,
+                      json={"image": "data:image/png;base64," + base64.b64encode(data).decode()})
+    first = check(spec, r, "/segment").json()
+    r = requests.post(url(server, "/segment") + "?filename=raw.png", data=data,
+                      headers={"Content-Type": "image/png"}, timeout=120)
+    second = check(spec, r, "/segment").json()
+    assert second["image_id"] == first["image_id"] and second["cached"] is True
+
+
+def test_16bit_tiff_works(server, spec, images):
+    import tifffile
+
+    grey = np.asarray(Image.open(io.BytesIO(images["70f9f13af4"])).convert("L")).astype(np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, grey * 64 + 100)  # a 14-bit detector range in a 16-bit file
+    r = requests.post(url(server, "/analyze"), files={"file": ("scan.tif", buf.getvalue())},
+                      data={"min_size": "15", "settings": '{"watershed": true}'}, timeout=120)
+    out = check(spec, r, "/analyze").json()
+    assert (out["width"], out["height"]) == (631, 512) and out["settings"]["min_size"] == 15
+    assert out["summary"]["count"] >= 0
+
+
+def test_rgba_png_works(server, spec, images):
+    rgb = np.asarray(Image.open(io.BytesIO(images["7fabcfe23f"])).convert("RGB"))
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])
+    r = requests.post(url(server, "/segment"), files={"file": ("alpha.png", png(rgba))}, timeout=120)
+    seg = check(spec, r, "/segment").json()
+    assert (seg["width"], seg["height"]) == (634, 512)
+
+
+def test_concurrent_reanalyses(server, spec, images):
+    seg = requests.post(url(server, "/segment"), files={"file": ("a.png", images["aa309f6cec"])}, timeout=120).json()
+
+    def one(k):
+        return requests.post(url(server, "/analyze"), timeout=120, json={
+            "image_id": seg["image_id"], "min_distance": 3 + k, "include_images": k % 2 == 0})
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(one, range(12)))
+    for k, r in enumerate(results):
+        check(spec, r, "/analyze")
+        assert r.json()["settings"]["min_distance"] == 3 + k
+
+
+def test_cors_for_allowed_origin_only(server):
+    r = requests.options(url(server, "/analyze"), timeout=10, headers={
+        "Origin": "https://lab.example", "Access-Control-Request-Method": "POST"})
+    assert r.headers.get("Access-Control-Allow-Origin") == "https://lab.example"
+    r = requests.get(url(server, "/health"), headers={"Origin": "https://evil.example"}, timeout=10)
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+# --- error paths ------------------------------------------------------------------------------
+
+def _bad_images(images):
+    real = images["aa309f6cec"]
+    return {
+        "not an image": (b"This is a text file, not a micrograph.\n" * 20, 415, "not_an_image"),
+        "truncated png": (real[: len(real) // 2], 415, "not_an_image"),
+        "zero bytes": (b"", 400, "empty"),
+        "1x1 image": (png(np.zeros((1, 1), np.uint8)), 422, "too_small"),
+        "all black": (png(np.zeros((256, 256, 3), np.uint8)), 422, "blank_image"),
+        "30000x30000": (huge_png_header(), 413, "too_large"),
+    }
+
+
+@pytest.mark.parametrize("case", ["not an image", "truncated png", "zero bytes", "1x1 image", "all black",
+                                  "30000x30000"])
+def test_bad_images_segment(server, spec, images, case):
+    data, status, code = _bad_images(images)[case]
+    t0 = time.perf_counter()
+    r = requests.post(url(server, "/segment"), files={"file": ("x.png", data)}, timeout=60)
+    check(spec, r, "/segment")
+    check_error(spec, r, status, code)
+    if case == "30000x30000":
+        assert time.perf_counter() - t0 < 5, "a 900-megapixel header must be rejected before decoding"
+
+
+@pytest.mark.parametrize("case", ["not an image", "zero bytes", "30000x30000"])
+def test_bad_images_analyze_json(server, spec, images, case):
+    data, status, code = _bad_images(images)[case]
+    r = requests.post(url(server, "/analyze"), json={"image": base64.b64encode(data).decode()}, timeout=60)
+    check(spec, r, "/analyze")
+    check_error(spec, r, status, code)
+
+
+@pytest.mark.parametrize("body, headers", [
+    (b"{not json", {"Content-Type": "application/json"}),
+    (b"[1, 2, 3]", {"Content-Type": "application/json"}),
+    (b"", {"Content-Type": "application/json"}),
+    (b'{"image": "***not base64***"}', {"Content-Type": "application/json"}),
+    (b'{"filename": "x.png"}', {"Content-Type": "application/json"}),
+    (b'{"image": 42}', {"Content-Type": "application/json"}),
+    (b"", {}),
+])
+def test_wrong_json_is_400(server, spec, body, headers):
+    for path in ("/segment", "/analyze"):
+        r = requests.post(url(server, path), data=body, headers=headers, timeout=30)
+        check(spec, r, path)
+        check_error(spec, r, 400, "bad_request")
+
+
+def test_analyze_needs_exactly_one_of_image_and_id(server, spec, images):
+    body = {"image": base64.b64encode(images["aa309f6cec"]).decode(), "image_id": "abc"}
+    check_error(spec, requests.post(url(server, "/analyze"), json=body, timeout=30), 400, "bad_request")
+    check_error(spec, requests.post(url(server, "/analyze"), json={"image_id": 7}, timeout=30), 400, "bad_request")
+
+
+def test_unsupported_content_type_is_415(server, spec):
+    r = requests.post(url(server, "/segment"), data=b"a=1", headers={"Content-Type": "text/plain"}, timeout=30)
+    check_error(spec, r, 415, "unsupported_media_type")
+
+
+def test_unknown_image_id_is_404(server, spec):
+    r = requests.post(url(server, "/analyze"), json={"image_id": "0123456789abcdef01234567"}, timeout=30)
+    check(spec, r, "/analyze")
+    check_error(spec, r, 404, "not_found")
+    r = requests.get(url(server, "/analyses/nope/particles.csv"), timeout=30)
+    check(spec, r, "/analyses/{image_id}/particles.csv", "get")
+    check_error(spec, r, 404, "not_found")
+    r = requests.get(url(server, "/analyses/..%2F..%2Fetc%2Fpasswd/particles.csv"), timeout=30)
+    check_error(spec, r, 404, "not_found")
+
+
+@pytest.fixture(scope="module")
+def segmented(server, images):
+    r = requests.post(url(server, "/segment"), files={"file": ("s.png", images["aa309f6cec"])}, timeout=120)
+    assert r.status_code == 200, r.text
+    return r.json()["image_id"]
+
+
+@pytest.mark.parametrize("extra", [
+    {"threshold": 2}, {"threshold": "high"}, {"min_distance": 0}, {"min_size": -1}, {"min_size": 2.5},
+    {"watershed": "maybe"}, {"nm_per_pixel": -1}, {"metric": "volume"}, {"removed_labels": "a,b"},
+    {"settings": {"threshold": 0}}, {"min_sise": 3}, {"overlay": "sparkles"}, {"overlay_alpha": 3},
+    {"include_images": "yes please"}, {"exclude_edge": None},
+])
+def test_bad_settings_are_422(server, spec, segmented, extra):
+    r = requests.post(url(server, "/analyze"), json={"image_id": segmented, **extra}, timeout=30)
+    check(spec, r, "/analyze")
+    body = check_error(spec, r, 422, "bad_parameter")
+    name = next(iter(extra.get("settings", extra)))
+    assert name in body["error"]["message"] or name == "metric" and "metric" in body["error"]["message"]
+
+
+def test_settings_not_an_object_is_400(server, spec, segmented):
+    r = requests.post(url(server, "/analyze"), json={"image_id": segmented, "settings": [1]}, timeout=30)
+    check_error(spec, r, 400, "bad_request")
+
+
+def test_oversized_upload_is_413(server, spec):
+    # a file over SAEMI_MAX_UPLOAD_MB inside a body the server still reads ...
+    blob = b"\x89PNG\r\n\x1a\n" + bytes(int((MAX_UPLOAD_MB + 0.5) * 2**20))
+    r = requests.post(url(server, "/segment"), files={"file": ("big.png", blob)}, timeout=60)
+    check(spec, r, "/segment")
+    check_error(spec, r, 413, "too_large")
+    # ... and a body over MAX_CONTENT_LENGTH, refused from its Content-Length alone
+    blob = bytes(int(MAX_UPLOAD_MB * 1.5 * 2**20))
+    r = requests.post(url(server, "/segment"), data=blob, headers={"Content-Type": "image/png"}, timeout=60)
+    check_error(spec, r, 413, "too_large")
+
+
+def test_flask_errors_are_json(server, spec):
+    check_error(spec, requests.get(url(server, "/nothing-here"), timeout=10), 404, "not_found")
+    check_error(spec, requests.get(server.url + "/", timeout=10), 404, "not_found")
+    r = requests.get(url(server, "/segment"), timeout=10)
+    check_error(spec, r, 405, "method_not_allowed")
+    assert "POST" in r.headers["Allow"]
+    check_error(spec, requests.delete(url(server, "/health"), timeout=10), 405, "method_not_allowed")
+
+
+def test_server_survived_everything(server, spec):
+    """Runs last in this module: the same worker still answers; nothing crashed or timed out."""
+    r = check(spec, requests.get(url(server, "/health"), timeout=10), "/health", "get")
+    assert r.json()["model_loaded"] is True
+    assert server.worker_pids() == server.initial_workers
+    log = server.log()
+    assert "Traceback" not in log and "WORKER TIMEOUT" not in log and "Worker exiting" not in log, log[-3000:]
+
+
+# --- in-process: configuration and failure modes (Flask test client, no model) -----------------
+
+def test_create_app_stores_the_service_and_loads_nothing_when_lazy():
+    from saemi.api import create_app
+    from saemi.service import AnalysisService
+
+    app = create_app({"SAEMI_LOAD": "lazy", "SAEMI_CACHE_SIZE": 3, "TESTING": True})
+    service = app.extensions["saemi"]
+    assert isinstance(service, AnalysisService) and not service.loaded
+    assert app.config["TESTING"] is True
+    c = app.test_client()
+    assert c.get(API + "/health").json["model_loaded"] is False
+    r = c.get(API + "/ready")
+    assert r.status_code == 503 and r.json["error"]["code"] == "not_ready"
+    # two apps are independent: nothing is shared at module level
+    assert create_app({"SAEMI_LOAD": "lazy"}).extensions["saemi"] is not service
+
+
+def test_missing_weights_report_503_and_keep_serving(images):
+    from saemi.api import create_app
+
+    app = create_app({"SAEMI_WEIGHTS": "/nonexistent/weights.pt"})
+    c = app.test_client()
+    h = c.get(API + "/health")
+    assert h.status_code == 200 and "weights not found" in h.json["load_error"]
+    r = c.get(API + "/ready")
+    assert r.status_code == 503 and r.json["error"]["code"] == "no_model"
+    r = c.post(API + "/segment", data={"file": (io.BytesIO(images["aa309f6cec"]), "a.png")})
+    assert r.status_code == 503 and r.json["error"]["code"] == "no_model"
+
+
+@pytest.mark.parametrize("bad", [{"SAEMI_DEVICE": "tpu"}, {"SAEMI_MAX_UPLOAD_MB": "lots"},
+                                 {"SAEMI_CACHE_SIZE": 0}, {"SAEMI_LOAD": "sometimes"}])
+def test_bad_configuration_refuses_to_start(bad):
+    from saemi.api import create_app
+
+    with pytest.raises(ValueError):
+        create_app({"SAEMI_LOAD": "lazy", **bad})
+
+
+def test_configuration_from_environment(monkeypatch):
+    from saemi.api import create_app
+
+    monkeypatch.setenv("SAEMI_MAX_UPLOAD_MB", "3")
+    monkeypatch.setenv("SAEMI_CACHE_SIZE", "2")
+    monkeypatch.setenv("SAEMI_ALLOWED_ORIGINS", "*")
+    app = create_app({"SAEMI_LOAD": "lazy"})
+    assert app.config["SAEMI_MAX_UPLOAD_MB"] == 3.0
+    assert app.config["MAX_CONTENT_LENGTH"] >= 3 * 2**20 * 4 // 3
+    assert app.extensions["saemi"]._cache_size == 2
+    r = app.test_client().get(API + "/health", headers={"Origin": "http://x.example"})
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_unexpected_exception_is_a_generic_json_500(caplog):
+    from saemi.api import create_app
+
+    app = create_app({"SAEMI_LOAD": "lazy"})
+
+    def boom(*a, **k):
+        raise RuntimeError("secret internal detail")
+
+    app.extensions["saemi"].segment = boom
+    r = app.test_client().post(API + "/segment", data=b"\x89PNG....", content_type="image/png")
+    assert r.status_code == 500 and r.json["error"]["code"] == "internal_error"
+    assert "secret" not in r.get_data(as_text=True)
+    assert any("secret internal detail" in (rec.exc_text or str(rec.exc_info)) for rec in caplog.records)
+
+
+def test_importing_the_api_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, saemi.api; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
