@@ -1,0 +1,94 @@
+"""The Dash front end: layout and callbacks, grouped by feature.
+
+``create_dash_app(server, client)`` builds the app on a Flask server and an
+:class:`~saemi.ui.client.AnalysisClient`; ``build_app()`` picks both from the
+environment the way ``app.py`` (``gunicorn app:server``) does:
+
+* default: the backend blueprint (``saemi.api``) in the same process, called
+  in-process by the UI;
+* ``SAEMI_BACKEND_URL`` set: a bare Flask server, no model loaded here, and
+  HTTP to that backend (``SAEMI_BACKEND_TIMEOUT`` seconds, default 120).
+
+Nothing in this package imports torch.
+"""
+
+import os
+from pathlib import Path
+
+from .client import AnalysisClient, ClientError, InProcessClient, RemoteClient
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+TITLE = "SAEMI - particle size analysis"
+
+__all__ = ["create_dash_app", "build_app", "client_from_env", "AnalysisClient", "ClientError",
+           "InProcessClient", "RemoteClient"]
+
+
+def client_from_env(server=None, environ=None):
+    """The client the environment asks for: remote with ``SAEMI_BACKEND_URL``, else in-process."""
+    environ = os.environ if environ is None else environ
+    url = (environ.get("SAEMI_BACKEND_URL") or "").strip()
+    if url:
+        return RemoteClient(url, timeout=float(environ.get("SAEMI_BACKEND_TIMEOUT") or 120))
+    service = None
+    if server is not None:
+        service = getattr(server, "extensions", {}).get("saemi")
+    if service is None:
+        from ..service import AnalysisService
+        service = AnalysisService()
+    return InProcessClient(service)
+
+
+def build_app(environ=None):
+    """Server and Dash app as deployed: see the module docstring."""
+    environ = os.environ if environ is None else environ
+    if (environ.get("SAEMI_BACKEND_URL") or "").strip():
+        import flask
+
+        server = flask.Flask("saemi")
+    else:
+        from ..api import create_app
+
+        server = create_app()
+    return create_dash_app(server, client_from_env(server, environ))
+
+
+def create_dash_app(server=None, client=None, assets_folder=None):
+    """Build the Dash app.
+
+    Parameters
+    ----------
+    server : flask.Flask, optional
+        Default: a new bare Flask app.
+    client : AnalysisClient, optional
+        Default: :func:`client_from_env` for ``server``.
+    assets_folder : path, optional
+        CSS, favicon and the demo image; default the repository's ``assets/``.
+
+    Returns
+    -------
+    dash.Dash
+        ``app.server`` is the Flask object to serve.
+    """
+    import flask
+    from dash import Dash
+
+    from . import controls, histogram, image_view, layout, table, upload
+
+    if server is None:
+        server = flask.Flask("saemi")
+    if client is None:
+        client = client_from_env(server)
+    assets_folder = str(Path(assets_folder or ASSETS))
+    app = Dash(__name__, server=server, assets_folder=assets_folder, title=TITLE, update_title=None,
+               meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"},
+                          {"name": "description", "content": "Particle size distributions from electron "
+                                                             "micrographs"}])
+    app.saemi_client = client
+    app.layout = layout.page(client.default_settings(), client.description)
+    upload.register(app, client, assets_folder)
+    controls.register(app, client)
+    image_view.register(app)
+    histogram.register(app)
+    table.register(app)
+    return app

@@ -1,0 +1,81 @@
+"""Post-processing controls: splitting settings, calibration, overlay look."""
+
+import time
+
+from dash import Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from . import logic
+from .client import ClientError
+
+
+def _field(label, control_id, control, hint=None):
+    return html.Div(className="field", children=[
+        html.Label(label, htmlFor=control_id, id=f"{control_id}-label"),
+        html.Div(control, role="group", **{"aria-labelledby": f"{control_id}-label"}),
+        html.Div(hint, className="hint") if hint else None,
+    ])
+
+
+def layout(defaults):
+    d = {**logic.settings_from_controls(True, 7, 0.5, 20, False),
+         **{k: defaults[k] for k in logic.SPLIT_KEYS if k in defaults}}
+    return html.Section(className="panel controls-panel", **{"aria-labelledby": "controls-heading"}, children=[
+        html.H2("2. Particles", id="controls-heading"),
+        dcc.Checklist(id="watershed", options=[{"label": " Split touching particles (watershed)", "value": "on"}],
+                      value=["on"] if d["watershed"] else [], className="check"),
+        _field("Minimum peak distance (px)", "min-distance",
+               dcc.Slider(id="min-distance", min=1, max=40, step=1, value=int(d["min_distance"]),
+                          marks={1: "1", 10: "10", 20: "20", 30: "30", 40: "40"}),
+               "Smaller splits more"),
+        _field("Probability threshold", "threshold",
+               dcc.Slider(id="threshold", min=0.05, max=0.95, step=0.05, value=float(d["threshold"]),
+                          marks={0.1: "0.1", 0.5: "0.5", 0.9: "0.9"})),
+        _field("Minimum particle size (px²)", "min-size",
+               dcc.Slider(id="min-size", min=0, max=1000, step=5, value=int(d["min_size"]),
+                          marks={0: "0", 250: "250", 500: "500", 1000: "1000"})),
+        dcc.Checklist(id="exclude-edge", options=[{"label": " Exclude particles cut by the image edge",
+                                                   "value": "on"}],
+                      value=["on"] if d["exclude_edge"] else [], className="check"),
+        _field("Calibration (nm per pixel)", "nm-per-pixel",
+               dcc.Input(id="nm-per-pixel", type="number", min=0, step="any", debounce=True,
+                         placeholder="sizes in px", className="number-input"),
+               "Sizes switch to nm once set"),
+        html.H2("Overlay", className="subheading"),
+        dcc.RadioItems(id="overlay-mode", options=[{"label": " Outlines", "value": "outline"},
+                                                  {"label": " Filled labels", "value": "filled"}],
+                       value="outline", inline=True, className="radio"),
+        _field("Overlay opacity", "opacity",
+               dcc.Slider(id="opacity", min=0, max=1, step=0.05, value=0.9, marks={0: "0", 0.5: "0.5", 1: "1"},
+                          allow_direct_input=False)),
+        html.Div(id="analysis-error", className="error", role="alert", **{"aria-live": "assertive"}),
+    ])
+
+
+def register(app, client):
+    @app.callback(
+        Output("analysis-store", "data"),
+        Output("labels-store", "data"),
+        Output("analysis-error", "children"),
+        Output("analysis-status", "children"),
+        Input("image-store", "data"),
+        Input("watershed", "value"),
+        Input("min-distance", "value"),
+        Input("threshold", "value"),
+        Input("min-size", "value"),
+        Input("exclude-edge", "value"),
+        prevent_initial_call=True,
+    )
+    def on_settings(image, watershed, min_distance, threshold, min_size, exclude_edge):
+        if not image or not image.get("image_id"):
+            raise PreventUpdate
+        settings = logic.settings_from_controls(watershed, min_distance, threshold, min_size, exclude_edge)
+        t0 = time.perf_counter()
+        try:
+            result = client.analyze(image["image_id"], settings)
+        except ClientError as exc:
+            return no_update, no_update, f"Analysis failed: {exc.message}", ""
+        analysis, labels = logic.reduce_analysis(result, settings)
+        n = len(analysis["particles"])
+        status = f"{n} particle{'s' if n != 1 else ''} found ({time.perf_counter() - t0:.2f} s)"
+        return analysis, labels, "", status

@@ -1,0 +1,56 @@
+"""Histogram of particle sizes with mean and median lines, and the summary figures."""
+
+from dash import Input, Output, dcc, html
+
+from . import logic
+
+
+def layout():
+    return html.Section(className="panel histogram-panel", **{"aria-labelledby": "histogram-heading"}, children=[
+        html.Div(className="panel-head", children=[html.H2("Size distribution", id="histogram-heading")]),
+        html.Div(className="histogram-controls", children=[
+            html.Div(className="field inline", children=[
+                html.Label("Metric", htmlFor="metric", id="metric-label"),
+                dcc.Dropdown(id="metric", options=[{"label": v, "value": k} for k, v in logic.METRIC_LABELS.items()],
+                             value="equivalent_diameter", clearable=False, searchable=False, className="dropdown"),
+            ]),
+            html.Div(className="field inline", children=[
+                html.Label("Bin width", htmlFor="bin-width", id="bin-width-label"),
+                dcc.Input(id="bin-width", type="number", min=0, step="any", debounce=True, placeholder="auto",
+                          className="number-input"),
+            ]),
+        ]),
+        html.Div(className="histogram-body", children=[
+            dcc.Graph(id="histogram-graph", config={"displaylogo": False, "responsive": True},
+                      className="histogram-graph",
+                      style={"height": "clamp(260px, calc(100vh - 400px), 520px)"}, figure=logic.histogram_figure(logic.kept_table(None))),
+            html.Div(id="summary", className="summary", **{"aria-live": "polite"},
+                     children=summary_children(None)),
+        ]),
+    ])
+
+
+def summary_children(summary):
+    summary = summary or {"count": 0, "unit": "px"}
+    items = []
+    for name, value in logic.summary_rows(summary):
+        vid = "summary-count" if name == "Particles" else None
+        items += [html.Dt(name), html.Dd(value, id=vid) if vid else html.Dd(value)]
+    return [html.Dl(items, className="summary-list")]
+
+
+def register(app):
+    @app.callback(
+        Output("histogram-graph", "figure"),
+        Output("summary", "children"),
+        Input("analysis-store", "data"),
+        Input("removed-store", "data"),
+        Input("metric", "value"),
+        Input("bin-width", "value"),
+        Input("nm-per-pixel", "value"),
+    )
+    def on_histogram(analysis, removed, metric, bin_width, nm):
+        table = logic.kept_table(analysis, removed, nm)
+        summary = logic.summary_of(table, metric, nm)
+        fig = logic.histogram_figure(table, metric, bin_width, nm, summary)
+        return fig, summary_children(summary)

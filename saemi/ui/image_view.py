@@ -1,0 +1,133 @@
+"""Image view: micrograph with particle outlines or labels, hover info, click to exclude."""
+
+from dash import Input, Output, Patch, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from . import logic
+
+# Hover: look the label up in the particle list in the browser (no request per mouse move).
+HOVER_JS = """
+function(hover, analysis, removed, nm) {
+    const hide = [false, window.dash_clientside.no_update, window.dash_clientside.no_update];
+    if (!hover || !hover.points || !hover.points.length || !analysis) { return hide; }
+    const pt = hover.points[0];
+    const label = Math.round(pt.z || 0);
+    if (!label) { return hide; }
+    const row = (analysis.particles || []).find(p => p.label === label);
+    if (!row) { return hide; }
+    const k = (nm && nm > 0) ? Number(nm) : 1;
+    const unit = (nm && nm > 0) ? "nm" : "px";
+    const fmt = v => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3));
+    let text = "Particle " + label + ": eq. diameter " + fmt(row.equivalent_diameter_px * k) + " " + unit
+        + ", area " + fmt(row.area_px * k * k) + " " + unit + "\u00b2";
+    const gone = removed && removed.key === analysis.key && (removed.labels || []).includes(label);
+    text += gone ? " (excluded; click to restore)" : " (click to exclude)";
+    return [true, pt.bbox, text];
+}
+"""
+
+GRAPH_CONFIG = {"scrollZoom": True, "displaylogo": False, "responsive": True,
+                "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"],
+                "toImageButtonOptions": {"format": "png", "filename": "saemi_overlay"}}
+
+
+def layout():
+    empty = logic.go.Figure(layout={"xaxis": {"visible": False}, "yaxis": {"visible": False},
+                                    "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "template": "none",
+                                    "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+                                    "annotations": [{"text": "Upload a micrograph or try the demo",
+                                                     "showarrow": False, "xref": "paper", "yref": "paper",
+                                                     "x": 0.5, "y": 0.5, "font": {"size": 16, "color": "#667"}}]})
+    return html.Section(className="panel image-panel", **{"aria-labelledby": "image-heading"}, children=[
+        html.Div(className="panel-head", children=[
+            html.H2("Particles found", id="image-heading"),
+            html.Span(id="analysis-status", className="status", **{"aria-live": "polite"}),
+        ]),
+        dcc.Loading(id="image-loading", type="circle", delay_show=150, overlay_style={"visibility": "visible",
+                                                                                      "opacity": 0.5},
+                    children=html.Div(className="graph-wrap", children=[
+                        dcc.Graph(id="image-graph", figure=empty, config=GRAPH_CONFIG, clear_on_unhover=True,
+                                  className="image-graph",
+                                  style={"height": "clamp(340px, calc(100vh - 200px), 880px)"}),
+                        dcc.Tooltip(id="image-tooltip", direction="right", className="particle-tooltip"),
+                    ])),
+        html.P("Hover a particle for its size; click it to exclude it from the statistics (click again to "
+               "restore). Scroll to zoom, drag to pan, double-click to reset. The dotted box is the "
+               "instrument data bar that was ignored.", className="hint"),
+    ])
+
+
+def register(app):
+    @app.callback(
+        Output("image-graph", "figure", allow_duplicate=True),
+        Input("labels-store", "data"),
+        Input("removed-store", "data"),
+        Input("overlay-mode", "value"),
+        prevent_initial_call=True,
+    )
+    def on_overlay(labels_data, removed, mode):
+        if not labels_data or not labels_data.get("labels_png"):
+            raise PreventUpdate
+        labels = logic.decode_labels(labels_data["labels_png"])
+        upd = logic.overlay_update(labels, logic.removed_labels(removed, labels_data["key"]), mode or "outline")
+        patch = Patch()
+        patch["data"][1]["source"] = upd["source"]
+        patch["data"][1]["x0"] = 0
+        patch["data"][1]["y0"] = 0
+        patch["data"][1]["dx"] = 1
+        patch["data"][1]["dy"] = 1
+        grid = upd["grid"]
+        patch["data"][2]["z"] = grid["z"]
+        patch["data"][2]["x0"] = grid["x0"]
+        patch["data"][2]["dx"] = grid["dx"]
+        patch["data"][2]["y0"] = grid["y0"]
+        patch["data"][2]["dy"] = grid["dy"]
+        patch["data"][2]["zmax"] = max(1, int(grid["z"].max(initial=0)))
+        patch["layout"]["meta"]["key"] = labels_data["key"]
+        return patch
+
+    @app.callback(
+        Output("image-graph", "figure", allow_duplicate=True),
+        Input("opacity", "value"),
+        State("image-store", "data"),
+        prevent_initial_call=True,
+    )
+    def on_opacity(opacity, image):
+        if not image:
+            raise PreventUpdate
+        patch = Patch()
+        patch["data"][1]["opacity"] = float(opacity if opacity is not None else 0.9)
+        return patch
+
+    @app.callback(
+        Output("removed-store", "data"),
+        Output("image-graph", "clickData"),
+        Input("analysis-store", "data"),
+        Input("image-graph", "clickData"),
+        State("removed-store", "data"),
+        prevent_initial_call=True,
+    )
+    def on_click(analysis, click, removed):
+        from dash import ctx
+
+        if not analysis:
+            raise PreventUpdate
+        key = analysis["key"]
+        if ctx.triggered_id == "image-graph":
+            label = logic.clicked_label(click)
+            if not label:
+                return no_update, None
+            return logic.toggle_removed(removed, key, label), None
+        new = logic.reconcile_removed(removed, key)
+        return (new if new is not removed else no_update), no_update
+
+    app.clientside_callback(
+        HOVER_JS,
+        Output("image-tooltip", "show"),
+        Output("image-tooltip", "bbox"),
+        Output("image-tooltip", "children"),
+        Input("image-graph", "hoverData"),
+        State("analysis-store", "data"),
+        State("removed-store", "data"),
+        State("nm-per-pixel", "value"),
+    )

@@ -1,0 +1,35 @@
+"""The page: header, the four panels, the stores, and the footer with credits."""
+
+from dash import dcc, html
+
+from . import controls, histogram, image_view, table, upload
+
+DEMO_CREDIT = [
+    "Demo image: EMPS dataset (Yildirim & Cole, 2021, MIT licence), from ",
+    html.A("doi:10.1016/j.jiec.2019.05.007", href="https://doi.org/10.1016/j.jiec.2019.05.007",
+           target="_blank", rel="noopener"),
+    " (fig. 1).",
+]
+
+
+def page(defaults, backend_description=""):
+    return html.Div(className="app", children=[
+        html.Header(className="app-header", children=[
+            html.H1(["SAEMI ", html.Span("particle size analysis of electron micrographs", className="tagline")]),
+        ]),
+        html.Main(className="app-main", children=[
+            html.Div(className="sidebar", children=[upload.layout(), controls.layout(defaults)]),
+            image_view.layout(),
+            histogram.layout(),
+            table.layout(),
+        ]),
+        html.Footer(className="app-footer", children=[
+            html.P(DEMO_CREDIT),
+            html.P(f"Segmentation: ResNet18 U-Net with watershed splitting; {backend_description}.",
+                   className="hint"),
+        ]),
+        dcc.Store(id="image-store"),
+        dcc.Store(id="analysis-store"),
+        dcc.Store(id="labels-store"),
+        dcc.Store(id="removed-store"),
+    ])

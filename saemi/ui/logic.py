@@ -1,0 +1,493 @@
+"""Pure helpers behind the Dash callbacks: data in, data out, no Dash state.
+
+Everything the page computes lives here so it can be unit-tested without a
+browser: decoding uploads, the settings a control panel means, the set of
+particles the user clicked away, the kept-particle table with physical units,
+summaries, CSV text, and the Plotly figures (image view and histogram).
+
+Conventions
+-----------
+* An *analysis* (what the ``analysis`` store holds) is the backend's ``analyze``
+  answer reduced to what the page needs: ``key`` (image id + splitting
+  settings), ``image_id``, ``filename``, ``width``, ``height``, ``settings``,
+  ``particles`` (rows in pixel units, every particle found) and ``count_api``.
+* Particles the user excludes are removed *here*, not by the backend, so the
+  label image keeps every particle and a second click can restore one. The
+  statistics use :func:`saemi.measure.summarize`, the same code the API runs,
+  so the page and the API agree for the same settings.
+"""
+
+import base64
+import binascii
+import io
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from PIL import Image
+
+from ..measure import METRICS, add_physical_columns, metric_column, summarize
+from .client import ClientError
+
+#: Metrics offered in the histogram selector: value -> label.
+METRIC_LABELS = {"area": "Area", "equivalent_diameter": "Equivalent diameter", "feret_max": "Feret diameter (max)"}
+#: Settings that change how particles are split (and so renumber the labels).
+SPLIT_KEYS = ("watershed", "min_distance", "threshold", "min_size", "exclude_edge")
+#: Accepted upload types (checked again by the backend, which decodes the bytes).
+ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.bmp,image/png,image/jpeg,image/tiff,image/bmp"
+
+OUTLINE_RGBA = (255, 110, 0, 255)
+REMOVED_RGBA = (20, 20, 20, 170)
+REMOVED_OUTLINE_RGBA = (0, 200, 255, 255)
+BANNER_COLOUR = "rgba(0, 220, 255, 0.9)"
+
+
+# --- uploads and settings -------------------------------------------------------------------
+
+def decode_upload(contents, filename=None):
+    """The bytes of a ``dcc.Upload`` data URL (``data:<type>;base64,<data>``).
+
+    Raises
+    ------
+    ClientError
+        For a missing, malformed or empty upload.
+    """
+    if not contents or not isinstance(contents, str):
+        raise ClientError("no file was received; try the upload again", code="bad_request")
+    if isinstance(filename, list) or isinstance(contents, list):
+        raise ClientError("upload one image at a time", code="bad_request")
+    _, _, payload = contents.partition(",")
+    if not payload:
+        raise ClientError(f"{filename or 'the file'} is empty (0 bytes)", code="empty")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ClientError("the upload was garbled in transfer; try again", code="bad_request") from None
+    if not data:
+        raise ClientError(f"{filename or 'the file'} is empty (0 bytes)", code="empty")
+    return data
+
+
+def settings_from_controls(watershed, min_distance, threshold, min_size, exclude_edge):
+    """The splitting settings the control panel means (checklists give lists of values)."""
+    def num(v, kind, default):
+        try:
+            return kind(v) if v is not None and v != "" else default
+        except (TypeError, ValueError):
+            return default
+
+    return {"watershed": bool(watershed) and "on" in watershed if isinstance(watershed, list) else bool(watershed),
+            "min_distance": max(1, num(min_distance, int, 7)),
+            "threshold": min(0.99, max(0.01, num(threshold, float, 0.5))),
+            "min_size": max(0, num(min_size, int, 0)),
+            "exclude_edge": bool(exclude_edge) and "on" in exclude_edge if isinstance(exclude_edge, list)
+            else bool(exclude_edge)}
+
+
+def analysis_key(image_id, settings):
+    """Identifies one labelling: the same key means the same label numbers."""
+    split = {k: settings.get(k) for k in SPLIT_KEYS}
+    return f"{image_id}:{json.dumps(split, sort_keys=True)}"
+
+
+def parse_nm_per_pixel(value):
+    """A positive finite calibration, or None (empty, zero, negative or not a number)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def reduce_analysis(result, settings):
+    """The part of an ``analyze`` answer the page keeps in its stores.
+
+    Returns
+    -------
+    (analysis, labels) : tuple of dict
+        ``labels`` holds the label PNG (base64) apart, because only the image
+        view needs it.
+    """
+    key = analysis_key(result["image_id"], settings)
+    particles = [{k: v for k, v in row.items() if not k.endswith("_nm") and k != "area_nm2"}
+                 for row in result.get("particles", [])]
+    analysis = {"key": key, "image_id": result["image_id"], "filename": result.get("filename", "image"),
+                "width": result.get("width"), "height": result.get("height"), "settings": dict(settings),
+                "particles": particles, "count_api": (result.get("summary") or {}).get("count"),
+                "timings": result.get("timings", {})}
+    labels = {"key": key, "labels_png": result.get("labels_png")}
+    return analysis, labels
+
+
+# --- removed particles ----------------------------------------------------------------------
+
+def empty_removed(key=None):
+    return {"key": key, "labels": []}
+
+
+def reconcile_removed(removed, key):
+    """Keep the excluded set while the labelling is the same; clear it when it changes.
+
+    A new splitting setting renumbers the particles, so old label ids would
+    point at different particles.
+    """
+    if not removed or removed.get("key") != key:
+        return empty_removed(key)
+    return removed
+
+
+def toggle_removed(removed, key, label):
+    """Exclude particle ``label`` from the statistics, or restore it if excluded."""
+    removed = reconcile_removed(removed, key)
+    try:
+        label = int(label)
+    except (TypeError, ValueError):
+        return removed
+    if label <= 0:
+        return removed
+    labels = set(removed["labels"])
+    labels.symmetric_difference_update({label})
+    return {"key": key, "labels": sorted(labels)}
+
+
+def removed_labels(removed, key):
+    """The excluded label ids that apply to the labelling ``key``."""
+    if not removed or removed.get("key") != key:
+        return []
+    return [int(v) for v in removed.get("labels", [])]
+
+
+def clicked_label(click_data):
+    """The particle label under a click on the image view (0 for background or none)."""
+    try:
+        point = click_data["points"][0]
+    except (TypeError, KeyError, IndexError):
+        return 0
+    z = point.get("z")
+    try:
+        return int(z) if z is not None and np.isfinite(float(z)) else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+# --- tables, summaries, CSV -----------------------------------------------------------------
+
+def kept_table(analysis, removed=None, nm_per_pixel=None):
+    """The particles that count (not excluded), as a DataFrame; adds nm columns when calibrated."""
+    from ..measure import PIXEL_COLUMNS
+
+    rows = (analysis or {}).get("particles") or []
+    table = pd.DataFrame(rows, columns=PIXEL_COLUMNS if not rows else None)
+    if rows:
+        table = table[[c for c in PIXEL_COLUMNS if c in table] + [c for c in table if c not in PIXEL_COLUMNS]]
+    drop = set(removed_labels(removed, (analysis or {}).get("key")))
+    if drop and len(table):
+        table = table[~table["label"].isin(drop)]
+    table = table.reset_index(drop=True)
+    for col in table.columns:
+        if col == "touches_edge":
+            table[col] = table[col].astype(bool)
+        elif col != "label":
+            table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
+    if "label" in table:
+        table["label"] = table["label"].astype(int)
+    nm = parse_nm_per_pixel(nm_per_pixel)
+    if nm:
+        add_physical_columns(table, nm)
+    return table
+
+
+def summary_of(table, metric="equivalent_diameter", nm_per_pixel=None):
+    """:func:`saemi.measure.summarize` for the kept particles, in nm when calibrated."""
+    unit = "nm" if parse_nm_per_pixel(nm_per_pixel) else "px"
+    return summarize(table, metric if metric in METRICS else "equivalent_diameter", unit)
+
+
+def format_number(v, digits=4):
+    """A short human-readable number ('-' for missing)."""
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    v = float(v)
+    if v == 0:
+        return "0"
+    mag = math.floor(math.log10(abs(v)))
+    decimals = max(0, digits - 1 - mag)
+    return f"{v:,.{min(decimals, 3)}f}"
+
+
+def summary_rows(summary):
+    """(label, value) pairs for the summary panel, in a fixed order."""
+    unit = summary.get("unit", "")
+    rows = [("Particles", format_number(summary.get("count")))]
+    for name, key in (("Mean", "mean"), ("Median", "median"), ("Std. deviation", "std"),
+                      ("D10", "d10"), ("D50", "d50"), ("D90", "d90")):
+        rows.append((name, f"{format_number(summary.get(key))} {unit}".strip() if summary.get("count") else "-"))
+    return rows
+
+
+def particles_csv(table):
+    """The per-particle table as CSV text (one row per kept particle)."""
+    return table.to_csv(index=False, float_format="%.6g")
+
+
+def summary_csv(table, analysis, nm_per_pixel=None):
+    """One row per metric: count, mean, median, std, D10/D50/D90, plus the settings used."""
+    analysis = analysis or {}
+    settings = analysis.get("settings") or {}
+    nm = parse_nm_per_pixel(nm_per_pixel)
+    rows = []
+    for metric in METRICS:
+        s = summary_of(table, metric, nm)
+        rows.append({"filename": analysis.get("filename", "image"), **s,
+                     **{k: settings.get(k) for k in SPLIT_KEYS}, "nm_per_pixel": nm,
+                     "removed_labels": " ".join(str(v) for v in removed_labels_from_table(analysis, table))})
+    return pd.DataFrame(rows).to_csv(index=False, float_format="%.6g")
+
+
+def removed_labels_from_table(analysis, table):
+    """Labels the analysis found that the kept table lacks (the user's exclusions)."""
+    found = {int(r["label"]) for r in (analysis or {}).get("particles") or []}
+    kept = set(int(v) for v in table["label"]) if len(table) else set()
+    return sorted(found - kept)
+
+
+def download_name(filename, kind):
+    """``<stem>_particles.csv`` / ``<stem>_summary.csv`` for an uploaded file name."""
+    from ..service import safe_stem
+
+    return f"{safe_stem(filename)}_{kind}.csv"
+
+
+def grid_columns(nm_per_pixel=None):
+    """AG Grid column definitions for the particle table, in px or nm."""
+    unit = "nm" if parse_nm_per_pixel(nm_per_pixel) else "px"
+    area = "area_nm2" if unit == "nm" else "area_px"
+    cols = [("label", "Label"), (area, f"Area ({unit}²)"),
+            (f"equivalent_diameter_{unit}", f"Eq. diameter ({unit})"),
+            (f"feret_max_{unit}", f"Feret max ({unit})"), (f"feret_min_{unit}", f"Feret min ({unit})"),
+            (f"perimeter_{unit}", f"Perimeter ({unit})"), ("circularity", "Circularity"),
+            ("aspect_ratio", "Aspect ratio"), (f"centroid_x_{unit}", f"x ({unit})"),
+            (f"centroid_y_{unit}", f"y ({unit})"), ("touches_edge", "Touches edge")]
+    out = []
+    for field, name in cols:
+        col = {"field": field, "headerName": name, "sortable": True, "filter": field != "touches_edge"}
+        if field not in ("label", "touches_edge"):
+            col["type"] = "numericColumn"
+        out.append(col)
+    return out
+
+
+def grid_rows(table):
+    """Table rows for the grid: numbers rounded for reading (the CSV keeps full precision)."""
+    out = []
+    for row in table.to_dict(orient="records"):
+        clean = {}
+        for k, v in row.items():
+            if isinstance(v, (bool, np.bool_)):
+                clean[k] = "yes" if v else "no"
+            elif isinstance(v, (int, np.integer)):
+                clean[k] = int(v)
+            elif isinstance(v, (float, np.floating)):
+                clean[k] = round(float(v), 3) if math.isfinite(v) else None
+            else:
+                clean[k] = v
+        out.append(clean)
+    return out
+
+
+# --- histogram --------------------------------------------------------------------------------
+
+def axis_title(metric, unit):
+    return f"{METRIC_LABELS.get(metric, metric.replace('_', ' ').capitalize())} ({unit})"
+
+
+def histogram_figure(table, metric="equivalent_diameter", bin_width=None, nm_per_pixel=None, summary=None):
+    """Plotly histogram of one metric of the kept particles, with mean and median lines."""
+    summary = summary or summary_of(table, metric, nm_per_pixel)
+    unit = "nm" if parse_nm_per_pixel(nm_per_pixel) else "px"
+    col = metric_column(table, metric, unit)
+    values = table[col].to_numpy(dtype=float) if col in table else np.array([])
+    fig = go.Figure()
+    xbins = None
+    try:
+        bw = float(bin_width)
+        if math.isfinite(bw) and bw > 0 and values.size:
+            lo = math.floor(values.min() / bw) * bw
+            if (values.max() - lo) / bw <= 2000:  # a tiny bin width must not hang the browser
+                xbins = {"start": lo, "end": values.max() + bw, "size": bw}
+    except (TypeError, ValueError):
+        pass
+    fig.add_trace(go.Histogram(x=values, xbins=xbins, name="particles", marker_color="#4c78a8",
+                               marker_line={"color": "white", "width": 1},
+                               hovertemplate="%{x}<br>%{y} particles<extra></extra>"))
+    for name, key, colour, dash in (("mean", "mean", "#d62728", "solid"), ("median", "median", "#2ca02c", "dash")):
+        v = summary.get(key)
+        if summary.get("count") and v is not None and math.isfinite(v):
+            fig.add_vline(x=v, line={"color": colour, "width": 2, "dash": dash},
+                          annotation={"text": f"{name} {format_number(v)}", "font": {"color": colour}},
+                          annotation_position="top right" if key == "mean" else "top left")
+    fig.update_layout(template="plotly_white", margin={"l": 50, "r": 15, "t": 30, "b": 45},
+                      xaxis_title=axis_title(metric, summary.get("unit", unit)), yaxis_title="Count",
+                      bargap=0.02, showlegend=False, uirevision=f"{metric}:{unit}",
+                      meta={"count": summary.get("count", 0)})
+    if not values.size:
+        fig.add_annotation(text="no particles", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    return fig
+
+
+# --- image view -------------------------------------------------------------------------------
+
+def encode_png(array, compress_level=3):
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=compress_level)
+    return buf.getvalue()
+
+
+def data_url(data, mime):
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def display_image(data, max_side=2048):
+    """The micrograph as a JPEG data URL for the browser, plus its size and display stride.
+
+    16-bit and TIFF images are decoded (and stretched to 8 bits) by
+    :func:`saemi.io.load_image`, which browsers cannot do themselves. Images
+    larger than ``max_side`` are shown subsampled (``stride`` > 1) in the same
+    pixel coordinates.
+    """
+    from ..io import load_image
+
+    img = load_image(data)
+    h, w = img.shape[:2]
+    stride = max(1, math.ceil(max(h, w) / max_side))
+    small = img[::stride, ::stride]
+    buf = io.BytesIO()
+    Image.fromarray(small).save(buf, format="JPEG", quality=90)
+    return {"source": data_url(buf.getvalue(), "image/jpeg"), "width": w, "height": h, "stride": stride}
+
+
+def decode_labels(labels_png):
+    """The label image from its base64 16-bit PNG (int32, 0 = background)."""
+    raw = base64.b64decode(labels_png)
+    with Image.open(io.BytesIO(raw)) as im:
+        return np.asarray(im).astype(np.int32)
+
+
+def boundaries(labels, width=1):
+    """Pixels of each particle within ``width`` pixels of another label (inner outlines)."""
+    lab = np.asarray(labels)
+    pad = np.pad(lab, width, mode="edge")
+    h, w = lab.shape
+    edge = np.zeros(lab.shape, bool)
+    for dy in range(-width, width + 1):
+        for dx in range(-width, width + 1):
+            if dy or dx:
+                edge |= pad[width + dy:width + dy + h, width + dx:width + dx + w] != lab
+    return edge & (lab > 0)
+
+
+def label_colours(n, seed=0):
+    """Bright colours, one per label (row 0 unused), the same as :mod:`saemi.overlay`."""
+    rng = np.random.default_rng(seed)
+    return np.vstack([[0, 0, 0], rng.integers(60, 256, (n, 3))]).astype(np.uint8)
+
+
+def overlay_rgba(labels, removed=(), mode="outline"):
+    """A transparent RGBA layer with the particles drawn, to lay over the micrograph.
+
+    Kept particles get orange outlines (``outline``) or a colour each
+    (``filled``); excluded ones are darkened with a cyan outline, so the user
+    sees what was clicked away and can click it back.
+    """
+    lab = np.asarray(labels)
+    h, w = lab.shape
+    out = np.zeros((h, w, 4), np.uint8)
+    width = 2 if max(h, w) > 900 else 1
+    edge = boundaries(lab, width)
+    removed = np.asarray(sorted(int(v) for v in removed), dtype=np.int64)
+    is_removed = np.isin(lab, removed) if removed.size else np.zeros(lab.shape, bool)
+    kept = (lab > 0) & ~is_removed
+    if mode == "filled":
+        colours = label_colours(int(lab.max(initial=0)))
+        out[kept, :3] = colours[lab[kept]]
+        out[kept, 3] = 150
+        out[kept & edge] = (255, 255, 255, 230)
+    else:
+        out[kept & edge] = OUTLINE_RGBA
+    out[is_removed] = REMOVED_RGBA
+    out[is_removed & edge] = REMOVED_OUTLINE_RGBA
+    return out
+
+
+def hover_grid(labels, max_cells=200_000):
+    """A subsampled label grid for hover and click look-ups in the browser.
+
+    Returns
+    -------
+    dict
+        ``z`` (uint16 or int32 array), ``x0``, ``dx``, ``y0``, ``dy`` in image
+        pixel coordinates: cell (i, j) is centred on pixel (y0 + i dy, x0 + j dx).
+    """
+    lab = np.asarray(labels)
+    h, w = lab.shape
+    s = max(1, math.ceil(math.sqrt(h * w / max_cells)))
+    off = s // 2
+    z = lab[off::s, off::s]
+    z = z.astype(np.uint16) if z.max(initial=0) <= 65535 else z.astype(np.int32)
+    return {"z": z, "x0": (s - 1) / 2, "dx": s, "y0": (s - 1) / 2, "dy": s}
+
+
+def base_figure(display, banner_box=None, opacity=0.9):
+    """The image view before any analysis: the micrograph, a banner box, empty layers."""
+    w, h, stride = display["width"], display["height"], display.get("stride", 1)
+    fig = go.Figure()
+    fig.add_trace(go.Image(source=display["source"], x0=(stride - 1) / 2, dx=stride, y0=(stride - 1) / 2,
+                           dy=stride, hoverinfo="skip", name="micrograph"))
+    fig.add_trace(go.Image(source=EMPTY_PNG, x0=0, dx=max(w, 1), y0=0, dy=max(h, 1),
+                           opacity=0.9 if opacity is None else float(opacity),
+                           hoverinfo="skip", name="particles"))
+    fig.add_trace(go.Heatmap(z=np.zeros((1, 1), np.uint16), x0=w / 2, dx=w, y0=h / 2, dy=h, showscale=False,
+                             colorscale=[[0, "rgba(0,0,0,0)"], [1, "rgba(0,0,0,0)"]], hoverinfo="none",
+                             name="labels", zmin=0, zmax=1))
+    shapes = []
+    if banner_box:
+        shapes.append({"type": "rect", "x0": banner_box["x0"] - 0.5, "x1": banner_box["x1"] - 0.5,
+                       "y0": banner_box["y0"] - 0.5, "y1": banner_box["y1"] - 0.5,
+                       "line": {"color": BANNER_COLOUR, "width": 2, "dash": "dot"}, "name": "banner"})
+    fig.update_layout(margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="pan", shapes=shapes,
+                      hovermode="closest", uirevision=display["source"][-64:], template="none",
+                      paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
+                      meta={"width": w, "height": h})
+    fig.update_xaxes(visible=False, range=[-0.5, w - 0.5], constrain="domain")
+    fig.update_yaxes(visible=False, range=[h - 0.5, -0.5], scaleanchor="x", constrain="domain")
+    return fig
+
+
+def overlay_update(labels, removed=(), mode="outline"):
+    """What changes in the image view after an analysis: the particle layer and the hover grid."""
+    h, w = labels.shape
+    layer = overlay_rgba(labels, removed, mode)
+    grid = hover_grid(labels)
+    return {"source": data_url(encode_png(layer), "image/png"), "x0": 0, "dx": 1, "y0": 0, "dy": 1,
+            "grid": grid, "width": w, "height": h}
+
+
+def tooltip_text(label, particles, nm_per_pixel=None, removed=()):
+    """What hovering a particle shows (the same text the browser-side callback builds)."""
+    row = next((p for p in particles or [] if int(p["label"]) == int(label)), None)
+    if row is None:
+        return ""
+    nm = parse_nm_per_pixel(nm_per_pixel)
+    unit, k = ("nm", nm) if nm else ("px", 1.0)
+    text = (f"Particle {int(label)}: eq. diameter {format_number(row['equivalent_diameter_px'] * k)} {unit}, "
+            f"area {format_number(row['area_px'] * k * k)} {unit}²")
+    if int(label) in set(removed or ()):
+        text += " (excluded; click to restore)"
+    return text
+
+
+EMPTY_PNG = data_url(encode_png(np.zeros((1, 1, 4), np.uint8)), "image/png")

@@ -1,0 +1,72 @@
+"""Particle table (sortable) and CSV downloads of the table and the summary."""
+
+import dash_ag_grid as dag
+from dash import Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
+
+from . import logic
+
+
+def layout():
+    return html.Section(className="panel table-panel", **{"aria-labelledby": "table-heading"}, children=[
+        html.Div(className="panel-head", children=[
+            html.H2("Particle table", id="table-heading"),
+            html.Div(className="downloads", children=[
+                html.Button("Download particles (CSV)", id="download-particles-button", type="button",
+                            className="button", disabled=True),
+                html.Button("Download summary (CSV)", id="download-summary-button", type="button",
+                            className="button secondary", disabled=True),
+            ]),
+        ]),
+        dag.AgGrid(id="particle-grid", rowData=[], columnDefs=logic.grid_columns(None),
+                   defaultColDef={"sortable": True, "resizable": True, "minWidth": 90},
+                   columnSize="responsiveSizeToFit", className="ag-theme-alpine particle-grid",
+                   dashGridOptions={"animateRows": False, "rowHeight": 30, "headerHeight": 34}),
+        dcc.Download(id="download-particles"),
+        dcc.Download(id="download-summary"),
+    ])
+
+
+def register(app):
+    @app.callback(
+        Output("particle-grid", "rowData"),
+        Output("particle-grid", "columnDefs"),
+        Output("download-particles-button", "disabled"),
+        Output("download-summary-button", "disabled"),
+        Input("analysis-store", "data"),
+        Input("removed-store", "data"),
+        Input("nm-per-pixel", "value"),
+    )
+    def on_table(analysis, removed, nm):
+        table = logic.kept_table(analysis, removed, nm)
+        return logic.grid_rows(table), logic.grid_columns(nm), not analysis, not analysis
+
+    @app.callback(
+        Output("download-particles", "data"),
+        Input("download-particles-button", "n_clicks"),
+        State("analysis-store", "data"),
+        State("removed-store", "data"),
+        State("nm-per-pixel", "value"),
+        prevent_initial_call=True,
+    )
+    def on_download_particles(n, analysis, removed, nm):
+        if not n or not analysis:
+            raise PreventUpdate
+        table = logic.kept_table(analysis, removed, nm)
+        return {"content": logic.particles_csv(table), "filename": logic.download_name(analysis["filename"], "particles"),
+                "type": "text/csv"}
+
+    @app.callback(
+        Output("download-summary", "data"),
+        Input("download-summary-button", "n_clicks"),
+        State("analysis-store", "data"),
+        State("removed-store", "data"),
+        State("nm-per-pixel", "value"),
+        prevent_initial_call=True,
+    )
+    def on_download_summary(n, analysis, removed, nm):
+        if not n or not analysis:
+            raise PreventUpdate
+        table = logic.kept_table(analysis, removed, nm)
+        return {"content": logic.summary_csv(table, analysis, nm),
+                "filename": logic.download_name(analysis["filename"], "summary"), "type": "text/csv"}

@@ -1,0 +1,111 @@
+"""Upload panel: drag-and-drop / picker, "Try the demo", loading state, readable errors."""
+
+import logging
+import time
+from pathlib import Path
+
+from dash import Input, Output, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
+
+from . import logic
+from .client import ClientError
+
+log = logging.getLogger(__name__)
+
+DEMO_NAME = "demo.png"
+
+
+def layout():
+    return html.Section(className="panel upload-panel", **{"aria-labelledby": "upload-heading"}, children=[
+        html.H2("1. Image", id="upload-heading"),
+        dcc.Upload(
+            id="upload", accept=logic.ACCEPT, multiple=False, className="upload-box",
+            className_active="upload-box active",
+            children=html.Div([
+                html.Span("Drag and drop a micrograph here, or "),
+                html.Button("choose a file", className="link-button", type="button", id="upload-button",
+                            **{"aria-label": "Choose an image file to upload"}),
+                html.Div("PNG, JPEG or TIFF, 8 or 16 bit, grey or colour", className="hint"),
+            ])),
+        html.Div(className="upload-actions", children=[
+            html.Button("Try the demo", id="demo-button", n_clicks=0, type="button", className="button",
+                        title="Analyse a bundled EMPS sample image"),
+            html.Span(id="upload-status", className="status", **{"aria-live": "polite"}),
+        ]),
+        html.Div(id="upload-error", className="error", role="alert", **{"aria-live": "assertive"}),
+    ])
+
+
+def read_demo(assets_folder):
+    return (Path(assets_folder) / DEMO_NAME).read_bytes()
+
+
+def handle_upload(client, data, filename, opacity=0.9):
+    """Segment one upload; returns (image_store, base_figure, error_text, status_text). Raises ClientError."""
+    t0 = time.perf_counter()
+    info = client.segment(data, filename)
+    display = logic.display_image(data)
+    image = {k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box")}
+    image["nm_per_pixel"] = _detected_scale(info)
+    fig = logic.base_figure(display, info.get("banner_box"), opacity)
+    status = f"{filename}: {info['width']} x {info['height']} px, segmented in {time.perf_counter() - t0:.1f} s"
+    return image, fig, status
+
+
+def _detected_scale(info):
+    """nm per pixel read from the scale bar, when the backend offers one."""
+    for key in ("nm_per_pixel",):
+        if logic.parse_nm_per_pixel(info.get(key)):
+            return float(info[key])
+    scale = info.get("scale") or info.get("scale_bar")
+    if isinstance(scale, dict) and logic.parse_nm_per_pixel(scale.get("nm_per_pixel")):
+        return float(scale["nm_per_pixel"])
+    return None
+
+
+def register(app, client, assets_folder):
+    @app.callback(
+        Output("image-store", "data"),
+        Output("image-graph", "figure"),
+        Output("upload-error", "children"),
+        Output("upload-status", "children"),
+        Output("upload", "contents"),
+        Output("nm-per-pixel", "value"),
+        Input("upload", "contents"),
+        Input("demo-button", "n_clicks"),
+        State("upload", "filename"),
+        State("nm-per-pixel", "value"),
+        State("opacity", "value"),
+        prevent_initial_call=True,
+        running=[(Output("demo-button", "disabled"), True, False),
+                 (Output("upload", "disabled"), True, False)],
+    )
+    def on_upload(contents, demo_clicks, filename, nm_value, opacity):
+        from dash import ctx
+
+        if ctx.triggered_id == "demo-button":
+            if not demo_clicks:
+                raise PreventUpdate
+            filename = "emps_demo.png"
+            try:
+                data = read_demo(assets_folder)
+            except OSError:
+                return no_update, no_update, "The demo image is missing from this installation.", "", None, no_update
+        else:
+            if contents is None:
+                raise PreventUpdate
+            try:
+                data = logic.decode_upload(contents, filename)
+            except ClientError as exc:
+                return no_update, no_update, _message(filename, exc), "", None, no_update
+        try:
+            image, fig, status = handle_upload(client, data, filename or "image", opacity)
+        except ClientError as exc:
+            return no_update, no_update, _message(filename, exc), "", None, no_update
+        nm = image.get("nm_per_pixel")
+        return image, fig, "", status, None, nm if nm and not logic.parse_nm_per_pixel(nm_value) else no_update
+
+
+def _message(filename, exc):
+    text = str(getattr(exc, "message", exc)) or "the image could not be analysed"
+    return f"Could not analyse {filename or 'the file'}: {text[0].lower() + text[1:] if text else text}"
