@@ -1,0 +1,266 @@
+"""Deployment: the Procfile, gunicorn config, Docker files, and smoke tests of the real thing.
+
+* Static checks of Procfile, gunicorn.conf.py, .python-version, Dockerfile and
+  docker-compose.yml (Docker cannot run on the development machine, so the key
+  facts are parsed and checked instead of built).
+* Smoke test 1: the app started exactly as the Procfile says (``bash -c`` with
+  ``$PORT``), waited on ``/api/v1/health``; ``/`` loads; an image is analysed.
+* Smoke test 2: the split GPU-server layout on one machine: a backend gunicorn
+  (``saemi.api:create_app()``) and a front-end gunicorn (``app:server`` with
+  ``SAEMI_BACKEND_URL``); an image goes through the page's own Dash callbacks,
+  whose remote client calls the backend over HTTP.
+"""
+
+import base64
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+import requests
+import yaml
+
+from livesrv import REPO, SHARED_DATA, Server, free_port, gunicorn_command, procfile_command, start_backend, \
+    weights_available
+
+IMAGE = SHARED_DATA / "images" / "aa309f6cec.png"
+
+
+# --- static checks ---------------------------------------------------------------------------------
+
+def test_procfile_runs_gunicorn_app_server_on_port():
+    cmd = shlex.split(procfile_command("web"))
+    assert cmd[:2] == ["gunicorn", "app:server"]
+    assert "0.0.0.0:$PORT" in cmd, "Heroku routes to $PORT on all interfaces"
+    assert cmd[cmd.index("--config") + 1] == "gunicorn.conf.py"
+
+
+def _gunicorn_settings(env):
+    """Settings gunicorn.conf.py yields under ``env`` (evaluated in a clean subprocess)."""
+    code = ("import json, runpy; ns = runpy.run_path('gunicorn.conf.py'); "
+            "print(json.dumps({k: ns[k] for k in ('bind', 'workers', 'threads', 'worker_class', 'timeout', "
+            "'preload_app')} | {'omp': __import__('os').environ['OMP_NUM_THREADS']}))")
+    clean = {k: v for k, v in os.environ.items() if k not in ("PORT", "HOST", "WEB_CONCURRENCY", "SAEMI_THREADS",
+                                                              "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**clean, **env}, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_gunicorn_conf_reads_port_and_web_concurrency():
+    s = _gunicorn_settings({"PORT": "5123", "WEB_CONCURRENCY": "3", "SAEMI_THREADS": "6"})
+    assert s["bind"] == ["0.0.0.0:5123"] and s["workers"] == 3 and s["threads"] == 6
+    assert s["worker_class"] == "gthread" and s["preload_app"] is False and s["timeout"] >= 60
+    d = _gunicorn_settings({})
+    assert d["bind"] == ["127.0.0.1:8050"] and d["workers"] == 1
+    assert int(d["omp"]) >= 1
+
+
+def test_gunicorn_config_is_accepted_by_gunicorn():
+    gunicorn = str(REPO / ".venv" / "bin" / "gunicorn") if (REPO / ".venv/bin/gunicorn").exists() else "gunicorn"
+    env = {**os.environ, "SAEMI_LOAD": "lazy"}
+    r = subprocess.run([gunicorn, "-c", "gunicorn.conf.py", "--check-config", "saemi.api:create_app()"],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_python_version_file():
+    version = (REPO / ".python-version").read_text().strip()
+    assert re.fullmatch(r"3\.\d+", version), "Heroku wants a major.minor version like 3.11"
+    docker = (REPO / "Dockerfile").read_text()
+    assert f"python:{version}-" in docker, "the front-end image uses the same Python as Heroku"
+
+
+def _dockerfile_stages():
+    """{stage name: {"from": image, "lines": [instruction lines]}} with continuations joined."""
+    text = (REPO / "Dockerfile").read_text()
+    args = dict(re.findall(r"^ARG (\w+)=(\S+)$", text, re.M))
+    logical, buf = [], ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        buf += " " + line.rstrip("\\").strip()
+        if not line.endswith("\\"):
+            logical.append(buf.strip())
+            buf = ""
+    stages, current = {}, None
+    for line in logical:
+        m = re.match(r"FROM\s+(\S+)\s+AS\s+(\S+)", line, re.I)
+        if m:
+            image = re.sub(r"\$\{(\w+)\}", lambda g: args.get(g.group(1), g.group(0)), m.group(1))
+            current = stages.setdefault(m.group(2), {"from": image, "lines": []})
+        elif current is not None:
+            current["lines"].append(line)
+    return stages
+
+
+def test_dockerfile_backend_on_cuda_and_frontend_targets():
+    stages = _dockerfile_stages()
+    assert {"backend", "frontend"} <= set(stages)
+    assert re.match(r"nvidia/cuda:[\d.]+-(cudnn-)?runtime-", stages["backend"]["from"])
+    for name, stage in stages.items():
+        lines = stage["lines"]
+        cmd = [json.loads(l[4:]) for l in lines if l.startswith("CMD ")][-1]
+        assert cmd[:3] == ["gunicorn", "-c", "gunicorn.conf.py"], name
+        assert any(l.startswith("HEALTHCHECK ") for l in lines), name
+        assert any(l.startswith("USER ") and "root" not in l for l in lines), f"{name} must not run as root"
+        # everything COPY'd exists in the repository
+        for l in lines:
+            if l.startswith("COPY ") and "--from" not in l:
+                for src in shlex.split(l)[1:-1]:
+                    assert (REPO / src).exists(), f"{name}: COPY {src} but it is not in the repository"
+    backend = stages["backend"]["lines"]
+    assert [json.loads(l[4:]) for l in backend if l.startswith("CMD ")][-1][-1] == "saemi.api:create_app()"
+    assert any("/api/v1/ready" in l for l in backend if l.startswith("HEALTHCHECK"))
+    assert any("model_weights/" in l for l in backend if l.startswith("COPY"))
+    frontend = " ".join(stages["frontend"]["lines"])
+    assert "download.pytorch.org/whl/cpu" in frontend, "the front end needs no CUDA wheels"
+    assert "SAEMI_BACKEND_URL" in frontend
+
+
+def test_compose_wires_gpu_backend_and_frontend():
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    stages = _dockerfile_stages()
+    backend, frontend = compose["services"]["backend"], compose["services"]["frontend"]
+    assert backend["build"]["target"] in stages and frontend["build"]["target"] in stages
+    devices = backend["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    port = backend["environment"]["PORT"]
+    assert frontend["environment"]["SAEMI_BACKEND_URL"] == f"http://backend:{port}"
+    assert frontend["depends_on"]["backend"]["condition"] == "service_healthy"
+    assert "/api/v1/ready" in " ".join(backend["healthcheck"]["test"])
+    assert f":{port}/" in " ".join(backend["healthcheck"]["test"])
+    assert frontend["healthcheck"]["test"] and backend["healthcheck"]["start_period"]
+
+
+def test_saemi_serve_builds_the_gunicorn_commands():
+    from saemi.serve import gunicorn_command as serve_cmd
+
+    backend = serve_cmd("backend", "0.0.0.0", 8000, workers=2)
+    assert backend[-1] == "saemi.api:create_app()" and "0.0.0.0:8000" in backend
+    assert backend[backend.index("--workers") + 1] == "2"
+    assert backend[backend.index("-c") + 1].endswith("gunicorn.conf.py")
+    assert serve_cmd("frontend")[-1] == serve_cmd("all")[-1] == "app:server"
+    with pytest.raises(ValueError):
+        serve_cmd("sideways")
+
+
+# --- smoke tests: real gunicorn on loopback --------------------------------------------------------
+
+def _need_runtime():
+    if not (REPO / "app.py").exists():
+        pytest.skip("app.py (the Dash front end) is not in the repository yet")
+    if not IMAGE.exists():
+        pytest.skip(f"shared EMPS data not found at {SHARED_DATA}")
+    if not weights_available():
+        pytest.fail("model weights missing (model_weights/saemi_unet_resnet18.pt or $SAEMI_WEIGHTS)")
+
+
+def test_procfile_smoke(tmp_path):
+    """Start the app exactly as the Procfile says; health, the page, and an analysis."""
+    _need_runtime()
+    srv = Server(procfile_command("web"), env={"WEB_CONCURRENCY": "1", "SAEMI_THREADS": "2"},
+                 log_path=tmp_path / "procfile.log")
+    try:
+        srv.wait("/api/v1/health", timeout=240)
+        page = requests.get(srv.url + "/", timeout=30)
+        assert page.status_code == 200 and "text/html" in page.headers["Content-Type"]
+        assert "_dash-renderer" in page.text or "dash" in page.text.lower()
+        r = requests.post(srv.url + "/api/v1/analyze", files={"file": (IMAGE.name, IMAGE.read_bytes())},
+                          timeout=180)
+        assert r.status_code == 200, r.text[:500]
+        out = r.json()
+        assert out["width"] == 512 and out["summary"]["count"] == len(out["particles"])
+        assert requests.get(srv.url + "/api/v1/ready", timeout=10).status_code == 200
+    finally:
+        srv.stop()
+    assert "Traceback" not in srv.log(), srv.log()[-3000:]
+
+
+class DashPage:
+    """Calls a running Dash app's callbacks the way its browser page does (``/_dash-update-component``)."""
+
+    def __init__(self, url):
+        self.url = url
+        deps = requests.get(url + "/_dash-dependencies", timeout=30)
+        assert deps.status_code == 200, deps.text[:300]
+        self.callbacks = deps.json()
+
+    def find(self, input_id, input_prop):
+        for cb in self.callbacks:
+            if any(i["id"] == input_id and i["property"] == input_prop for i in cb["inputs"]):
+                return cb
+        raise KeyError(f"no callback on {input_id}.{input_prop}")
+
+    def fire(self, cb, values, changed):
+        """Run callback ``cb`` with ``values`` ({"id.prop": value}) after ``changed`` ("id.prop")."""
+        def outputs(spec):
+            parts = spec[2:-2].split("...") if spec.startswith("..") else [spec]
+            out = []
+            for p in parts:
+                cid, prop = p.rsplit(".", 1)
+                out.append({"id": cid, "property": prop.split("@")[0]})
+            return out
+
+        def items(deps):
+            return [{"id": d["id"], "property": d["property"], "value": values.get(f"{d['id']}.{d['property']}")}
+                    for d in deps]
+
+        outs = outputs(cb["output"])
+        body = {"output": cb["output"], "outputs": outs if len(outs) > 1 else outs[0],
+                "inputs": items(cb["inputs"]), "state": items(cb["state"]), "changedPropIds": [changed]}
+        r = requests.post(self.url + "/_dash-update-component", json=body, timeout=240)
+        assert r.status_code == 200, f"{r.status_code}: {r.text[:500]}"
+        return r.json()["response"]
+
+
+def test_split_backend_and_frontend(tmp_path):
+    """Backend and front end as two gunicorns; an upload analysed through the page's callbacks."""
+    _need_runtime()
+    backend = start_backend(env={"SAEMI_DEVICE": "cpu"}, threads=2, log_path=tmp_path / "backend.log")
+    port = free_port()
+    frontend = None
+    try:
+        backend.wait("/api/v1/ready", timeout=240)
+        frontend = Server(gunicorn_command("app:server", threads=2, port=port), port=port,
+                          env={"SAEMI_BACKEND_URL": backend.url, "SAEMI_LOAD": "lazy"},
+                          log_path=tmp_path / "frontend.log")
+        frontend.wait("/", timeout=120)
+        # the front end is a bare page: no API of its own (Dash's catch-all answers with the page)
+        r = requests.get(frontend.url + "/api/v1/health", timeout=10)
+        assert "application/json" not in r.headers.get("Content-Type", "")
+        before = requests.get(backend.url + "/api/v1/health", timeout=10).json()["cached_images"]
+
+        page = DashPage(frontend.url)
+        contents = "data:image/png;base64," + base64.b64encode(IMAGE.read_bytes()).decode()
+        up = page.find("upload", "contents")
+        resp = page.fire(up, {"upload.contents": contents, "upload.filename": IMAGE.name,
+                              "demo-button.n_clicks": 0, "opacity.value": 0.9},
+                         "upload.contents")
+        assert not resp.get("upload-error", {}).get("children"), resp.get("upload-error")
+        image = resp["image-store"]["data"]
+        assert image["image_id"] and image["width"] == 512
+
+        analyse = page.find("image-store", "data")
+        values = {"image-store.data": image, "watershed.value": ["on"], "min-distance.value": 7,
+                  "threshold.value": 0.5, "min-size.value": 20, "exclude-edge.value": []}
+        resp = page.fire(analyse, values, "image-store.data")
+        assert not resp.get("analysis-error", {}).get("children"), resp.get("analysis-error")
+        assert "particle" in resp["analysis-status"]["children"]
+        analysis = resp["analysis-store"]["data"]
+        assert analysis["image_id"] == image["image_id"]
+
+        # the work happened on the backend: its cache holds the image the page uploaded
+        after = requests.get(backend.url + "/api/v1/health", timeout=10).json()["cached_images"]
+        assert after == before + 1
+        assert "POST /api/v1/segment" in backend.log() and "POST /api/v1/analyze" in backend.log()
+    finally:
+        if frontend is not None:
+            frontend.stop()
+        backend.stop()
+    for srv in (backend, frontend):
+        assert "Traceback" not in srv.log(), srv.log()[-3000:]
