@@ -93,10 +93,16 @@ def _evaluate(args):
     names = evaluation_names(args.data, args.split, args.subset)
     if args.limit:
         names = names[:args.limit]
-    segmenter = default_segmenter(args.weights, args.device)
-    settings = Settings.from_dict(None, defaults=read_card(args.weights)["postprocess"])
+    if args.baseline == "otsu":
+        from .baseline import OtsuSegmenter
+
+        segmenter = OtsuSegmenter()
+        settings = Settings.from_dict(None, defaults=segmenter.card["postprocess"])
+    else:
+        segmenter = default_segmenter(args.weights, args.device)
+        settings = Settings.from_dict(None, defaults=read_card(args.weights)["postprocess"])
     per_image, summary, probs = evaluate(args.data, names, segmenter, settings)
-    if args.tune:
+    if args.tune and not args.baseline:
         best, table = tune_postprocess(args.data, probs)
         print("tuned splitting settings:", best)
         settings = Settings.from_dict({k: best[k] for k in ("watershed", "threshold", "min_distance", "min_size")})
@@ -158,6 +164,8 @@ def build_parser():
                    help="grid-search the splitting settings and record them in the model card")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--weights", default=None)
+    e.add_argument("--baseline", default=None, choices=["otsu"],
+                   help="score the Otsu + watershed baseline instead of the network")
     e.set_defaults(func=_evaluate)
 
     t = sub.add_parser("train", help="train the U-Net from scratch on EMPS-style data")
