@@ -38,7 +38,9 @@ log = logging.getLogger(__name__)
 # Units a label may carry, and their size in nanometres.
 UNITS_NM = {"nm": 1.0, "µm": 1000.0}
 # Characters Tesseract may return on a label: digits, decimal marks, unit letters.
-WHITELIST = "0123456789.,nmuµμ"
+# Tesseract's English model reads "µ" as "p" or "u" more often than as "µ":
+# those letters are allowed and read as micro.
+WHITELIST = "0123456789.,nmuµμpy"
 
 # Bar geometry limits.
 MIN_LENGTH_PX = 12          # shortest bar, pixels
@@ -58,7 +60,7 @@ MAX_OCR_CANDIDATES = 5
 REJECTS = None  # set to a list to collect why candidates were dropped (debugging)
 DEBUG_DIR = None  # set to a folder to save the images sent to Tesseract
 
-_LABEL_RE = re.compile(r"(\d+(?:[.,]\d+)?)\s*(nm|um|µm|μm|uum|µum)")
+_LABEL_RE = re.compile(r"(\d+(?:[.,]\d+)?)\s*(nm|[uµpy]{1,2}\s?m)")
 
 
 @dataclass
@@ -365,6 +367,8 @@ def parse_label(text):
     (0.5, 'µm')
     >>> parse_label("n 05 um")  # a dropped decimal point after a leading zero
     (0.5, 'µm')
+    >>> parse_label("1 pm")  # Tesseract's usual reading of "1 µm"
+    (1.0, 'µm')
     >>> parse_label("42") is None
     True
     """
@@ -449,10 +453,10 @@ def _ocr_image(ink, bar_local, h_img, opening=False):
     keep = np.zeros(n, bool)
     max_h = max(45, 0.1 * h_img)
     ch, cw = mask.shape
-    heights = []
+    heights, blobs = [], []
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
-        if bh > max_h or bh < 4 or area < 6:
+        if bh > max_h or bh < 2 or area < 4 or (bh < 4 and not 0.5 <= bw / bh <= 2):
             continue
         if x == 0 or y == 0 or x + bw == cw or y + bh == ch:
             continue
@@ -460,12 +464,19 @@ def _ocr_image(ink, bar_local, h_img, opening=False):
         near_end = min(abs(x + bw / 2 - bx0), abs(x + bw / 2 - bx1)) <= 4
         if touches_bar and near_end and bw <= 6:  # an end tick
             continue
-        if bh >= max(7, 0.012 * h_img) and _solid_blob(cc[y:y + bh, x:x + bw] == i):
-            continue  # a particle, not a glyph (a decimal point is smaller)
+        if bh >= 5 and _solid_blob(cc[y:y + bh, x:x + bw] == i):
+            blobs.append(i)  # a particle, or a decimal point: decided below
+            continue
         keep[i] = True
-        heights.append(bh)
+        if bh >= 4:
+            heights.append(bh)
     if not heights:
         return None, None
+    # A decimal point is a solid dot well below the glyph height; particles are bigger.
+    glyph_h = float(np.median(heights))
+    for i in blobs:
+        if stats[i][3] <= 0.45 * glyph_h:
+            keep[i] = True
     kept = keep[cc]
     kept = cv2.dilate(kept.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     img = (255 * (1 - ink * kept)).astype(np.uint8)
