@@ -52,5 +52,5 @@ def register(app):
     def on_histogram(analysis, removed, metric, bin_width, nm):
         table = logic.kept_table(analysis, removed, nm)
         summary = logic.summary_of(table, metric, nm)
-        fig = logic.histogram_figure(table, metric, bin_width, nm, summary)
+        fig = logic.histogram_figure(table, metric, bin_width, nm, summary, (analysis or {}).get("key"))
         return fig, summary_children(summary)

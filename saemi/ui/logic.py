@@ -305,7 +305,8 @@ def axis_title(metric, unit):
     return f"{METRIC_LABELS.get(metric, metric.replace('_', ' ').capitalize())} ({unit})"
 
 
-def histogram_figure(table, metric="equivalent_diameter", bin_width=None, nm_per_pixel=None, summary=None):
+def histogram_figure(table, metric="equivalent_diameter", bin_width=None, nm_per_pixel=None, summary=None,
+                     key=None):
     """Plotly histogram of one metric of the kept particles, with mean and median lines."""
     summary = summary or summary_of(table, metric, nm_per_pixel)
     unit = "nm" if parse_nm_per_pixel(nm_per_pixel) else "px"
@@ -333,7 +334,7 @@ def histogram_figure(table, metric="equivalent_diameter", bin_width=None, nm_per
     fig.update_layout(template="plotly_white", margin={"l": 50, "r": 15, "t": 30, "b": 45},
                       xaxis_title=axis_title(metric, summary.get("unit", unit)), yaxis_title="Count",
                       bargap=0.02, showlegend=False, uirevision=f"{metric}:{unit}",
-                      meta={"count": summary.get("count", 0)})
+                      meta={"count": summary.get("count", 0), "key": key or ""})
     if not values.size:
         fig.add_annotation(text="no particles", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     return fig

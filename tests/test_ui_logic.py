@@ -1,0 +1,569 @@
+"""The Dash front end without a browser: pure callback helpers, the clients, and callback wiring.
+
+No model is loaded here: a fake client returns analyses of a synthetic label image.
+"""
+
+import base64
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from saemi.errors import SaemiError
+from saemi.measure import particle_table, summarize
+from saemi.overlay import png_bytes
+from saemi.service import records
+from saemi.ui import logic
+from saemi.ui.client import ClientError, InProcessClient, RemoteClient
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- a synthetic analysis -------------------------------------------------------------------
+
+def disc_labels(h=120, w=160, discs=((30, 40, 12), (80, 60, 15), (60, 120, 10), (5, 150, 8))):
+    yy, xx = np.mgrid[:h, :w]
+    lab = np.zeros((h, w), np.int32)
+    for i, (cy, cx, r) in enumerate(discs, start=1):
+        lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = i
+    return lab
+
+
+def png_b64(array):
+    return base64.b64encode(png_bytes(array)).decode()
+
+
+def fake_result(labels=None, image_id="abc123", filename="sample image.tif"):
+    labels = disc_labels() if labels is None else labels
+    table = particle_table(labels)
+    return {"image_id": image_id, "filename": filename, "width": labels.shape[1], "height": labels.shape[0],
+            "banner_box": None, "cached": True, "timings": {},
+            "summary": summarize(table), "particles": records(table), "labels_png": png_b64(labels),
+            "overlay_png": png_b64(np.zeros(labels.shape + (3,), np.uint8))}
+
+
+SETTINGS = {"watershed": True, "min_distance": 7, "threshold": 0.5, "min_size": 20, "exclude_edge": False}
+
+
+@pytest.fixture
+def analysis():
+    a, _ = logic.reduce_analysis(fake_result(), SETTINGS)
+    return a
+
+
+def micrograph_png(h=120, w=160):
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (h, w), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --- uploads and settings -------------------------------------------------------------------
+
+def test_decode_upload_round_trip():
+    data = b"\x89PNG\r\n\x1a\nrest"
+    url = "data:image/png;base64," + base64.b64encode(data).decode()
+    assert logic.decode_upload(url, "a.png") == data
+
+
+@pytest.mark.parametrize("contents", [None, "", "data:image/png;base64,", "data:image/png;base64,@@@not base64"])
+def test_decode_upload_rejects_bad_contents(contents):
+    with pytest.raises(ClientError):
+        logic.decode_upload(contents, "a.png")
+
+
+def test_settings_from_controls_reads_checklists_and_clamps():
+    s = logic.settings_from_controls(["on"], "9", 0.3, None, [])
+    assert s == {"watershed": True, "min_distance": 9, "threshold": 0.3, "min_size": 0, "exclude_edge": False}
+    s = logic.settings_from_controls([], 0, 2.0, -5, ["on"])
+    assert s["watershed"] is False and s["exclude_edge"] is True
+    assert s["min_distance"] == 1 and s["threshold"] == 0.99 and s["min_size"] == 0
+
+
+def test_analysis_key_changes_only_with_splitting_settings():
+    k = logic.analysis_key("img", SETTINGS)
+    assert logic.analysis_key("img", {**SETTINGS, "nm_per_pixel": 2.0}) == k
+    assert logic.analysis_key("img", {**SETTINGS, "min_distance": 8}) != k
+    assert logic.analysis_key("other", SETTINGS) != k
+
+
+@pytest.mark.parametrize("value,expected", [(None, None), ("", None), (0, None), (-1, None), ("abc", None),
+                                            (float("nan"), None), ("2.5", 2.5), (0.8, 0.8)])
+def test_parse_nm_per_pixel(value, expected):
+    assert logic.parse_nm_per_pixel(value) == expected
+
+
+def test_reduce_analysis_keeps_pixel_columns_and_labels_apart():
+    res = fake_result()
+    res["particles"] = [{**p, "area_nm2": 1.0, "equivalent_diameter_nm": 2.0} for p in res["particles"]]
+    a, lab = logic.reduce_analysis(res, SETTINGS)
+    assert a["key"] == lab["key"] == logic.analysis_key("abc123", SETTINGS)
+    assert "labels_png" not in a and lab["labels_png"] == res["labels_png"]
+    assert all(not k.endswith("_nm") and k != "area_nm2" for p in a["particles"] for k in p)
+    assert a["count_api"] == 4 and len(a["particles"]) == 4
+
+
+# --- removed particles ----------------------------------------------------------------------
+
+def test_toggle_removed_adds_and_restores():
+    r = logic.toggle_removed(None, "k1", 3)
+    assert r == {"key": "k1", "labels": [3]}
+    r = logic.toggle_removed(r, "k1", 1)
+    assert r["labels"] == [1, 3]
+    r = logic.toggle_removed(r, "k1", 3)
+    assert r["labels"] == [1]
+    assert logic.toggle_removed(r, "k1", 0) == r  # background
+    assert logic.toggle_removed(r, "k1", "x") == r
+
+
+def test_new_labelling_clears_removed():
+    r = {"key": "k1", "labels": [2]}
+    assert logic.reconcile_removed(r, "k1") is r
+    assert logic.reconcile_removed(r, "k2") == {"key": "k2", "labels": []}
+    assert logic.toggle_removed(r, "k2", 5) == {"key": "k2", "labels": [5]}
+    assert logic.removed_labels(r, "k2") == []
+    assert logic.removed_labels(r, "k1") == [2]
+
+
+@pytest.mark.parametrize("click,label", [(None, 0), ({"points": []}, 0), ({"points": [{"x": 1, "y": 2}]}, 0),
+                                         ({"points": [{"z": 7, "x": 1}]}, 7), ({"points": [{"z": 0}]}, 0),
+                                         ({"points": [{"z": 4.0}]}, 4)])
+def test_clicked_label(click, label):
+    assert logic.clicked_label(click) == label
+
+
+# --- tables, summaries, CSV -----------------------------------------------------------------
+
+def test_kept_table_drops_removed_and_matches_the_core_summary(analysis):
+    full = logic.kept_table(analysis)
+    assert list(full["label"]) == [1, 2, 3, 4]
+    s = logic.summary_of(full)
+    ref = summarize(particle_table(disc_labels()))
+    assert s["count"] == ref["count"] == 4
+    assert s["mean"] == pytest.approx(ref["mean"]) and s["d90"] == pytest.approx(ref["d90"])
+    removed = {"key": analysis["key"], "labels": [2]}
+    kept = logic.kept_table(analysis, removed)
+    assert list(kept["label"]) == [1, 3, 4]
+    assert logic.summary_of(kept)["count"] == 3
+    # exclusions made under other settings do not apply
+    assert len(logic.kept_table(analysis, {"key": "stale", "labels": [1, 2]})) == 4
+
+
+def test_kept_table_in_nm(analysis):
+    t = logic.kept_table(analysis, nm_per_pixel=2.0)
+    assert np.allclose(t["equivalent_diameter_nm"], 2 * t["equivalent_diameter_px"])
+    assert np.allclose(t["area_nm2"], 4 * t["area_px"])
+    s = logic.summary_of(t, "area", 2.0)
+    assert s["unit"] == "nm^2" and s["mean"] == pytest.approx(4 * logic.summary_of(t, "area")["mean"])
+    assert logic.summary_of(t, "feret_max", None)["unit"] == "px"
+
+
+def test_kept_table_empty():
+    t = logic.kept_table(None)
+    assert len(t) == 0 and "label" in t
+    s = logic.summary_of(t)
+    assert s["count"] == 0
+    assert [r[1] for r in logic.summary_rows(s)] == ["0"] + ["-"] * 6
+
+
+def test_summary_rows_format(analysis):
+    rows = dict(logic.summary_rows(logic.summary_of(logic.kept_table(analysis))))
+    assert rows["Particles"] == "4"
+    assert rows["Mean"].endswith(" px") and rows["D90"].endswith(" px")
+
+
+@pytest.mark.parametrize("v,text", [(None, "-"), (float("nan"), "-"), (3, "3"), (0.0, "0"), (1234.5678, "1,235"),
+                                    (12.3456, "12.35"), (0.012345, "0.012")])
+def test_format_number(v, text):
+    assert logic.format_number(v) == text
+
+
+def test_particles_csv_has_one_row_per_kept_particle(analysis):
+    removed = {"key": analysis["key"], "labels": [1]}
+    table = logic.kept_table(analysis, removed, 1.5)
+    text = logic.particles_csv(table)
+    back = pd.read_csv(io.StringIO(text))
+    assert len(back) == 3 and list(back["label"]) == [2, 3, 4]
+    assert "equivalent_diameter_nm" in back and "touches_edge" in back
+
+
+def test_summary_csv_lists_every_metric_and_settings(analysis):
+    removed = {"key": analysis["key"], "labels": [4]}
+    table = logic.kept_table(analysis, removed)
+    back = pd.read_csv(io.StringIO(logic.summary_csv(table, analysis)))
+    assert set(back["metric"]) >= {"area", "equivalent_diameter", "feret_max"}
+    assert (back["count"] == 3).all()
+    assert back["filename"].iloc[0] == "sample image.tif"
+    assert str(back["removed_labels"].iloc[0]) == "4"
+    assert bool(back["watershed"].iloc[0]) is True
+
+
+def test_download_names_are_safe():
+    assert logic.download_name("my sample.tif", "particles") == "my_sample_particles.csv"
+    assert logic.download_name("../../etc/passwd", "summary") == "passwd_summary.csv"
+    assert logic.download_name(None, "summary") == "image_summary.csv"
+
+
+def test_grid_columns_and_rows(analysis):
+    cols = [c["field"] for c in logic.grid_columns(None)]
+    assert cols[:3] == ["label", "area_px", "equivalent_diameter_px"]
+    assert "area_nm2" in [c["field"] for c in logic.grid_columns(0.5)]
+    rows = logic.grid_rows(logic.kept_table(analysis))
+    assert len(rows) == 4 and rows[0]["touches_edge"] in ("yes", "no")
+    assert json.dumps(rows)  # JSON-safe
+    assert rows[3]["touches_edge"] == "yes"  # the disc at the top edge
+
+
+# --- histogram --------------------------------------------------------------------------------
+
+def test_histogram_bins_and_lines(analysis):
+    t = logic.kept_table(analysis)
+    fig = logic.histogram_figure(t, "equivalent_diameter", 5)
+    assert fig.data[0].xbins.size == 5
+    assert len(fig.data[0].x) == 4
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    assert len(lines) == 2  # mean and median
+    s = logic.summary_of(t)
+    assert sorted(l.x0 for l in lines) == pytest.approx(sorted([s["mean"], s["median"]]))
+    assert "Equivalent diameter (px)" in fig.layout.xaxis.title.text
+    assert fig.layout.meta["count"] == 4
+
+
+def test_histogram_auto_bins_units_and_silly_widths(analysis):
+    t = logic.kept_table(analysis, nm_per_pixel=3)
+    fig = logic.histogram_figure(t, "area", None, 3)
+    assert fig.data[0].xbins.size is None
+    assert "nm^2" in fig.layout.xaxis.title.text
+    assert logic.histogram_figure(t, "area", 1e-9, 3).data[0].xbins.size is None  # would be billions of bins
+    assert logic.histogram_figure(t, "area", "abc", 3).data[0].xbins.size is None
+
+
+def test_histogram_empty():
+    fig = logic.histogram_figure(logic.kept_table(None))
+    assert not [s for s in fig.layout.shapes if s.type == "line"]
+    assert fig.layout.annotations[0].text == "no particles"
+
+
+# --- image view -------------------------------------------------------------------------------
+
+def test_decode_labels_round_trip():
+    lab = disc_labels()
+    assert np.array_equal(logic.decode_labels(png_b64(lab)), lab)
+    big = lab * 300  # labels above 255 survive the 16-bit PNG
+    assert np.array_equal(logic.decode_labels(png_b64(big)), big)
+
+
+def test_boundaries_are_inner_outlines():
+    lab = np.zeros((9, 9), np.int32)
+    lab[2:7, 2:7] = 1
+    edge = logic.boundaries(lab)
+    assert edge[2, 2] and edge[6, 4] and not edge[4, 4] and not edge[1, 1]
+    assert edge.sum() == 16
+
+
+def test_overlay_rgba_outline_filled_and_removed():
+    lab = disc_labels()
+    out = logic.overlay_rgba(lab, [], "outline")
+    assert out.shape == lab.shape + (4,)
+    assert (out[lab == 0, 3] == 0).all()  # background stays transparent
+    assert tuple(out[30, 28]) == logic.OUTLINE_RGBA  # left edge of disc 1
+    assert out[30, 40, 3] == 0  # its centre is not drawn
+    filled = logic.overlay_rgba(lab, [], "filled")
+    assert (filled[lab > 0, 3] > 0).all()
+    rem = logic.overlay_rgba(lab, [1], "outline")
+    assert tuple(rem[30, 40]) == logic.REMOVED_RGBA
+    assert tuple(rem[30, 28]) == logic.REMOVED_OUTLINE_RGBA
+    assert tuple(rem[80, 45]) == logic.OUTLINE_RGBA  # disc 2 is kept
+
+
+def test_hover_grid_maps_cells_to_pixels():
+    lab = np.arange(600 * 800, dtype=np.int64).reshape(600, 800) % 60000
+    g = logic.hover_grid(lab, max_cells=50_000)
+    z, s = g["z"], g["dx"]
+    assert z.size <= 50_000 and s == g["dy"] >= 2
+    i, j = 7, 11
+    y, x = g["y0"] + i * s, g["x0"] + j * s  # centre of the block the cell stands for
+    assert abs(y - (i * s + (s - 1) / 2)) < 1e-9
+    assert z[i, j] == lab[i * s + s // 2, j * s + s // 2]
+    small = logic.hover_grid(disc_labels())
+    assert small["dx"] == 1 and small["z"].dtype == np.uint16
+
+
+def test_display_image_and_base_figure():
+    disp = logic.display_image(micrograph_png())
+    assert disp["width"] == 160 and disp["height"] == 120 and disp["stride"] == 1
+    assert disp["source"].startswith("data:image/jpeg;base64,")
+    fig = logic.base_figure(disp, {"x0": 0, "y0": 100, "x1": 160, "y1": 120}, opacity=0.4)
+    assert [t.type for t in fig.data] == ["image", "image", "heatmap"]
+    assert fig.data[1].opacity == 0.4
+    assert fig.layout.shapes[0].y0 == 99.5 and fig.layout.shapes[0].x1 == 159.5
+    assert list(fig.layout.yaxis.range) == [119.5, -0.5]  # image rows go down
+
+
+def test_display_image_of_a_large_16bit_image_is_subsampled():
+    a = (np.arange(2100 * 500, dtype=np.uint16).reshape(500, 2100) * 7)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="TIFF")
+    disp = logic.display_image(buf.getvalue(), max_side=1024)
+    assert disp["stride"] == 3 and disp["width"] == 2100
+    raw = base64.b64decode(disp["source"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(raw)).size == (700, 167)
+
+
+def test_display_image_rejects_non_images():
+    with pytest.raises(SaemiError):
+        logic.display_image(b"this is text")
+
+
+def test_overlay_update_is_json_ready():
+    upd = logic.overlay_update(disc_labels(), [2], "filled")
+    assert upd["source"].startswith("data:image/png;base64,")
+    raw = base64.b64decode(upd["source"].split(",", 1)[1])
+    assert Image.open(io.BytesIO(raw)).mode == "RGBA"
+
+
+def test_tooltip_text(analysis):
+    text = logic.tooltip_text(2, analysis["particles"], 2.0, removed=[2])
+    assert text.startswith("Particle 2: eq. diameter") and " nm" in text and "excluded" in text
+    assert logic.tooltip_text(99, analysis["particles"]) == ""
+
+
+# --- clients --------------------------------------------------------------------------------
+
+class FakeService:
+    def __init__(self):
+        self.calls = []
+
+    def segment(self, data, filename):
+        self.calls.append(("segment", filename))
+        if data.startswith(b"text"):
+            raise SaemiError("not an image file (PNG, JPEG, TIFF or BMP expected)", code="not_an_image")
+        return {"image_id": "abc123", "filename": filename, "width": 160, "height": 120, "banner_box": None,
+                "timings": {}, "cached": False}
+
+    def analyze(self, image_id=None, settings=None, overlay="outline", overlay_alpha=0.7):
+        self.calls.append(("analyze", image_id, dict(settings), overlay))
+        if image_id != "abc123":
+            raise SaemiError("unknown image_id", code="not_found")
+        if settings.get("min_distance") == 13:
+            raise RuntimeError("boom")
+        return fake_result(image_id=image_id)
+
+    def default_settings(self):
+        from saemi.pipeline import Settings
+        return Settings.from_dict({"min_distance": 5})
+
+
+def test_in_process_client_translates_errors():
+    svc = FakeService()
+    c = InProcessClient(svc)
+    assert c.segment(b"\x89PNG", "a.png")["image_id"] == "abc123"
+    with pytest.raises(ClientError) as e:
+        c.segment(b"text file", "a.png")
+    assert e.value.code == "not_an_image" and "not an image" in e.value.message
+    with pytest.raises(ClientError) as e:
+        c.analyze("nope", SETTINGS)
+    assert e.value.code == "not_found"
+    with pytest.raises(ClientError) as e:
+        c.analyze("abc123", {**SETTINGS, "min_distance": 13})
+    assert e.value.code == "internal" and "boom" in e.value.message
+    c.analyze("abc123", {**SETTINGS, "junk": 1})
+    assert "junk" not in svc.calls[-1][2]
+    assert c.default_settings()["min_distance"] == 5
+
+
+class FakeResponse:
+    def __init__(self, status, body=None, text=None):
+        self.status_code, self._body, self.text = status, body, text
+
+    def json(self):
+        if self._body is None:
+            raise ValueError("no json")
+        return self._body
+
+
+class FakeSession:
+    def __init__(self, response):
+        self.response, self.requests = response, []
+
+    def request(self, method, url, timeout=None, **kwargs):
+        self.requests.append((method, url, timeout, kwargs))
+        if isinstance(self.response, Exception):
+            raise self.response
+        return self.response
+
+
+def test_remote_client_posts_the_contract():
+    s = FakeSession(FakeResponse(200, {"image_id": "x"}))
+    c = RemoteClient("http://gpu:8000/api/v1/", timeout=7, session=s)
+    c.segment(b"abc", "a.png")
+    method, url, timeout, kw = s.requests[-1]
+    assert (method, url, timeout) == ("POST", "http://gpu:8000/api/v1/segment", 7)
+    assert kw["files"]["file"] == ("a.png", b"abc")
+    c.analyze("x", {**SETTINGS, "removed_labels": [3], "junk": 1}, overlay="filled")
+    body = s.requests[-1][3]["json"]
+    assert body == {"image_id": "x", **SETTINGS, "removed_labels": [3], "overlay": "filled"}
+    c.segment_json(b"abc", "a.png")
+    assert s.requests[-1][3]["json"] == {"image": base64.b64encode(b"abc").decode(), "filename": "a.png"}
+
+
+def test_remote_client_errors():
+    import requests
+
+    c = RemoteClient("http://gpu:8000", session=FakeSession(
+        FakeResponse(422, {"error": {"code": "not_an_image", "message": "not an image file"}})))
+    with pytest.raises(ClientError) as e:
+        c.segment(b"x", "a.png")
+    assert (e.value.code, e.value.message) == ("not_an_image", "not an image file")
+    c = RemoteClient("http://gpu:8000", session=FakeSession(FakeResponse(502, None, "<html>bad gateway")))
+    with pytest.raises(ClientError) as e:
+        c.analyze("x")
+    assert "HTTP 502" in e.value.message
+    c = RemoteClient("http://gpu:8000", timeout=3, session=FakeSession(requests.exceptions.ReadTimeout()))
+    with pytest.raises(ClientError) as e:
+        c.analyze("x")
+    assert e.value.code == "backend_timeout" and "3 s" in e.value.message
+
+
+def test_remote_client_against_a_closed_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = RemoteClient(f"http://127.0.0.1:{port}", timeout=2)
+    with pytest.raises(ClientError) as e:
+        c.segment(b"x", "a.png")
+    assert e.value.code == "backend_unavailable" and "not reachable" in e.value.message
+    assert c.default_settings()["min_distance"] >= 1  # falls back to the local model card
+
+
+# --- the app without a browser --------------------------------------------------------------
+
+class FakeClient:
+    description = "fake backend"
+
+    def __init__(self):
+        self.svc = FakeService()
+        self.inner = InProcessClient(self.svc)
+
+    def segment(self, data, filename="image"):
+        return self.inner.segment(data, filename)
+
+    def analyze(self, image_id, settings=None, overlay="outline"):
+        return self.inner.analyze(image_id, settings, overlay)
+
+    def default_settings(self):
+        return {"watershed": True, "min_distance": 5, "threshold": 0.5, "min_size": 20, "exclude_edge": False}
+
+
+@pytest.fixture
+def dash_app():
+    from saemi.ui import create_dash_app
+
+    return create_dash_app(client=FakeClient())
+
+
+def call(app, output, inputs, state=(), triggered=None):
+    """Run one callback through Dash's HTTP endpoint, as the browser does."""
+    client = app.server.test_client()
+    client.get("/")  # lets Dash finish its setup
+    body = {"output": output, "outputs": None, "inputs": inputs, "state": list(state),
+            "changedPropIds": [triggered or f"{inputs[0]['id']}.{inputs[0]['property']}"]}
+    parts = [p.rsplit(".", 1) for p in output.strip(".").split("...")] if output.startswith("..") \
+        else [output.split("@")[0].rsplit(".", 1)]
+    outs = [{"id": i, "property": p} for i, p in parts]
+    body["outputs"] = outs if output.startswith("..") else outs[0]
+    r = client.post("/_dash-update-component", json=body)
+    return r.status_code, (r.get_json() if r.status_code == 200 else None)
+
+
+def test_layout_has_labelled_controls_and_defaults(dash_app):
+    html = dash_app.server.test_client().get("/").get_data(as_text=True)
+    assert "<title>SAEMI" in html and "favicon.ico" in html
+    from plotly.io.json import to_json_plotly
+
+    layout = to_json_plotly(dash_app.layout)
+    for cid in ("upload", "demo-button", "upload-error", "watershed", "min-distance", "threshold", "min-size",
+                "exclude-edge", "nm-per-pixel", "overlay-mode", "opacity", "image-graph", "metric", "bin-width",
+                "histogram-graph", "summary-count", "particle-grid", "download-particles", "download-summary"):
+        assert f'"{cid}"' in layout, cid
+    for label in ("min-distance", "threshold", "min-size", "nm-per-pixel", "opacity", "metric", "bin-width"):
+        assert f'"{label}-label"' in layout
+    assert "j.jiec.2019.05.007" in layout
+    assert dash_app.layout["min-distance"].value == 5  # the model card's default
+
+
+def _upload_inputs(contents, filename):
+    return ([{"id": "upload", "property": "contents", "value": contents},
+             {"id": "demo-button", "property": "n_clicks", "value": 0}],
+            [{"id": "upload", "property": "filename", "value": filename},
+             {"id": "nm-per-pixel", "property": "value", "value": None},
+             {"id": "opacity", "property": "value", "value": 0.8}])
+
+
+def test_upload_callback_success_and_error(dash_app):
+    out = ("..image-store.data...image-graph.figure...upload-error.children...upload-status.children..."
+           "upload.contents...nm-per-pixel.value..")
+    url = "data:image/png;base64," + base64.b64encode(micrograph_png()).decode()
+    status, body = call(dash_app, out, *_upload_inputs(url, "x.png"))
+    assert status == 200
+    resp = body["response"]
+    assert resp["image-store"]["data"]["image_id"] == "abc123"
+    assert resp["image-graph"]["figure"]["data"][0]["type"] == "image"
+    assert resp["upload-error"]["children"] == ""
+    bad = "data:image/png;base64," + base64.b64encode(b"text, not an image").decode()
+    status, body = call(dash_app, out, *_upload_inputs(bad, "notes.png"))
+    assert status == 200
+    resp = body["response"]
+    assert "notes.png" in resp["upload-error"]["children"] and "not an image" in resp["upload-error"]["children"]
+    assert "image-store" not in resp  # the previous image stays
+
+
+def test_analyze_callback_then_histogram(dash_app):
+    out = "..analysis-store.data...labels-store.data...analysis-error.children...analysis-status.children.."
+    inputs = [{"id": "image-store", "property": "data", "value": {"image_id": "abc123"}},
+              {"id": "watershed", "property": "value", "value": ["on"]},
+              {"id": "min-distance", "property": "value", "value": 7},
+              {"id": "threshold", "property": "value", "value": 0.5},
+              {"id": "min-size", "property": "value", "value": 20},
+              {"id": "exclude-edge", "property": "value", "value": []}]
+    status, body = call(dash_app, out, inputs)
+    assert status == 200
+    analysis = body["response"]["analysis-store"]["data"]
+    assert len(analysis["particles"]) == 4 and body["response"]["analysis-status"]["children"].startswith("4 ")
+    inputs[0]["value"] = {"image_id": "expired"}
+    status, body = call(dash_app, out, inputs)
+    assert "unknown image_id" in body["response"]["analysis-error"]["children"]
+
+    out = "..histogram-graph.figure...summary.children.."
+    removed = {"key": analysis["key"], "labels": [1]}
+    status, body = call(dash_app, out, [
+        {"id": "analysis-store", "property": "data", "value": analysis},
+        {"id": "removed-store", "property": "data", "value": removed},
+        {"id": "metric", "property": "value", "value": "feret_max"},
+        {"id": "bin-width", "property": "value", "value": 4},
+        {"id": "nm-per-pixel", "property": "value", "value": 2}])
+    assert status == 200
+    fig = body["response"]["histogram-graph"]["figure"]
+    assert fig["layout"]["meta"]["count"] == 3
+    assert '"summary-count"' in json.dumps(body["response"]["summary"]["children"])
+
+
+# --- the UI never imports torch -------------------------------------------------------------
+
+def test_ui_and_remote_app_do_not_import_torch():
+    code = ("import sys, saemi.ui, app; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert type(app.app.saemi_client).__name__ == 'RemoteClient'; "
+            "assert 'saemi' not in app.server.extensions; print('ok')")
+    env = {**os.environ, "SAEMI_BACKEND_URL": "http://127.0.0.1:9"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
