@@ -33,6 +33,8 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+from .banner import find_banner
+
 log = logging.getLogger(__name__)
 
 # Units a label may carry, and their size in nanometres.
@@ -60,7 +62,7 @@ MAX_OCR_CANDIDATES = 5
 REJECTS = None  # set to a list to collect why candidates were dropped (debugging)
 DEBUG_DIR = None  # set to a folder to save the images sent to Tesseract
 
-_LABEL_RE = re.compile(r"(\d+(?:[.,]\d+)?)\s*(nm|[uµpy]{1,2}\s?m)")
+_LABEL_RE = re.compile(r"(\d+(?:[.,]\d+)?)\s*(nm|[uµpy]{1,2}\s?m|[uµp]{1,2}n\b)")
 
 
 @dataclass
@@ -249,9 +251,9 @@ def _bar_from_component(grey, comp, ox, oy, bright):
         return _reject(f"fill {fill:.2f}", ox, oy, comp)
     above = grey[max(0, y0 - 4):max(0, y0 - 1), x0:x1]
     below = grey[y1 + 1:y1 + 4, x0:x1]
-    outside = np.concatenate([above.ravel(), below.ravel()])
-    like = (outside > mid) if bright else (outside < mid)
-    spill = float(like.mean()) if outside.size else 1.0
+    # Both sides must differ from the bar (an edge of a flat band is no bar).
+    spills = [float(((side > mid) if bright else (side < mid)).mean()) for side in (above, below) if side.size]
+    spill = max(spills) if spills else 1.0
     if spill > 0.5:
         return _reject(f"spill {spill:.2f}", ox, oy, comp)
     uniform = float(np.clip(1 - band.std() / contrast * 2, 0, 1))
@@ -509,11 +511,13 @@ def _solid_blob(comp):
     return solidity >= 0.9 and ndi.binary_fill_holes(comp).sum() <= area * 1.03
 
 
-def _read_label(grey, bar):
+def _read_label(grey, bar, banner=None):
     """OCR the neighbourhood of a bar: (value, unit, text, label_box, conf) or None."""
     import pytesseract
 
     wy0, wy1, wx0, wx1 = _label_window(bar, grey.shape)
+    if banner is not None and banner[0] <= bar.y0 and bar.y1 <= banner[1]:
+        wy0, wy1 = max(wy0, banner[0]), min(wy1, banner[1])  # the label shares the data bar
     crop = grey[wy0:wy1, wx0:wx1]
     bar_local = (bar.y0 - wy0, bar.y1 - wy0, bar.x0 - wx0, bar.x1 - wx0)
     cfg = f"--psm 11 -c tessedit_char_whitelist={WHITELIST}"
@@ -524,10 +528,13 @@ def _read_label(grey, bar):
         if DEBUG_DIR:
             cv2.imwrite(f"{DEBUG_DIR}/ocr_{bar.y0}_{bar.x0}_{mode}.png", img)
         factor, ty0, tx0 = where
-        data = pytesseract.image_to_data(img, config=cfg, output_type=pytesseract.Output.DICT)
-        best = _best_match(data, factor, wy0 + ty0, wx0 + tx0, bar)
-        if best is not None:
-            return best
+        # The whitelist sometimes makes Tesseract drop a digit; retry without it
+        # (single line) before moving on.
+        for config in (cfg, "--psm 7"):
+            data = pytesseract.image_to_data(img, config=config, output_type=pytesseract.Output.DICT)
+            best = _best_match(data, factor, wy0 + ty0, wx0 + tx0, bar)
+            if best is not None:
+                return best
     return None
 
 
@@ -622,8 +629,9 @@ def detect_scale(image, ocr=True):
     if not bars:
         return None
     if ocr and tesseract_available():
+        banner = find_banner(grey)
         for bar in bars[:MAX_OCR_CANDIDATES]:
-            read = _read_label(grey, bar)
+            read = _read_label(grey, bar, banner)
             if read is None:
                 continue
             value, unit, text, box, conf = read

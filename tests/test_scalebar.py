@@ -1,0 +1,262 @@
+"""Scale-bar detection: synthetic micrographs with drawn bars and labels, and real EMPS images.
+
+Tests that read labels need the Tesseract binary (Debian package ``tesseract-ocr``)
+and skip with that reason when it is missing; bar measurement and the no-bar
+cases run everywhere.
+"""
+
+import json
+import logging
+import shutil
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+from saemi import scalebar
+from saemi.scalebar import Scale, detect_scale, find_bars, parse_label
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "scalebars.json"
+REAL_DIR = Path(__file__).resolve().parents[2] / "shared/data/emps-train/images"
+FONT_DIRS = [Path("/usr/share/fonts/truetype/dejavu"), Path("/usr/share/fonts/truetype/liberation")]
+
+needs_tesseract = pytest.mark.skipif(
+    shutil.which("tesseract") is None,
+    reason="the Tesseract OCR binary is not installed (apt-get install tesseract-ocr); labels cannot be read")
+
+
+def font(name, size):
+    """A TrueType font by file name, or PIL's built-in scalable default."""
+    for d in FONT_DIRS:
+        if (d / name).is_file():
+            return ImageFont.truetype(str(d / name), size)
+    return ImageFont.load_default(size=size)
+
+
+def micrograph(h=512, w=640, seed=0, bright_particles=False, n=25):
+    """Noisy grey background with blurred round particles: (h, w, 3) uint8."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:h, :w]
+    img = np.full((h, w), 125.0) + 8 * np.sin(xx / 37.0) + 6 * np.cos(yy / 53.0)
+    for _ in range(n):
+        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(8, 40)
+        d = np.hypot(yy - cy, xx - cx)
+        shade = rng.uniform(190, 235) if bright_particles else rng.uniform(25, 70)
+        img = np.where(d < r, shade + 10 * (d / r), img)
+    img += rng.normal(0, 9, img.shape)
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def draw_scale(img, x0, y, length, thick, colour, label, fnt, where="above", ticks=False,
+               box=None):
+    """Draw a bar (columns x0:x0+length, rows y:y+thick) and its label; returns the image."""
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    if box is not None:  # a plain box behind bar and label
+        d.rectangle(box, fill=box_fill(colour))
+    d.rectangle([x0, y, x0 + length - 1, y + thick - 1], fill=colour)
+    if ticks:
+        th = 3 * thick + 4
+        for tx in (x0, x0 + length - 2):
+            d.rectangle([tx, y + thick // 2 - th // 2, tx + 1, y + thick // 2 + th // 2], fill=colour)
+    l, t, r, b = d.textbbox((0, 0), label, font=fnt)
+    cx = x0 + length / 2 - (r + l) / 2
+    gap = max(4, thick)
+    ty = (y - gap - b) if where == "above" else (y + thick + gap - t)
+    d.text((cx, ty), label, fill=colour, font=fnt)
+    return np.asarray(pil).copy()
+
+
+def box_fill(colour):
+    return (255, 255, 255) if colour == (0, 0, 0) else (0, 0, 0)
+
+
+# (id, value, unit text, expected unit, font file, font size, bar length, thickness,
+#  colour, label position, banner, ticks, bright particles)
+CASES = [
+    ("white-sans-nm", "200", " nm", "nm", "DejaVuSans.ttf", 22, 150, 6, "white", "above", None, False, False),
+    ("black-serif-um", "2", " µm", "µm", "DejaVuSerif-Bold.ttf", 26, 180, 8, "black", "below", None, False, True),
+    ("white-liberation-500nm", "500", "nm", "nm", "LiberationSans-Bold.ttf", 24, 120, 5, "white", "below", None, False, False),
+    ("black-mono-0.5um", "0.5", " μm", "µm", "DejaVuSansMono-Bold.ttf", 22, 96, 4, "black", "above", None, True, True),
+    ("white-1um-ascii", "1", "um", "µm", "LiberationSans-Regular.ttf", 24, 210, 7, "white", "above", None, False, False),
+    ("thin-line-ticks-10nm", "10", " nm", "nm", "DejaVuSans-Bold.ttf", 20, 64, 2, "white", "above", None, True, False),
+    ("banner-black-100nm", "100", " nm", "nm", "DejaVuSans.ttf", 20, 140, 5, "white", "above", "black", False, False),
+    ("banner-white-5um", "5", " µm", "µm", "LiberationSerif-Bold.ttf", 22, 160, 6, "black", "below", "white", False, True),
+    ("default-font-50nm", "50", " nm", "nm", "(pil-default)", 24, 110, 6, "black", "above", None, False, True),
+    ("boxed-black-on-white-20nm", "20", " nm", "nm", "DejaVuSans-Bold.ttf", 20, 100, 6, "black", "below", "box", False, False),
+]
+
+
+def make_case(case, h=512, w=640):
+    """Render a synthetic micrograph for one CASES row; returns (image, truth dict)."""
+    (_, value, unit_text, unit, font_file, size, length, thick, colour, where, banner, ticks, bright) = case
+    img = micrograph(h, w, seed=zlib.crc32(case[0].encode()) % 1000, bright_particles=bright)
+    rgb = (255, 255, 255) if colour == "white" else (0, 0, 0)
+    fnt = font(font_file, size)
+    x0 = w - length - 40
+    y = h - 60 if where == "above" else h - 95
+    box = None
+    if banner in ("black", "white"):
+        band = 0 if banner == "black" else 255
+        img[h - 80:] = band
+        pil = Image.fromarray(img)
+        ImageDraw.Draw(pil).text((12, h - 55), "15.0kV  x50,000  WD 8.1mm", fill=rgb, font=font("DejaVuSans.ttf", 16))
+        img = np.asarray(pil).copy()
+        y = h - 30 if where == "above" else h - 70
+    elif banner == "box":
+        box = [x0 - 14, y - 8, x0 + length + 14, y + thick + size + 24]
+    img = draw_scale(img, x0, y, length, thick, rgb, value + unit_text, fnt, where, ticks, box)
+    nm = float(value) * (1000.0 if unit == "µm" else 1.0)
+    return img, {"value": float(value), "unit": unit, "length": float(length), "nm_per_pixel": nm / length,
+                 "box": (y, y + thick, x0, x0 + length)}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bar_is_measured_without_ocr(case):
+    img, truth = make_case(case)
+    s = detect_scale(img, ocr=False)
+    assert s is not None
+    assert abs(s.bar_length_px - truth["length"]) <= 2
+    y0, y1, x0, x1 = s.bar_box
+    ty0, ty1, tx0, tx1 = truth["box"]
+    assert abs(x0 - tx0) <= 2 and abs(x1 - tx1) <= 2 and y0 <= ty1 and y1 >= ty0
+    assert s.value is None and s.unit is None and s.nm_per_pixel is None
+
+
+@needs_tesseract
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_synthetic_scale_is_read(case):
+    img, truth = make_case(case)
+    s = detect_scale(img)
+    assert s is not None, "no scale bar found"
+    assert abs(s.bar_length_px - truth["length"]) <= 2
+    assert s.unit == truth["unit"], s.text
+    assert s.value == truth["value"], s.text
+    assert s.nm_per_pixel == pytest.approx(truth["nm_per_pixel"], rel=0.01)
+    assert s.label_box is not None and 0 < s.confidence <= 1
+
+
+@pytest.mark.parametrize("seed,bright", [(1, False), (2, True), (3, False)])
+def test_no_bar_gives_none(seed, bright):
+    img = micrograph(seed=seed, bright_particles=bright, n=40)
+    assert detect_scale(img) is None
+
+
+def test_text_without_bar_gives_none():
+    img = micrograph(seed=4)
+    pil = Image.fromarray(img)
+    ImageDraw.Draw(pil).text((400, 440), "200 nm", fill=(255, 255, 255), font=font("DejaVuSans.ttf", 24))
+    assert detect_scale(np.asarray(pil)) is None
+
+
+def test_frame_lines_and_banner_edges_are_not_bars():
+    img = micrograph(seed=5)
+    img[0:2] = 255          # a frame line along the top edge
+    img[:, 300:302] = 0     # a vertical line
+    img[440:] = 0           # a dark data bar with text but no scale bar
+    pil = Image.fromarray(img)
+    ImageDraw.Draw(pil).text((20, 465), "SEM HV 15.0 kV", fill=(255, 255, 255), font=font("DejaVuSans.ttf", 18))
+    assert detect_scale(np.asarray(pil), ocr=False) is None
+
+
+def test_missing_tesseract_is_a_warning_and_the_bar_is_kept(monkeypatch, caplog):
+    import pytesseract
+
+    monkeypatch.setattr(pytesseract.pytesseract, "tesseract_cmd", "/nonexistent/tesseract")
+    scalebar.tesseract_available.cache_clear()
+    try:
+        img, truth = make_case(CASES[0])
+        with caplog.at_level(logging.WARNING, logger="saemi.scalebar"):
+            first = detect_scale(img)
+            second = detect_scale(img)
+        warnings = [r for r in caplog.records if "Tesseract" in r.getMessage()]
+        assert len(warnings) == 1 and "tesseract-ocr" in warnings[0].getMessage()
+        for s in (first, second):
+            assert s is not None and abs(s.bar_length_px - truth["length"]) <= 2
+            assert s.value is None and s.unit is None and s.nm_per_pixel is None
+    finally:
+        scalebar.tesseract_available.cache_clear()
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("200 nm", (200.0, "nm")), ("500nm", (500.0, "nm")), ("2 µm", (2.0, "µm")), ("0.5 μm", (0.5, "µm")),
+    ("1um", (1.0, "µm")), ("10 nm", (10.0, "nm")), ("2,5 um", (2.5, "µm")), ("1 pm", (1.0, "µm")),
+    ("05um", (0.5, "µm")), ("1.0 µm", (1.0, "µm")), ("nm", None), ("200", None), ("", None),
+])
+def test_parse_label(text, expected):
+    assert parse_label(text) == expected
+
+
+def test_to_dict_is_json_safe():
+    s = Scale(np.float32(100.5), 200.0, "nm", 1.99, (np.int64(1), 5, 10, 110), None, 0.9, "200 nm")
+    d = json.loads(json.dumps(s.to_dict()))
+    assert d["bar_box"] == [1, 5, 10, 110] and d["unit"] == "nm" and d["label_box"] is None
+    assert set(d) == {"bar_length_px", "value", "unit", "nm_per_pixel", "bar_box", "label_box", "confidence", "text"}
+
+
+def test_bar_search_is_fast():
+    img, _ = make_case(CASES[0], h=768, w=1024)
+    find_bars(img)  # warm-up
+    t = time.perf_counter()
+    for _ in range(3):
+        find_bars(img)
+    assert (time.perf_counter() - t) / 3 < 0.5
+
+
+# --------------------------------------------------------------------------- real images
+
+def _load_fixture():
+    return json.loads(FIXTURE.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def real_dir():
+    if not REAL_DIR.is_dir():
+        pytest.skip(f"EMPS images not found at {REAL_DIR} (shared data folder absent)")
+    return REAL_DIR
+
+
+def _real(real_dir, name):
+    return np.asarray(Image.open(real_dir / name).convert("RGB"))
+
+
+@needs_tesseract
+def test_real_images_hit_rate(real_dir, capsys):
+    """A hit: value and unit exact, nm_per_pixel within 2 %. At least 80 % must hit."""
+    entries = _load_fixture()["scalebars"]
+    hits, lines = 0, []
+    for e in entries:
+        s = detect_scale(_real(real_dir, e["filename"]))
+        ok = (s is not None and s.value == e["value"] and s.unit == e["unit"]
+              and s.nm_per_pixel is not None and abs(s.nm_per_pixel / e["nm_per_pixel"] - 1) <= 0.02)
+        hits += ok
+        got = "none" if s is None else f"{s.bar_length_px:.1f} px, {s.value} {s.unit}, text {s.text!r}"
+        lines.append(f"{'hit ' if ok else 'MISS'} {e['filename']}: truth {e['bar_length_px']} px "
+                     f"{e['value']} {e['unit']}; got {got}")
+    rate = hits / len(entries)
+    with capsys.disabled():
+        print(f"\nscale bars on real images: {hits} of {len(entries)} ({rate:.0%})\n  " + "\n  ".join(lines))
+    assert rate >= 0.8, "\n".join(lines)
+
+
+def test_real_bar_lengths(real_dir):
+    """Bar measurement alone (no OCR): the detected bar matches the truth within 2 px."""
+    entries = _load_fixture()["scalebars"]
+    good = 0
+    for e in entries:
+        s = detect_scale(_real(real_dir, e["filename"]), ocr=False)
+        good += s is not None and abs(s.bar_length_px - e["bar_length_px"]) <= 2
+    assert good / len(entries) >= 0.9
+
+
+def test_real_images_without_a_bar(real_dir):
+    fx = _load_fixture()
+    for e in fx["none"]:
+        assert detect_scale(_real(real_dir, e["filename"])) is None, e["filename"]
+    for e in fx["unlabelled"]:
+        s = detect_scale(_real(real_dir, e["filename"]))
+        assert s is not None and abs(s.bar_length_px - e["bar_length_px"]) <= 2
+        assert s.value is None and s.nm_per_pixel is None
