@@ -49,7 +49,8 @@ ENV PORT=8000 \
     WEB_CONCURRENCY=1 \
     SAEMI_THREADS=4 \
     SAEMI_DEVICE=auto \
-    SAEMI_LOAD=eager
+    SAEMI_LOAD=eager \
+    MALLOC_ARENA_MAX=2
 EXPOSE 8000
 # /ready is 200 only once the worker's model is in memory
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
