@@ -55,6 +55,10 @@ _cores = multiprocessing.cpu_count()
 os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // workers)))
 os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
 
+# gunicorn >= 24 opens a control socket at one fixed path per user: two servers on one host
+# (backend + front end, tests) would fight over it, and nothing here uses it.
+control_socket_disable = True
+
 accesslog = os.environ.get("SAEMI_ACCESS_LOG", "-") or None
 errorlog = "-"
 loglevel = os.environ.get("SAEMI_LOG_LEVEL", "info")
