@@ -47,7 +47,8 @@ def _analyze(args):
         overrides = {k: v for k, v in {
             "watershed": args.watershed, "min_distance": args.min_distance, "threshold": args.threshold,
             "min_size": args.min_size, "exclude_edge": args.exclude_edge or None,
-            "nm_per_pixel": args.nm_per_pixel, "metric": args.metric}.items() if v is not None}
+            "nm_per_pixel": args.nm_per_pixel, "metric": args.metric, "scale": args.scale}.items()
+            if v is not None}
         settings = Settings.from_dict(overrides, defaults=read_card(args.weights)["postprocess"])
         files = collect_inputs(args.inputs)
         if not files:
@@ -75,6 +76,7 @@ def _analyze(args):
         h, w = a.labels.shape
         rows.append({"file": str(f), "status": "ok", "error": "", "width": w, "height": h,
                      "banner": "" if a.banner_box is None else "{}:{},{}:{}".format(*a.banner_box),
+                     "nm_per_pixel": a.nm_per_pixel or "",
                      **{k: v for k, v in a.summary.items()},
                      "seconds": round(sum(a.timings.values()), 3)})
     pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
@@ -147,6 +149,8 @@ def build_parser():
     a.add_argument("--min-size", type=int, default=None, help="drop particles smaller than this, px")
     a.add_argument("--exclude-edge", action="store_true", help="drop particles touching the image border")
     a.add_argument("--nm-per-pixel", type=float, default=None, help="calibration: adds sizes in nm")
+    a.add_argument("--scale", default="auto", choices=["auto", "none"],
+                   help="auto: without --nm-per-pixel, calibrate from the scale bar read in the image")
     a.add_argument("--metric", default=None, help="summary metric (default equivalent_diameter)")
     a.add_argument("--overlay", default="outline", choices=["outline", "filled"])
     a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

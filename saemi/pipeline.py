@@ -22,6 +22,7 @@ from .errors import SaemiError
 from .instances import SplitSettings, remove_labels, split_touching
 from .io import check_content, load_image
 from .measure import particle_table, summarize
+from .scalebar import detect_scale
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,16 @@ class Settings(SplitSettings):
         under the same splitting settings.
     remove_banner : bool
         Detect and fill the instrument data bar before segmentation.
+    scale : {'auto', 'none'}
+        'auto': without ``nm_per_pixel``, calibrate from the scale bar read in
+        the image (when one is found and its label read); 'none': never.
     """
 
     nm_per_pixel: float = None
     metric: str = "equivalent_diameter"
     removed_labels: tuple = ()
     remove_banner: bool = True
+    scale: str = "auto"
 
     @classmethod
     def from_dict(cls, values, defaults=None):
@@ -79,6 +84,8 @@ class Settings(SplitSettings):
         settings.validated()
         if settings.nm_per_pixel is not None and not settings.nm_per_pixel > 0:
             raise SaemiError(f"nm_per_pixel must be positive, got {settings.nm_per_pixel}", code="bad_parameter")
+        if settings.scale not in ("auto", "none"):
+            raise SaemiError(f"scale must be 'auto' or 'none', got {settings.scale!r}", code="bad_parameter")
         return settings
 
     def split_settings(self):
@@ -136,8 +143,10 @@ class Segmentation:
     probability : ndarray (C, H, W) float32
         Class probabilities (background first).
     banner_box : tuple (y0, y1, x0, x1) or None
+    scale : saemi.scalebar.Scale or None
+        The scale bar read in the image (before banner removal), if any.
     timings : dict
-        Seconds per stage: load, banner, network.
+        Seconds per stage: load, scale, banner, network.
     """
 
     image: np.ndarray
@@ -145,6 +154,7 @@ class Segmentation:
     probability: np.ndarray
     banner_box: tuple = None
     timings: dict = field(default_factory=dict)
+    scale: object = None
 
 
 @dataclass
@@ -179,6 +189,20 @@ class Analysis:
     def banner_box(self):
         return self.segmentation.banner_box
 
+    @property
+    def nm_per_pixel(self):
+        """The calibration used: the user's, else the scale bar's (auto), else None."""
+        return effective_nm_per_pixel(self.segmentation, self.settings)
+
+
+def effective_nm_per_pixel(segmentation, settings):
+    """The user's ``nm_per_pixel``, else the detected scale bar's when ``scale='auto'``."""
+    if settings.nm_per_pixel:
+        return settings.nm_per_pixel
+    if settings.scale == "auto" and segmentation.scale is not None:
+        return segmentation.scale.nm_per_pixel
+    return None
+
 
 @functools.lru_cache(maxsize=4)
 def default_segmenter(weights=None, device="auto"):
@@ -188,8 +212,8 @@ def default_segmenter(weights=None, device="auto"):
     return load_segmenter(weights, device)
 
 
-def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None):
-    """Load an image, remove its data bar and run the network.
+def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, detect_scale_bar=True):
+    """Load an image, read its scale bar, remove its data bar and run the network.
 
     Parameters
     ----------
@@ -197,6 +221,8 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None):
         Anything :func:`saemi.io.load_image` reads.
     segmenter : saemi.model.Segmenter, optional
         Default: the bundled trained weights on the best device.
+    detect_scale_bar : bool
+        Read the scale bar (before the banner holding it is filled).
 
     Returns
     -------
@@ -206,13 +232,16 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None):
     img = load_image(image, max_pixels)
     check_content(img)
     t_load = time.perf_counter()
+    scale = detect_scale(img) if detect_scale_bar else None
+    t_scale = time.perf_counter()
     cleaned, box = remove_banner(img) if remove_banner_first else (img, None)
     t_banner = time.perf_counter()
     seg = segmenter if segmenter is not None else default_segmenter()
     prob = seg.predict(cleaned)
     t_net = time.perf_counter()
     return Segmentation(img, cleaned, prob, box,
-                        {"load": t_load - t, "banner": t_banner - t_load, "network": t_net - t_banner})
+                        {"load": t_load - t, "scale": t_scale - t_load, "banner": t_banner - t_scale,
+                         "network": t_net - t_banner}, scale)
 
 
 def measure(segmentation, settings=None):
@@ -237,8 +266,9 @@ def measure(segmentation, settings=None):
         labels = remove_labels(labels, np.flatnonzero(~present))
     labels = remove_labels(labels, settings.removed_labels, renumber=False)
     t_split = time.perf_counter()
-    table = particle_table(labels, settings.nm_per_pixel)
-    unit = "nm" if settings.nm_per_pixel else "px"
+    nm_per_pixel = effective_nm_per_pixel(segmentation, settings)
+    table = particle_table(labels, nm_per_pixel)
+    unit = "nm" if nm_per_pixel else "px"
     summary = summarize(table, settings.metric, unit)
     t_table = time.perf_counter()
     timings = {**segmentation.timings, "watershed": t_split - t, "table": t_table - t_split}
@@ -269,5 +299,6 @@ def analyze(image, settings=None, segmenter=None, max_pixels=None):
     """
     if settings is None or isinstance(settings, dict):
         settings = Settings.from_dict(settings, defaults=read_card()["postprocess"])
-    seg = segment(image, segmenter, settings.remove_banner, max_pixels)
+    seg = segment(image, segmenter, settings.remove_banner, max_pixels,
+                  detect_scale_bar=settings.scale == "auto" and not settings.nm_per_pixel)
     return measure(seg, settings)

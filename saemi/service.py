@@ -9,10 +9,12 @@ JSON contract (what :meth:`AnalysisService.segment` and
 
 ``segment`` ->
     ``image_id`` (str), ``filename`` (str), ``width``, ``height`` (int, pixels),
-    ``banner_box`` ({x0, y0, x1, y1} in pixels, or null), ``timings`` (seconds
-    per stage), ``cached`` (bool: the network output was already there).
+    ``banner_box`` ({x0, y0, x1, y1} in pixels, or null), ``scale`` (the scale
+    bar read, see :meth:`saemi.scalebar.Scale.to_dict`, or null), ``timings``
+    (seconds per stage), ``cached`` (bool: the network output was already there).
 ``analyze`` -> all of the above, plus
-    ``settings`` (the settings used, defaults filled in), ``summary`` (see
+    ``settings`` (the settings used, defaults filled in), ``nm_per_pixel`` (the
+    calibration used: the user's, else the scale bar's, else null), ``summary`` (see
     :func:`saemi.measure.summarize`), ``particles`` (list of row dicts, see
     :func:`saemi.measure.particle_table`), ``labels_png`` (base64 16-bit PNG
     of the labels), ``overlay_png`` (base64 RGB PNG).
@@ -61,7 +63,7 @@ def settings_dict(settings):
             "min_distance": settings.min_distance, "min_size": settings.min_size,
             "exclude_edge": settings.exclude_edge, "nm_per_pixel": settings.nm_per_pixel,
             "metric": settings.metric, "removed_labels": list(settings.removed_labels),
-            "remove_banner": settings.remove_banner}
+            "remove_banner": settings.remove_banner, "scale": settings.scale}
 
 
 class _Entry:
@@ -160,11 +162,16 @@ class AnalysisService:
                 self._cache[image_id] = entry
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
+        return {**self._describe(image_id, entry),
+                "timings": {k: round(v, 4) for k, v in entry.segmentation.timings.items()}, "cached": cached}
+
+    @staticmethod
+    def _describe(image_id, entry):
         seg = entry.segmentation
         h, w = seg.image.shape[:2]
         return {"image_id": image_id, "filename": entry.filename, "width": w, "height": h,
                 "banner_box": _box_dict(seg.banner_box),
-                "timings": {k: round(v, 4) for k, v in seg.timings.items()}, "cached": cached}
+                "scale": None if seg.scale is None else seg.scale.to_dict()}
 
     def analyze(self, image_id=None, data=None, filename=None, settings=None,
                 overlay="outline", overlay_alpha=0.7, include_images=True):
@@ -182,12 +189,11 @@ class AnalysisService:
         image_id = info["image_id"] if info else image_id
         entry = self._get(image_id)
         if not info:
-            seg = entry.segmentation
-            info = {"image_id": image_id, "filename": entry.filename, "width": seg.image.shape[1],
-                    "height": seg.image.shape[0], "banner_box": _box_dict(seg.banner_box), "cached": True}
+            info = {**self._describe(image_id, entry), "cached": True}
         result = measure(entry.segmentation, s)
         entry.analysis = result
-        out = {**info, "settings": settings_dict(s), "summary": {k: _json_number(v) for k, v in result.summary.items()},
+        out = {**info, "settings": settings_dict(s), "nm_per_pixel": result.nm_per_pixel,
+               "summary": {k: _json_number(v) for k, v in result.summary.items()},
                "particles": records(result.table),
                # only the stages this call ran: a cached image skips load, banner and network
                "timings": {k: round(v, 4) for k, v in result.timings.items()

@@ -24,7 +24,7 @@ def test_analyze_returns_everything_at_image_resolution(random_segmenter):
     assert a.probability.shape == (3, 120, 160)
     assert len(a.table) == len(np.unique(a.labels[a.labels > 0]))
     assert a.summary["count"] == len(a.table)
-    assert set(a.timings) == {"load", "banner", "network", "watershed", "table"}
+    assert set(a.timings) == {"load", "scale", "banner", "network", "watershed", "table"}
 
 
 def test_banner_is_removed_before_the_network_and_reported(random_segmenter):
@@ -122,3 +122,20 @@ def test_service_runs_the_network_once_per_image(random_segmenter):
 def test_safe_stem():
     assert safe_stem("C:\\Users\\me\\sample 1.tif") == "sample_1"
     assert safe_stem("../../..") == "image"
+
+
+def test_scale_bar_calibrates_unless_told_otherwise(random_segmenter):
+    from saemi.scalebar import Scale
+
+    truth = disc_labels((100, 200), [(50, 40, 20), (50, 100, 20)])
+    seg = segment(micrograph(truth), random_segmenter, detect_scale_bar=False)
+    seg.probability = np.stack([truth == 0, truth > 0, np.zeros_like(truth)]).astype(np.float32)
+    seg.scale = Scale(bar_length_px=50.0, value=100.0, unit="nm", nm_per_pixel=2.0, bar_box=(90, 93, 10, 60),
+                      label_box=None, confidence=0.9, text="100 nm")
+    auto = measure(seg, Settings(min_size=0))
+    assert auto.nm_per_pixel == 2.0 and auto.summary["unit"] == "nm"
+    assert "equivalent_diameter_nm" in auto.table
+    assert measure(seg, Settings(min_size=0, scale="none")).summary["unit"] == "px"
+    assert measure(seg, Settings(min_size=0, nm_per_pixel=5.0)).nm_per_pixel == 5.0
+    with pytest.raises(SaemiError, match="scale"):
+        Settings.from_dict({"scale": "guess"})
