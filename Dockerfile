@@ -1,10 +1,11 @@
 # syntax=docker/dockerfile:1
 #
-# SAEMI images: one Dockerfile, two targets (not built on the development machine:
+# SAEMI images: one Dockerfile, three targets (not built on the development machine:
 # it has no Docker daemon; tests/test_deploy.py checks the key facts of this file).
 #
 #   docker build --target backend  -t saemi-backend  .   # REST API, model on CUDA
 #   docker build --target frontend -t saemi-frontend .   # Dash page, calls $SAEMI_BACKEND_URL
+#   docker build --target web      -t saemi-web      .   # everything in one process, CPU (Heroku)
 #
 # The backend image can also serve everything in one process:
 #   docker run --gpus all -p 8050:8050 -e PORT=8050 saemi-backend gunicorn -c gunicorn.conf.py app:server
@@ -93,4 +94,21 @@ ENV PORT=8050 \
 EXPOSE 8050
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/' % os.environ.get('PORT', '8050'), timeout=4)"]
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:server"]
+
+# ---------------------------------------------------------------------------------------------
+# web: the one-process layout on CPU (page + backend + model in each worker). For the Heroku
+# container stack (heroku.yml; the buildpack slug would exceed 500 MB, see docs/deploy.md) or
+# any VM without a GPU. Heroku sets $PORT at run time.
+FROM frontend AS web
+
+COPY model_weights/ model_weights/
+ENV SAEMI_BACKEND_URL="" \
+    WEB_CONCURRENCY=1 \
+    SAEMI_THREADS=4 \
+    SAEMI_DEVICE=cpu \
+    MALLOC_ARENA_MAX=2
+USER saemi
+HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/api/v1/ready' % os.environ.get('PORT', '8050'), timeout=4)"]
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:server"]

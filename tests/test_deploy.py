@@ -100,7 +100,7 @@ def _dockerfile_stages():
 
 def test_dockerfile_backend_on_cuda_and_frontend_targets():
     stages = _dockerfile_stages()
-    assert {"backend", "frontend"} <= set(stages)
+    assert {"backend", "frontend", "web"} <= set(stages)
     assert re.match(r"nvidia/cuda:[\d.]+-(cudnn-)?runtime-", stages["backend"]["from"])
     for name, stage in stages.items():
         lines = stage["lines"]
@@ -135,6 +135,17 @@ def test_compose_wires_gpu_backend_and_frontend():
     assert "/api/v1/ready" in " ".join(backend["healthcheck"]["test"])
     assert f":{port}/" in " ".join(backend["healthcheck"]["test"])
     assert frontend["healthcheck"]["test"] and backend["healthcheck"]["start_period"]
+
+
+def test_heroku_yml_builds_the_cpu_web_target():
+    heroku = yaml.safe_load((REPO / "heroku.yml").read_text())
+    stages = _dockerfile_stages()
+    target = heroku["build"]["docker"]["web"]["target"]
+    assert stages[target]["from"] == "frontend", "CPU-only wheels, no CUDA base"
+    web = " ".join(stages[target]["lines"])
+    assert "model_weights/" in web and 'SAEMI_BACKEND_URL=""' in web, "the one-process layout needs the weights"
+    run = shlex.split(heroku["run"]["web"])
+    assert run[0] == "gunicorn" and run[-1] == "app:server" and "gunicorn.conf.py" in run
 
 
 def test_saemi_serve_builds_the_gunicorn_commands():
