@@ -234,6 +234,7 @@ def test_histogram_bins_and_lines(analysis):
     assert sorted(l.x0 for l in lines) == pytest.approx(sorted([s["mean"], s["median"]]))
     assert "Equivalent diameter (px)" in fig.layout.xaxis.title.text
     assert fig.layout.meta["count"] == 4
+    assert logic.histogram_figure(t, key="img:{}").layout.meta["key"] == "img:{}"
 
 
 def test_histogram_auto_bins_units_and_silly_widths(analysis):

@@ -325,12 +325,12 @@ def histogram_figure(table, metric="equivalent_diameter", bin_width=None, nm_per
     fig.add_trace(go.Histogram(x=values, xbins=xbins, name="particles", marker_color="#4c78a8",
                                marker_line={"color": "white", "width": 1},
                                hovertemplate="%{x}<br>%{y} particles<extra></extra>"))
-    for name, key, colour, dash in (("mean", "mean", "#d62728", "solid"), ("median", "median", "#2ca02c", "dash")):
-        v = summary.get(key)
+    for stat, colour, dash in (("mean", "#d62728", "solid"), ("median", "#2ca02c", "dash")):
+        v = summary.get(stat)
         if summary.get("count") and v is not None and math.isfinite(v):
             fig.add_vline(x=v, line={"color": colour, "width": 2, "dash": dash},
-                          annotation={"text": f"{name} {format_number(v)}", "font": {"color": colour}},
-                          annotation_position="top right" if key == "mean" else "top left")
+                          annotation={"text": f"{stat} {format_number(v)}", "font": {"color": colour}},
+                          annotation_position="top right" if stat == "mean" else "top left")
     fig.update_layout(template="plotly_white", margin={"l": 50, "r": 15, "t": 30, "b": 45},
                       xaxis_title=axis_title(metric, summary.get("unit", unit)), yaxis_title="Count",
                       bargap=0.02, showlegend=False, uirevision=f"{metric}:{unit}",

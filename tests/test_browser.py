@@ -1,0 +1,384 @@
+"""End to end in headless Chromium: the page as a user drives it, served by gunicorn.
+
+The server is started with the README's command (``gunicorn app:server``, on a
+free loopback port) and the real bundled weights; the browser is the Debian
+``chromium`` package driven by Playwright (never a downloaded browser).
+Screenshots of the main states go to ``test-output/screenshots/``.
+
+The tests share one page and run in order: upload -> hover -> slider ->
+click -> downloads -> calibration -> bad upload -> layouts -> timing.
+"""
+
+import base64
+import csv
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from livesrv import Server, free_port, gunicorn_exe, weights_available
+
+pytestmark = pytest.mark.browser
+
+REPO = Path(__file__).resolve().parents[1]
+EMPS_IMAGES = Path(__file__).resolve().parents[2] / "shared/data/emps-train/images"
+OUT = REPO / "test-output"
+SHOTS = OUT / "screenshots"
+UPLOAD_NAME = "70f9f13af4.png"  # a SEM image with many particles, some touching
+TIMING_SOURCE = "2ee0518d7a.png"
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def gunicorn_command(port):
+    """What the README tells a user to run, on a free loopback port."""
+    return [gunicorn_exe(), "-b", f"127.0.0.1:{port}", "--workers", "1", "--threads", "4", "--timeout", "300",
+            "app:server"]
+
+
+@pytest.fixture(scope="module")
+def emps():
+    if not EMPS_IMAGES.is_dir():
+        pytest.skip(f"shared EMPS images not found at {EMPS_IMAGES} (expected ../shared beside the repo)")
+    return EMPS_IMAGES
+
+
+@pytest.fixture(scope="module")
+def server(emps):
+    if not weights_available():
+        pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt (or $SAEMI_WEIGHTS) must exist")
+    OUT.mkdir(exist_ok=True)
+    port = free_port()
+    srv = Server(gunicorn_command(port), port=port, log_path=OUT / "browser-gunicorn.log",
+                 env={"SAEMI_DEVICE": "cpu"})
+    try:
+        srv.wait("/api/v1/health", timeout=240)
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = shutil.which("chromium")
+    if not exe:
+        pytest.skip("Debian package 'chromium' is not installed (apt-get install chromium); "
+                    ".ci/run installs it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+class PageState:
+    """What the ordered tests hand on to each other."""
+
+    def __init__(self, page, errors):
+        self.page, self.errors = page, errors
+        self.count = None
+        self.filename = None
+
+
+@pytest.fixture(scope="module")
+def ui(server, browser):
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    ctx = browser.new_context(viewport={"width": 1366, "height": 768}, accept_downloads=True)
+    page = ctx.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(f"pageerror: {e}"))
+    page.on("console", lambda m: errors.append(f"console: {m.text}") if m.type == "error" else None)
+    page.set_default_timeout(60_000)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#demo-button")
+    yield PageState(page, errors)
+    ctx.close()
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def shot(page, name, full_page=True):
+    page.screenshot(path=str(SHOTS / name), full_page=full_page)
+
+
+def settle(page, timeout=120_000):
+    """Wait until no Dash callback is pending (and let Plotly draw)."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-dash-is-loading=\"true\"]') && window.dash_clientside !== undefined",
+        timeout=timeout)
+    page.wait_for_timeout(400)
+    page.wait_for_function("() => !document.querySelector('[data-dash-is-loading=\"true\"]')", timeout=timeout)
+
+
+def count(page):
+    return int(page.text_content("#summary-count").replace(",", ""))
+
+
+def histogram_meta(page):
+    return page.evaluate("""() => { const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+        return gd && gd.layout ? gd.layout.meta : null; }""")
+
+
+def wait_count_change(page, old, timeout=120_000):
+    page.wait_for_function(f"() => document.querySelector('#summary-count').textContent !== '{old}'",
+                           timeout=timeout)
+    settle(page)
+    return count(page)
+
+
+def upload(page, path, timeout=240_000):
+    """Upload a file and wait for the histogram of the new analysis; returns seconds taken."""
+    old = (histogram_meta(page) or {}).get("key")
+    t0 = time.perf_counter()
+    page.set_input_files("#upload input[type=file]", str(path))
+    page.wait_for_function(
+        """(old) => { const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+            const key = gd && gd.layout && gd.layout.meta ? gd.layout.meta.key : '';
+            return key && key !== old; }""", arg=old or "", timeout=timeout)
+    elapsed = time.perf_counter() - t0
+    settle(page)
+    return elapsed
+
+
+def control_settings(page):
+    """The splitting settings the page's controls show right now."""
+    def slider(cid):
+        return float(page.get_attribute(f"#{cid} [role=slider]", "aria-valuenow"))
+
+    return {"watershed": page.is_checked("#watershed input[type=checkbox]"),
+            "min_distance": int(slider("min-distance")), "threshold": slider("threshold"),
+            "min_size": int(slider("min-size")), "exclude_edge": page.is_checked("#exclude-edge input[type=checkbox]")}
+
+
+def api_count(server, image_path, settings):
+    body = {"image": base64.b64encode(Path(image_path).read_bytes()).decode(), "filename": Path(image_path).name,
+            **settings, "include_images": False}
+    r = requests.post(server.url + "/api/v1/analyze", json=body, timeout=300)
+    assert r.status_code == 200, r.text[:500]
+    return r.json()["summary"]["count"]
+
+
+def find_particle(page, exclude=()):
+    """Screen position and label of a pixel well inside some particle (from the hover grid)."""
+    return page.evaluate("""(exclude) => {
+        const gd = document.querySelector('#image-graph .js-plotly-plot');
+        const tr = gd._fullData[2]; const z = tr._z || tr.z; const n = z.length, m = z[0].length;
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis; const bb = gd.getBoundingClientRect();
+        const sizes = {};
+        for (let r = 0; r < n; r++) for (let c = 0; c < m; c++) { const v = z[r][c]; if (v) sizes[v] = (sizes[v] || 0) + 1; }
+        let best = null;
+        for (let r = 2; r < n - 2; r++) for (let c = 2; c < m - 2; c++) {
+            const v = z[r][c]; if (!v || exclude.includes(v)) continue;
+            let inside = true;
+            for (let dr = -2; dr <= 2 && inside; dr++) for (let dc = -2; dc <= 2; dc++) if (z[r + dr][c + dc] !== v) { inside = false; break; }
+            if (!inside) continue;
+            if (!best || sizes[v] > best.size) best = {label: v, size: sizes[v], r: r, c: c};
+        }
+        if (!best) return null;
+        const x = tr.x0 + best.c * tr.dx, y = tr.y0 + best.r * tr.dy;
+        return {label: best.label, x: bb.left + xa._offset + xa.l2p(x), y: bb.top + ya._offset + ya.l2p(y)};
+    }""", list(exclude))
+
+
+def no_horizontal_scroll(page):
+    return page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+# --- the tests, in the order a user works -------------------------------------------------------
+
+def test_page_loads_with_title_and_favicon(ui, server):
+    page = ui.page
+    assert page.title().startswith("SAEMI")
+    icon = page.get_attribute("link[rel=icon]", "href")
+    assert "favicon.ico" in icon and requests.get(server.url + icon, timeout=10).status_code == 200
+    assert "Try the demo" in page.text_content("#demo-button")
+    assert "j.jiec.2019.05.007" in page.text_content("footer")
+    for cid in ("min-distance", "threshold", "min-size", "nm-per-pixel", "opacity", "metric", "bin-width"):
+        assert page.locator(f"#{cid}-label").count() == 1, cid
+    assert page.get_attribute("#upload-error", "role") == "alert"
+    shot(page, "01-start.png")
+
+
+def test_upload_shows_overlay_histogram_and_the_api_count(ui, server, emps):
+    page = ui.page
+    path = emps / UPLOAD_NAME
+    elapsed = upload(page, path)
+    ui.filename = UPLOAD_NAME
+    overlay = page.evaluate("() => document.querySelector('#image-graph .js-plotly-plot').data[1].source")
+    assert overlay.startswith("data:image/png;base64,") and len(overlay) > 1000
+    meta = histogram_meta(page)
+    shown = count(page)
+    assert shown > 5 and meta["count"] == shown
+    bars = page.evaluate("() => document.querySelectorAll('#histogram-graph .bars path').length")
+    assert bars > 0
+    assert shown == api_count(server, path, control_settings(page))
+    assert page.text_content("#upload-error") == ""
+    assert f"{shown} particles found" in page.text_content("#analysis-status")
+    rows = page.locator("#particle-grid .ag-center-cols-container [role=row]").count()
+    assert rows > 0
+    ui.count = shown
+    shot(page, "02-analysed.png")
+    print(f"upload to histogram ({UPLOAD_NAME}): {elapsed:.2f} s, {shown} particles")
+
+
+def test_hover_shows_label_and_size(ui):
+    page = ui.page
+    p = find_particle(page)
+    assert p, "no particle found in the hover grid"
+    page.mouse.move(p["x"], p["y"])
+    page.wait_for_function("() => (document.querySelector('#image-tooltip') || {}).textContent", timeout=10_000)
+    text = page.text_content("#image-tooltip")
+    assert f"Particle {p['label']}:" in text and "eq. diameter" in text and "px" in text
+    shot(page, "03-hover.png", full_page=False)
+    page.mouse.move(5, 5)
+
+
+def test_min_distance_changes_the_count(ui, server, emps):
+    page = ui.page
+    before = count(page)
+    thumb = page.locator("#min-distance [role=slider]")
+    thumb.focus()
+    page.keyboard.press("Home")  # 1 px: splits the most
+    try:
+        after = wait_count_change(page, before, timeout=60_000)
+    except Exception:
+        thumb.focus()
+        page.keyboard.press("End")  # 40 px: splits the least
+        after = wait_count_change(page, before)
+    assert after != before
+    settings = control_settings(page)
+    assert settings["min_distance"] in (1, 40)
+    assert after == api_count(server, emps / UPLOAD_NAME, settings)
+    ui.count = after
+    shot(page, "04-min-distance.png")
+
+
+def test_click_excludes_a_particle_and_restores_it(ui):
+    page = ui.page
+    before = count(page)
+    p = find_particle(page)
+    page.mouse.click(p["x"], p["y"])
+    assert wait_count_change(page, before) == before - 1
+    page.mouse.move(5, 5)
+    page.wait_for_timeout(200)
+    page.mouse.move(p["x"] + 1, p["y"] + 1)
+    page.mouse.move(p["x"], p["y"])
+    page.wait_for_function("() => (document.querySelector('#image-tooltip') || {}).textContent.includes('excluded')",
+                           timeout=10_000)
+    shot(page, "05-excluded.png", full_page=False)
+    page.mouse.click(p["x"], p["y"])  # restore
+    assert wait_count_change(page, before - 1) == before
+    page.mouse.click(p["x"], p["y"])  # and exclude again for the downloads
+    ui.count = wait_count_change(page, before)
+    assert ui.count == before - 1
+    ui.excluded = p["label"]
+    page.mouse.move(5, 5)
+
+
+def test_downloads_match_the_count_shown(ui):
+    page = ui.page
+    with page.expect_download() as d:
+        page.click("#download-particles-button")
+    dl = d.value
+    assert dl.suggested_filename == Path(ui.filename).stem + "_particles.csv"
+    target = OUT / dl.suggested_filename
+    dl.save_as(str(target))
+    rows = list(csv.DictReader(io.StringIO(target.read_text())))
+    assert len(rows) == count(page) == ui.count
+    assert str(ui.excluded) not in {r["label"] for r in rows}
+    with page.expect_download() as d:
+        page.click("#download-summary-button")
+    dl = d.value
+    assert dl.suggested_filename == Path(ui.filename).stem + "_summary.csv"
+    target = OUT / dl.suggested_filename
+    dl.save_as(str(target))
+    summary = {r["metric"]: r for r in csv.DictReader(io.StringIO(target.read_text()))}
+    assert int(summary["equivalent_diameter"]["count"]) == ui.count
+
+
+def test_calibration_switches_sizes_to_nm(ui):
+    page = ui.page
+    page.fill("#nm-per-pixel", "2.5")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(nm)')")
+    settle(page)
+    assert " nm" in page.text_content("#summary")
+    headers = page.text_content("#particle-grid .ag-header")
+    assert "nm" in headers
+    page.click("#metric")
+    page.get_by_role("option", name="Area").click()
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('nm^2')")
+    page.fill("#bin-width", "500")
+    page.press("#bin-width", "Enter")
+    settle(page)
+    assert count(page) == ui.count  # units and bins never change the particles
+    shot(page, "06-calibrated.png")
+    page.fill("#nm-per-pixel", "")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => !document.querySelector('#histogram-graph').textContent.includes('(nm')")
+    settle(page)
+
+
+def test_text_file_renamed_png_shows_an_error_and_the_page_keeps_working(ui, tmp_path, emps):
+    page = ui.page
+    bad = tmp_path / "notes.png"
+    bad.write_text("This is a lab notebook entry, not an image.\n" * 20)
+    page.set_input_files("#upload input[type=file]", str(bad))
+    page.wait_for_function("() => document.querySelector('#upload-error').textContent.length > 0")
+    msg = page.text_content("#upload-error")
+    assert "notes.png" in msg and "not an image" in msg
+    assert count(page) == ui.count  # the previous result is still shown
+    shot(page, "07-error.png", full_page=False)
+    upload(page, emps / "aa309f6cec.png")  # and a good file works right after
+    assert page.text_content("#upload-error") == ""
+    assert count(page) > 0
+
+
+def test_demo_button_and_layouts(ui):
+    page = ui.page
+    old = (histogram_meta(page) or {}).get("key")
+    page.click("#demo-button")
+    page.wait_for_function("""(old) => { const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+        return gd && gd.layout && gd.layout.meta && gd.layout.meta.key && gd.layout.meta.key !== old; }""",
+                           arg=old or "", timeout=240_000)
+    settle(page)
+    assert page.text_content("#upload-error") == ""
+    assert count(page) > 0 and "emps_demo.png" in page.text_content("#upload-status")
+    for w, h in ((1366, 768), (1920, 1080)):
+        page.set_viewport_size({"width": w, "height": h})
+        page.wait_for_timeout(800)
+        assert no_horizontal_scroll(page), f"horizontal scroll bar at {w}x{h}"
+        graph = page.locator("#image-graph").bounding_box()
+        hist = page.locator("#histogram-graph").bounding_box()
+        assert graph["width"] > 400 and hist["width"] > 300
+        assert graph["y"] < h and hist["y"] < h  # the image and histogram are visible without scrolling
+        shot(page, f"08-demo-{w}x{h}.png", full_page=False)
+    page.set_viewport_size({"width": 1366, "height": 768})
+
+
+def test_upload_to_histogram_time_for_1024x768(ui, emps, tmp_path):
+    from PIL import Image
+
+    img = Image.open(emps / TIMING_SOURCE).convert("RGB").resize((1024, 768), Image.BILINEAR)
+    path = tmp_path / "emps_1024x768.png"
+    img.save(path)
+    seconds = upload(ui.page, path)
+    n = count(ui.page)
+    result = {"image": f"{TIMING_SOURCE} resized to 1024x768", "upload_to_histogram_s": round(seconds, 2),
+              "particles": n}
+    (OUT / "browser-timing.json").write_text(json.dumps(result, indent=2))
+    print(f"upload to histogram, 1024x768: {seconds:.2f} s ({n} particles)")
+    shot(ui.page, "09-1024x768.png")
+    assert seconds < 240
+
+
+def test_no_javascript_errors(ui):
+    bad = [e for e in ui.errors if "favicon" not in e]
+    assert not bad, "\n".join(bad[:10])
