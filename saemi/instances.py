@@ -2,9 +2,10 @@
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 from scipy import ndimage as ndi
-from skimage.feature import peak_local_max
+from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from .errors import SaemiError
@@ -32,7 +33,7 @@ class SplitSettings:
 
     watershed: bool = True
     threshold: float = 0.5
-    min_distance: int = 7
+    min_distance: int = 15
     min_size: int = 20
     exclude_edge: bool = False
 
@@ -69,7 +70,8 @@ def foreground_and_interior(prob, threshold=0.5):
         return fg, fg
     fg = (1.0 - prob[0]) > threshold
     if prob.shape[0] >= 3:
-        interior = (prob[1] > threshold) & fg
+        # light smoothing: single noisy pixels must not make or break a marker
+        interior = (ndi.gaussian_filter(prob[1], 1.0) > threshold) & fg
         return fg, interior
     return fg, fg
 
@@ -77,11 +79,12 @@ def foreground_and_interior(prob, threshold=0.5):
 def split_touching(prob, settings=SplitSettings()):
     """Label particles, splitting touching ones by watershed.
 
-    Markers are the local maxima, at least ``min_distance`` apart, of the
-    distance transform of the interior mask (every interior region gets at
-    least one); the watershed floods the negated distance transform inside the
-    particle mask. With ``watershed=False`` the result is the connected
-    components of the particle mask.
+    Markers are the maxima of the distance transform of the interior mask
+    that stand at least ``min_distance / 4`` pixels above the saddle to their
+    neighbours (h-maxima), with maxima closer than ``min_distance`` merged;
+    every interior region gets at least one. The watershed floods the negated
+    distance transform inside the particle mask. With ``watershed=False`` the
+    result is the connected components of the particle mask.
 
     Parameters
     ----------
@@ -114,21 +117,27 @@ def split_touching(prob, settings=SplitSettings()):
 
 
 def _watershed(fg, interior, min_distance):
+    # Holes inside an interior (texture, a dark core) would give spurious maxima.
+    interior = ndi.binary_fill_holes(interior)
     regions, n = ndi.label(interior)
     if n == 0:
         return ndi.label(fg)[0]
     dist = ndi.distance_transform_edt(interior)
-    peaks = peak_local_max(dist, min_distance=min_distance, labels=regions, exclude_border=False)
-    markers = np.zeros(fg.shape, np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-    # Plateau maxima give several peaks per region already; regions too thin to
-    # have a peak still deserve a marker of their own.
+    # A marker is a maximum of the distance map standing at least min_distance / 4
+    # above the saddle to any other maximum (an h-maximum), so a ragged outline
+    # does not split a particle; maxima closer than min_distance merge into one.
+    peaks = h_maxima(dist, max(0.5, min_distance / 4.0)).astype(bool)
+    if min_distance > 1:
+        r = min_distance // 2
+        disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        peaks = cv2.dilate(peaks.astype(np.uint8), disk).astype(bool) & interior
+    markers, n_markers = ndi.label(peaks)
+    # Regions too small or thin to hold an h-maximum still get a marker of their own.
     missing = np.setdiff1d(np.arange(1, n + 1), np.unique(regions[markers > 0]))
     if missing.size:
         extra = np.isin(regions, missing)
-        markers[extra] = regions[extra] + len(peaks)
-    elevation = -ndi.distance_transform_edt(fg) if interior is fg else -dist
-    labels = watershed(elevation, markers, mask=fg)
+        markers[extra] = regions[extra] + n_markers
+    labels = watershed(-dist, markers, mask=fg)
     # Foreground pieces with no marker at all (boundary-only blobs) keep their own label.
     orphans, k = ndi.label(fg & (labels == 0))
     if k:

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from saemi.errors import SaemiError
 from saemi.instances import SplitSettings, remove_labels, split_touching
@@ -43,12 +44,18 @@ def test_equivalent_diameters_within_3_percent_on_ground_truth_mask(bright):
 
 
 def test_min_distance_controls_splitting():
-    # an elongated particle: small min_distance splits it, large keeps it whole
-    yy, xx = np.mgrid[:80, :200]
-    mask = ((yy - 40) ** 2 / 15 ** 2 + (xx - 100) ** 2 / 80 ** 2) <= 1
-    few = split_touching(mask, SplitSettings(min_distance=60, min_size=0)).max()
-    many = split_touching(mask, SplitSettings(min_distance=3, min_size=0)).max()
-    assert few == 1 and many > 1
+    # a peanut (two fused discs, a wide neck): small min_distance splits it, large keeps it whole
+    mask = disc_labels((80, 120), [(40, 45, 20), (40, 75, 20)]) > 0
+    assert split_touching(mask, SplitSettings(min_distance=3, min_size=0)).max() == 2
+    assert split_touching(mask, SplitSettings(min_distance=40, min_size=0)).max() == 1
+
+
+def test_ragged_outline_does_not_shatter_a_particle():
+    rng = np.random.default_rng(0)
+    mask = disc_labels((120, 120), [(60, 60, 40)]) > 0
+    edge = mask ^ ndi.binary_erosion(mask, iterations=3)
+    mask[edge & (rng.random(mask.shape) < 0.5)] = False  # a noisy rim
+    assert split_touching(mask, SplitSettings(min_distance=7, min_size=20)).max() == 1
 
 
 def test_three_class_probabilities_use_interior_markers():
