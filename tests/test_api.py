@@ -181,6 +181,7 @@ def test_analyze_json_base64_with_calibration(server, spec, images):
             "settings": {"nm_per_pixel": 2.5, "metric": "feret_max", "exclude_edge": True}}
     out = check(spec, requests.post(url(server, "/analyze"), json=body, timeout=120), "/analyze").json()
     assert out["summary"]["unit"] == "nm" and out["summary"]["metric"] == "feret_max"
+    assert out["nm_per_pixel"] == 2.5  # the user's calibration wins over any scale bar
     assert all("feret_max_nm" in p and not p["touches_edge"] for p in out["particles"])
     # removing a particle by label: the rest keep their labels
     if out["particles"]:
@@ -330,7 +331,7 @@ def segmented(server, images):
     {"threshold": 2}, {"threshold": "high"}, {"min_distance": 0}, {"min_size": -1}, {"min_size": 2.5},
     {"watershed": "maybe"}, {"nm_per_pixel": -1}, {"metric": "volume"}, {"removed_labels": "a,b"},
     {"settings": {"threshold": 0}}, {"min_sise": 3}, {"overlay": "sparkles"}, {"overlay_alpha": 3},
-    {"include_images": "yes please"}, {"exclude_edge": None},
+    {"include_images": "yes please"}, {"exclude_edge": None}, {"scale": "maybe"},
 ])
 def test_bad_settings_are_422(server, spec, segmented, extra):
     r = requests.post(url(server, "/analyze"), json={"image_id": segmented, **extra}, timeout=30)

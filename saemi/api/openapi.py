@@ -32,6 +32,8 @@ _SETTINGS_PROPS = {
     "removed_labels": {"type": "array", "items": {"type": "integer"},
                        "description": "Particle labels the user excluded (labels of the same settings)."},
     "remove_banner": {"type": "boolean", "description": "Detect and fill the instrument data bar first."},
+    "scale": {"type": "string", "enum": ["auto", "none"],
+              "description": "auto: without nm_per_pixel, calibrate from the scale bar read in the image."},
 }
 
 _ERRORS = {
@@ -155,6 +157,17 @@ DOCUMENT = {
             "type": ["object", "null"], "required": ["x0", "y0", "x1", "y1"],
             "description": "The detected data bar, pixels (x1, y1 exclusive), or null.",
             "properties": {k: {"type": "integer", "minimum": 0} for k in ("x0", "y0", "x1", "y1")}},
+        "Scale": {
+            "type": ["object", "null"], "required": ["bar_length_px", "nm_per_pixel"],
+            "description": "The scale bar read in the image (before banner removal), or null.",
+            "properties": {
+                "bar_length_px": {"type": "number"}, "value": _NUM_OR_NULL, "unit": {"type": ["string", "null"]},
+                "nm_per_pixel": _NUM_OR_NULL,
+                "bar_box": {"type": ["array", "null"], "items": {"type": "integer"}, "minItems": 4, "maxItems": 4,
+                            "description": "y0, y1, x0, x1 (half-open), pixels."},
+                "label_box": {"type": ["array", "null"], "items": {"type": "integer"}, "minItems": 4,
+                              "maxItems": 4},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1}, "text": {"type": "string"}}},
         "SegmentRequest": {
             "type": "object", "required": ["image"], "additionalProperties": False,
             "properties": {"image": {"type": "string", "contentEncoding": "base64",
@@ -177,12 +190,13 @@ DOCUMENT = {
             "oneOf": [{"required": ["image"]}, {"required": ["image_id"]}]},
         "Segmentation": {
             "type": "object",
-            "required": ["image_id", "filename", "width", "height", "banner_box", "timings", "cached"],
+            "required": ["image_id", "filename", "width", "height", "banner_box", "scale", "timings", "cached"],
             "properties": {
                 "image_id": {"type": "string", "description": "Handle for re-analysis and the CSV."},
                 "filename": {"type": "string"},
                 "width": {"type": "integer", "minimum": 1}, "height": {"type": "integer", "minimum": 1},
                 "banner_box": {"$ref": "#/components/schemas/BannerBox"},
+                "scale": {"$ref": "#/components/schemas/Scale"},
                 "timings": {"type": "object", "additionalProperties": {"type": "number"},
                             "description": "Seconds per stage this request ran."},
                 "cached": {"type": "boolean", "description": "The network output was already cached."}}},
@@ -210,9 +224,11 @@ DOCUMENT = {
                            "centroid_y_nm": {"type": "number"}}},
         "Analysis": {
             "allOf": [{"$ref": "#/components/schemas/Segmentation"}],
-            "type": "object", "required": ["settings", "summary", "particles"],
+            "type": "object", "required": ["settings", "nm_per_pixel", "summary", "particles"],
             "properties": {
                 "settings": {"$ref": "#/components/schemas/SettingsUsed"},
+                "nm_per_pixel": {"type": ["number", "null"],
+                                 "description": "Calibration used: the user's, else the scale bar's, else null."},
                 "summary": {"$ref": "#/components/schemas/Summary"},
                 "particles": {"type": "array", "items": {"$ref": "#/components/schemas/Particle"}},
                 "labels_png": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
