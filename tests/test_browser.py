@@ -314,7 +314,7 @@ def test_calibration_switches_sizes_to_nm(ui):
     assert "nm" in headers
     page.click("#metric")
     page.get_by_role("option", name="Area").click()
-    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('nm^2')")
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('nm²')")
     page.fill("#bin-width", "500")
     page.press("#bin-width", "Enter")
     settle(page)

@@ -100,6 +100,21 @@ def test_parse_nm_per_pixel(value, expected):
     assert logic.parse_nm_per_pixel(value) == expected
 
 
+def test_detected_scale_and_next_calibration():
+    info = {"scale": {"bar_length_px": 80.0, "value": 200.0, "unit": "nm", "nm_per_pixel": 2.5,
+                      "bar_box": [480, 484, 10, 90], "label_box": None, "confidence": 0.9, "text": "200 nm"}}
+    d = logic.detected_scale(info)
+    assert d["nm_per_pixel"] == 2.5 and "200 nm = 80 px" in d["text"] and d["bar_box"] == [480, 484, 10, 90]
+    assert logic.detected_scale({"scale": {"bar_length_px": 80.0, "nm_per_pixel": None}}) is None
+    assert logic.detected_scale({"scale": None}) is None and logic.detected_scale({}) is None
+    assert logic.next_calibration(None, None, 2.5) == 2.5  # a read scale bar fills the field
+    assert logic.next_calibration(7.0, None, 2.5) == 2.5  # and wins for a new image
+    assert logic.next_calibration(2.5, 2.5, None) is None  # the last image's value is not this one's
+    assert logic.next_calibration(3.0, 2.5, None) == "keep"  # the user's typing stays
+    assert logic.next_calibration(None, None, None) == "keep"
+    assert logic.display_unit("nm^2") == "nm²" and logic.display_unit("px") == "px"
+
+
 def test_reduce_analysis_keeps_pixel_columns_and_labels_apart():
     res = fake_result()
     res["particles"] = [{**p, "area_nm2": 1.0, "equivalent_diameter_nm": 2.0} for p in res["particles"]]
@@ -241,7 +256,7 @@ def test_histogram_auto_bins_units_and_silly_widths(analysis):
     t = logic.kept_table(analysis, nm_per_pixel=3)
     fig = logic.histogram_figure(t, "area", None, 3)
     assert fig.data[0].xbins.size is None
-    assert "nm^2" in fig.layout.xaxis.title.text
+    assert "nm²" in fig.layout.xaxis.title.text
     assert logic.histogram_figure(t, "area", 1e-9, 3).data[0].xbins.size is None  # would be billions of bins
     assert logic.histogram_figure(t, "area", "abc", 3).data[0].xbins.size is None
 
@@ -306,6 +321,8 @@ def test_display_image_and_base_figure():
     assert fig.data[1].opacity == 0.4
     assert fig.layout.shapes[0].y0 == 99.5 and fig.layout.shapes[0].x1 == 159.5
     assert list(fig.layout.yaxis.range) == [119.5, -0.5]  # image rows go down
+    fig = logic.base_figure(disp, None, scale_box=[100, 104, 10, 90])
+    assert fig.layout.shapes[0].name == "scale bar" and fig.layout.shapes[0].x1 == 90.5
 
 
 def test_display_image_of_a_large_16bit_image_is_subsampled():
@@ -507,7 +524,8 @@ def _upload_inputs(contents, filename):
              {"id": "demo-button", "property": "n_clicks", "value": 0}],
             [{"id": "upload", "property": "filename", "value": filename},
              {"id": "nm-per-pixel", "property": "value", "value": None},
-             {"id": "opacity", "property": "value", "value": 0.8}])
+             {"id": "opacity", "property": "value", "value": 0.8},
+             {"id": "image-store", "property": "data", "value": None}])
 
 
 def test_upload_callback_success_and_error(dash_app):

@@ -35,7 +35,8 @@ def summary_children(summary):
     items = []
     for name, value in logic.summary_rows(summary):
         vid = "summary-count" if name == "Particles" else None
-        items += [html.Dt(name), html.Dd(value, id=vid) if vid else html.Dd(value)]
+        items.append(html.Div([html.Dt(name), html.Dd(value, id=vid) if vid else html.Dd(value)],
+                              className="stat"))
     return [html.Dl(items, className="summary-list")]
 
 

@@ -52,8 +52,8 @@ def layout():
                         dcc.Tooltip(id="image-tooltip", direction="right", className="particle-tooltip"),
                     ])),
         html.P("Hover a particle for its size; click it to exclude it from the statistics (click again to "
-               "restore). Scroll to zoom, drag to pan, double-click to reset. The dotted box is the "
-               "instrument data bar that was ignored.", className="hint"),
+               "restore). Scroll to zoom, drag to pan, double-click to reset. A dotted cyan box marks the "
+               "instrument data bar that was ignored, a green box the scale bar that was read.", className="hint"),
     ])
 
 

@@ -42,6 +42,7 @@ OUTLINE_RGBA = (255, 110, 0, 255)
 REMOVED_RGBA = (20, 20, 20, 170)
 REMOVED_OUTLINE_RGBA = (0, 200, 255, 255)
 BANNER_COLOUR = "rgba(0, 220, 255, 0.9)"
+SCALE_COLOUR = "rgba(60, 220, 60, 0.95)"
 
 
 # --- uploads and settings -------------------------------------------------------------------
@@ -99,6 +100,44 @@ def parse_nm_per_pixel(value):
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) and v > 0 else None
+
+
+def detected_scale(info):
+    """The scale bar the backend read in an upload: dict with ``nm_per_pixel`` and a description, or None."""
+    scale = (info or {}).get("scale")
+    if not isinstance(scale, dict):
+        return None
+    nm = parse_nm_per_pixel(scale.get("nm_per_pixel"))
+    if not nm:
+        return None
+    value, unit, length = scale.get("value"), scale.get("unit") or "", scale.get("bar_length_px")
+    text = f"scale bar {format_number(value)} {unit}".rstrip()
+    if length:
+        text += f" = {format_number(float(length))} px"
+    return {"nm_per_pixel": nm, "text": f"{text} ({format_number(nm)} nm/px)", "bar_box": scale.get("bar_box")}
+
+
+def next_calibration(current, previous_detected, detected):
+    """The nm-per-pixel field after a new upload.
+
+    The new image's scale bar wins when one was read; a value that only came
+    from the previous image's scale bar is cleared; a value the user typed stays.
+
+    Returns
+    -------
+    float or None or the string ``"keep"``
+    """
+    cur = parse_nm_per_pixel(current)
+    if detected:
+        return detected
+    if cur is not None and previous_detected is not None and abs(cur - float(previous_detected)) < 1e-12:
+        return None
+    return "keep"
+
+
+def display_unit(unit):
+    """'px^2' -> 'px²' for people (CSV and API keep the ASCII form)."""
+    return (unit or "").replace("^2", "²")
 
 
 def reduce_analysis(result, settings):
@@ -212,8 +251,8 @@ def format_number(v, digits=4):
     if isinstance(v, (int, np.integer)):
         return str(int(v))
     v = float(v)
-    if v == 0:
-        return "0"
+    if v == int(v) and abs(v) < 1e15:
+        return f"{int(v):,}"
     mag = math.floor(math.log10(abs(v)))
     decimals = max(0, digits - 1 - mag)
     return f"{v:,.{min(decimals, 3)}f}"
@@ -221,7 +260,7 @@ def format_number(v, digits=4):
 
 def summary_rows(summary):
     """(label, value) pairs for the summary panel, in a fixed order."""
-    unit = summary.get("unit", "")
+    unit = display_unit(summary.get("unit", ""))
     rows = [("Particles", format_number(summary.get("count")))]
     for name, key in (("Mean", "mean"), ("Median", "median"), ("Std. deviation", "std"),
                       ("D10", "d10"), ("D50", "d50"), ("D90", "d90")):
@@ -302,7 +341,7 @@ def grid_rows(table):
 # --- histogram --------------------------------------------------------------------------------
 
 def axis_title(metric, unit):
-    return f"{METRIC_LABELS.get(metric, metric.replace('_', ' ').capitalize())} ({unit})"
+    return f"{METRIC_LABELS.get(metric, metric.replace('_', ' ').capitalize())} ({display_unit(unit)})"
 
 
 def histogram_figure(table, metric="equivalent_diameter", bin_width=None, nm_per_pixel=None, summary=None,
@@ -442,7 +481,7 @@ def hover_grid(labels, max_cells=200_000):
     return {"z": z, "x0": (s - 1) / 2, "dx": s, "y0": (s - 1) / 2, "dy": s}
 
 
-def base_figure(display, banner_box=None, opacity=0.9):
+def base_figure(display, banner_box=None, opacity=0.9, scale_box=None):
     """The image view before any analysis: the micrograph, a banner box, empty layers."""
     w, h, stride = display["width"], display["height"], display.get("stride", 1)
     fig = go.Figure()
@@ -459,6 +498,10 @@ def base_figure(display, banner_box=None, opacity=0.9):
         shapes.append({"type": "rect", "x0": banner_box["x0"] - 0.5, "x1": banner_box["x1"] - 0.5,
                        "y0": banner_box["y0"] - 0.5, "y1": banner_box["y1"] - 0.5,
                        "line": {"color": BANNER_COLOUR, "width": 2, "dash": "dot"}, "name": "banner"})
+    if scale_box and len(scale_box) == 4:  # (y0, y1, x0, x1), half-open
+        y0, y1, x0, x1 = (float(v) for v in scale_box)
+        shapes.append({"type": "rect", "x0": x0 - 1.5, "x1": x1 + 0.5, "y0": y0 - 1.5, "y1": y1 + 0.5,
+                       "line": {"color": SCALE_COLOUR, "width": 2}, "name": "scale bar"})
     fig.update_layout(margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="pan", shapes=shapes,
                       hovermode="closest", uirevision=display["source"][-64:], template="none",
                       paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",

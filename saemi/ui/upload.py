@@ -41,26 +41,18 @@ def read_demo(assets_folder):
 
 
 def handle_upload(client, data, filename, opacity=0.9):
-    """Segment one upload; returns (image_store, base_figure, error_text, status_text). Raises ClientError."""
+    """Segment one upload; returns (image_store, base_figure, status_text). Raises ClientError."""
     t0 = time.perf_counter()
     info = client.segment(data, filename)
     display = logic.display_image(data)
     image = {k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box")}
-    image["nm_per_pixel"] = _detected_scale(info)
-    fig = logic.base_figure(display, info.get("banner_box"), opacity)
+    scale = logic.detected_scale(info)
+    image["nm_per_pixel"] = scale["nm_per_pixel"] if scale else None
+    fig = logic.base_figure(display, info.get("banner_box"), opacity, scale["bar_box"] if scale else None)
     status = f"{filename}: {info['width']} x {info['height']} px, segmented in {time.perf_counter() - t0:.1f} s"
+    if scale:
+        status += f"; {scale['text']}"
     return image, fig, status
-
-
-def _detected_scale(info):
-    """nm per pixel read from the scale bar, when the backend offers one."""
-    for key in ("nm_per_pixel",):
-        if logic.parse_nm_per_pixel(info.get(key)):
-            return float(info[key])
-    scale = info.get("scale") or info.get("scale_bar")
-    if isinstance(scale, dict) and logic.parse_nm_per_pixel(scale.get("nm_per_pixel")):
-        return float(scale["nm_per_pixel"])
-    return None
 
 
 def register(app, client, assets_folder):
@@ -76,11 +68,12 @@ def register(app, client, assets_folder):
         State("upload", "filename"),
         State("nm-per-pixel", "value"),
         State("opacity", "value"),
+        State("image-store", "data"),
         prevent_initial_call=True,
         running=[(Output("demo-button", "disabled"), True, False),
                  (Output("upload", "disabled"), True, False)],
     )
-    def on_upload(contents, demo_clicks, filename, nm_value, opacity):
+    def on_upload(contents, demo_clicks, filename, nm_value, opacity, previous):
         from dash import ctx
 
         if ctx.triggered_id == "demo-button":
@@ -102,8 +95,8 @@ def register(app, client, assets_folder):
             image, fig, status = handle_upload(client, data, filename or "image", opacity)
         except ClientError as exc:
             return no_update, no_update, _message(filename, exc), "", None, no_update
-        nm = image.get("nm_per_pixel")
-        return image, fig, "", status, None, nm if nm and not logic.parse_nm_per_pixel(nm_value) else no_update
+        nm = logic.next_calibration(nm_value, (previous or {}).get("nm_per_pixel"), image.get("nm_per_pixel"))
+        return image, fig, "", status, None, no_update if nm == "keep" else nm
 
 
 def _message(filename, exc):
