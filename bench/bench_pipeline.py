@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+STAGES = ("load", "scale", "banner", "network", "watershed", "table")
 sys.path.insert(0, str(REPO))
 
 from saemi.instances import SplitSettings, split_touching  # noqa: E402
@@ -78,7 +79,7 @@ def main():
     for precision in ("fp32", "bf16"):
         seg_model = load_segmenter(args.weights, "cpu", precision)
         segment(data, seg_model)  # warm-up: first pass allocates
-        stage = {k: [] for k in ("load", "banner", "network", "watershed", "table")}
+        stage = {k: [] for k in STAGES}
         for _ in range(args.repeats):
             s = segment(data, seg_model)
             a = measure(s, Settings.from_dict(None, defaults=seg_model.card["postprocess"]))
@@ -87,7 +88,7 @@ def main():
         results[precision] = ({k: min(v) for k, v in stage.items()}, a)
 
     print(f"\n{'stage':<12}{'fp32 s':>10}{'bf16 s':>10}")
-    for k in ("load", "banner", "network", "watershed", "table"):
+    for k in STAGES:
         print(f"{k:<12}{results['fp32'][0][k]:>10.3f}{results['bf16'][0][k]:>10.3f}")
     for precision, (st, a) in results.items():
         total = sum(st.values())
