@@ -407,6 +407,23 @@ def test_missing_weights_report_503_and_keep_serving(images):
     assert r.status_code == 503 and r.json["error"]["code"] == "no_model"
 
 
+def test_background_loading_turns_ready():
+    """SAEMI_LOAD=background: /health answers at once, /ready is 503 until the model is in."""
+    from saemi.api import create_app
+
+    if not weights_available():
+        pytest.fail("model weights missing")
+    app = create_app({"SAEMI_LOAD": "background", "SAEMI_DEVICE": "cpu"})
+    c = app.test_client()
+    assert c.get(API + "/health").status_code == 200
+    first = c.get(API + "/ready")
+    if first.status_code == 503:  # (instant if this process already holds the network)
+        assert first.json["error"]["code"] == "not_ready" and first.headers["Retry-After"]
+    app.extensions["saemi_api"].loader.join(timeout=300)
+    r = c.get(API + "/ready")
+    assert r.status_code == 200 and r.json == {"ready": True, "device": "cpu"}
+
+
 @pytest.mark.parametrize("bad", [{"SAEMI_DEVICE": "tpu"}, {"SAEMI_MAX_UPLOAD_MB": "lots"},
                                  {"SAEMI_CACHE_SIZE": 0}, {"SAEMI_LOAD": "sometimes"}])
 def test_bad_configuration_refuses_to_start(bad):
