@@ -382,3 +382,46 @@ def test_upload_to_histogram_time_for_1024x768(ui, emps, tmp_path):
 def test_no_javascript_errors(ui):
     bad = [e for e in ui.errors if "favicon" not in e]
     assert not bad, "\n".join(bad[:10])
+
+
+# --- the GPU-server deployment: front end and backend in two processes --------------------------
+
+def test_remote_backend_mode(browser, emps, tmp_path):
+    """``SAEMI_BACKEND_URL``: the page posts to another server; no model in the front end; a down
+    backend gives a readable message."""
+    if not weights_available():
+        pytest.fail("model weights missing")
+    bport, fport = free_port(), free_port()
+    backend = Server([gunicorn_exe(), "-b", f"127.0.0.1:{bport}", "--workers", "1", "--threads", "2",
+                      "--timeout", "300", "saemi.api:create_app()"], port=bport,
+                     log_path=OUT / "browser-remote-backend.log", env={"SAEMI_DEVICE": "cpu"})
+    front = Server(gunicorn_command(fport), port=fport, log_path=OUT / "browser-remote-front.log",
+                   env={"SAEMI_BACKEND_URL": backend.url, "SAEMI_BACKEND_TIMEOUT": "60"})
+    try:
+        backend.wait("/api/v1/health", timeout=240)
+        front.wait("/", timeout=120)
+        r = requests.get(front.url + "/api/v1/health", timeout=10)  # no backend here: Dash's page, not JSON
+        assert not r.headers.get("Content-Type", "").startswith("application/json")
+        for pid in front.worker_pids():
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert "libtorch" not in maps, "the front end loaded torch"
+        ctx = browser.new_context(viewport={"width": 1366, "height": 768})
+        page = ctx.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(front.url + "/")
+        page.wait_for_selector("#demo-button")
+        assert "backend at" in page.text_content("footer")
+        upload(page, emps / UPLOAD_NAME)
+        shown = count(page)
+        assert shown > 5 and shown == api_count(backend, emps / UPLOAD_NAME, control_settings(page))
+        backend.stop()
+        page.set_input_files("#upload input[type=file]", str(emps / "aa309f6cec.png"))
+        page.wait_for_function("() => document.querySelector('#upload-error').textContent.length > 0")
+        msg = page.text_content("#upload-error")
+        assert "not reachable" in msg and backend.url in msg
+        assert count(page) == shown
+        shot(page, "10-remote-backend-down.png", full_page=False)
+        ctx.close()
+    finally:
+        front.stop()
+        backend.stop()
