@@ -133,11 +133,21 @@ def wait_count_change(page, old, timeout=120_000):
     return count(page)
 
 
-def upload(page, path, timeout=240_000):
-    """Upload a file and wait for the histogram of the new analysis; returns seconds taken."""
+def upload(page, path, timeout=240_000, spinner=None):
+    """Upload a file and wait for the histogram of the new analysis; returns seconds taken.
+
+    With a ``spinner`` list, records whether the loading indicator showed meanwhile.
+    """
     old = (histogram_meta(page) or {}).get("key")
     t0 = time.perf_counter()
     page.set_input_files("#upload input[type=file]", str(path))
+    if spinner is not None:
+        try:
+            page.wait_for_selector("#image-loading .dash-spinner-container, #image-loading [class*=spinner]",
+                                   state="attached", timeout=20_000)
+            spinner.append(True)
+        except Exception:
+            spinner.append(False)
     page.wait_for_function(
         """(old) => { const gd = document.querySelector('#histogram-graph .js-plotly-plot');
             const key = gd && gd.layout && gd.layout.meta ? gd.layout.meta.key : '';
@@ -369,7 +379,9 @@ def test_upload_to_histogram_time_for_1024x768(ui, emps, tmp_path):
     img = Image.open(emps / TIMING_SOURCE).convert("RGB").resize((1024, 768), Image.BILINEAR)
     path = tmp_path / "emps_1024x768.png"
     img.save(path)
-    seconds = upload(ui.page, path)
+    spinner = []
+    seconds = upload(ui.page, path, spinner=spinner)
+    assert spinner and spinner[0], "no loading indicator while the model ran"
     n = count(ui.page)
     result = {"image": f"{TIMING_SOURCE} resized to 1024x768", "upload_to_histogram_s": round(seconds, 2),
               "particles": n}

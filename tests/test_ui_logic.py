@@ -340,6 +340,11 @@ def test_display_image_rejects_non_images():
         logic.display_image(b"this is text")
 
 
+def test_graph_style():
+    assert logic.graph_style(630, 512)["aspectRatio"] == "630 / 512"
+    assert "height" in logic.graph_style() and "aspectRatio" not in logic.graph_style()
+
+
 def test_overlay_update_is_json_ready():
     upd = logic.overlay_update(disc_labels(), [2], "filled")
     assert upd["source"].startswith("data:image/png;base64,")
@@ -530,7 +535,7 @@ def _upload_inputs(contents, filename):
 
 def test_upload_callback_success_and_error(dash_app):
     out = ("..image-store.data...image-graph.figure...upload-error.children...upload-status.children..."
-           "upload.contents...nm-per-pixel.value..")
+           "upload.contents...nm-per-pixel.value...image-graph.style..")
     url = "data:image/png;base64," + base64.b64encode(micrograph_png()).decode()
     status, body = call(dash_app, out, *_upload_inputs(url, "x.png"))
     assert status == 200
@@ -538,6 +543,7 @@ def test_upload_callback_success_and_error(dash_app):
     assert resp["image-store"]["data"]["image_id"] == "abc123"
     assert resp["image-graph"]["figure"]["data"][0]["type"] == "image"
     assert resp["upload-error"]["children"] == ""
+    assert resp["image-graph"]["style"]["aspectRatio"] == "160 / 120"
     bad = "data:image/png;base64," + base64.b64encode(b"text, not an image").decode()
     status, body = call(dash_app, out, *_upload_inputs(bad, "notes.png"))
     assert status == 200

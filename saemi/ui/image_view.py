@@ -48,7 +48,7 @@ def layout():
                     children=html.Div(className="graph-wrap", children=[
                         dcc.Graph(id="image-graph", figure=empty, config=GRAPH_CONFIG, clear_on_unhover=True,
                                   className="image-graph",
-                                  style={"height": "clamp(340px, calc(100vh - 200px), 880px)"}),
+                                  style=logic.graph_style()),
                         dcc.Tooltip(id="image-tooltip", direction="right", className="particle-tooltip"),
                     ])),
         html.P("Hover a particle for its size; click it to exclude it from the statistics (click again to "

@@ -511,6 +511,16 @@ def base_figure(display, banner_box=None, opacity=0.9, scale_box=None):
     return fig
 
 
+def graph_style(width=None, height=None):
+    """CSS of the image view: as tall as the image's aspect needs, within the window."""
+    style = {"width": "100%", "minHeight": "300px", "maxHeight": "calc(100vh - 190px)"}
+    if width and height:
+        style["aspectRatio"] = f"{int(width)} / {int(height)}"
+    else:
+        style["height"] = "clamp(340px, calc(100vh - 200px), 880px)"
+    return style
+
+
 def overlay_update(labels, removed=(), mode="outline"):
     """What changes in the image view after an analysis: the particle layer and the hover grid."""
     h, w = labels.shape

@@ -63,6 +63,7 @@ def register(app, client, assets_folder):
         Output("upload-status", "children"),
         Output("upload", "contents"),
         Output("nm-per-pixel", "value"),
+        Output("image-graph", "style"),
         Input("upload", "contents"),
         Input("demo-button", "n_clicks"),
         State("upload", "filename"),
@@ -83,20 +84,22 @@ def register(app, client, assets_folder):
             try:
                 data = read_demo(assets_folder)
             except OSError:
-                return no_update, no_update, "The demo image is missing from this installation.", "", None, no_update
+                return (no_update, no_update, "The demo image is missing from this installation.", "", None,
+                        no_update, no_update)
         else:
             if contents is None:
                 raise PreventUpdate
             try:
                 data = logic.decode_upload(contents, filename)
             except ClientError as exc:
-                return no_update, no_update, _message(filename, exc), "", None, no_update
+                return no_update, no_update, _message(filename, exc), "", None, no_update, no_update
         try:
             image, fig, status = handle_upload(client, data, filename or "image", opacity)
         except ClientError as exc:
-            return no_update, no_update, _message(filename, exc), "", None, no_update
+            return no_update, no_update, _message(filename, exc), "", None, no_update, no_update
         nm = logic.next_calibration(nm_value, (previous or {}).get("nm_per_pixel"), image.get("nm_per_pixel"))
-        return image, fig, "", status, None, no_update if nm == "keep" else nm
+        return (image, fig, "", status, None, no_update if nm == "keep" else nm,
+                logic.graph_style(image["width"], image["height"]))
 
 
 def _message(filename, exc):
