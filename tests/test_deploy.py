@@ -148,6 +148,16 @@ def test_heroku_yml_builds_the_cpu_web_target():
     assert run[0] == "gunicorn" and run[-1] == "app:server" and "gunicorn.conf.py" in run
 
 
+def test_deploy_doc_lists_every_setting():
+    from saemi.api.config import SETTINGS
+
+    doc = (REPO / "docs" / "deploy.md").read_text()
+    conf = (REPO / "gunicorn.conf.py").read_text()
+    names = set(SETTINGS) | set(re.findall(r"environ(?:\.get)?\(\s*\"([A-Z_]+)\"", conf))
+    missing = sorted(n for n in names if f"`{n}`" not in doc)
+    assert not missing, f"docs/deploy.md does not document {missing}"
+
+
 def test_saemi_serve_builds_the_gunicorn_commands():
     from saemi.serve import gunicorn_command as serve_cmd
 
