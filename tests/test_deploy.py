@@ -153,7 +153,7 @@ def test_deploy_doc_lists_every_setting():
 
     doc = (REPO / "docs" / "deploy.md").read_text()
     conf = (REPO / "gunicorn.conf.py").read_text()
-    names = set(SETTINGS) | set(re.findall(r"environ(?:\.get)?\(\s*\"([A-Z_]+)\"", conf))
+    names = set(SETTINGS) | set(re.findall(r'"([A-Z][A-Z0-9]*_[A-Z0-9_]+|PORT|HOST)"', conf))
     missing = sorted(n for n in names if f"`{n}`" not in doc)
     assert not missing, f"docs/deploy.md does not document {missing}"
 
