@@ -30,6 +30,7 @@ OUT = REPO / "test-output"
 SHOTS = OUT / "screenshots"
 UPLOAD_NAME = "70f9f13af4.png"  # a SEM image with many particles, some touching
 TIMING_SOURCE = "2ee0518d7a.png"
+BANNER_IMAGE = "1b3c6536a3.png"  # an SEM image with an instrument data bar along the bottom
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -346,8 +347,35 @@ def test_text_file_renamed_png_shows_an_error_and_the_page_keeps_working(ui, tmp
     assert "notes.png" in msg and "not an image" in msg
     assert count(page) == ui.count  # the previous result is still shown
     shot(page, "07-error.png", full_page=False)
-    upload(page, emps / "aa309f6cec.png")  # and a good file works right after
+    upload(page, emps / BANNER_IMAGE)  # and a good file works right after
     assert page.text_content("#upload-error") == ""
+    assert count(page) > 0
+    shapes = page.evaluate("() => document.querySelector('#image-graph .js-plotly-plot').layout.shapes")
+    assert any(sh.get("name") == "banner" for sh in shapes), "the removed data bar is not drawn"
+    shot(page, "07b-banner.png")
+
+
+def test_overlay_mode_and_opacity(ui):
+    page = ui.page
+
+    def layer():
+        return page.evaluate("""() => { const t = document.querySelector('#image-graph .js-plotly-plot').data[1];
+            return [t.source.length, t.opacity]; }""")
+
+    size, _ = layer()
+    page.get_by_label("Filled labels").check()
+    page.wait_for_function(f"() => document.querySelector('#image-graph .js-plotly-plot').data[1].source.length"
+                           f" !== {size}")
+    settle(page)
+    shot(page, "07c-filled.png", full_page=False)
+    thumb = page.locator("#opacity [role=slider]")
+    thumb.focus()
+    page.keyboard.press("Home")
+    page.wait_for_function("() => document.querySelector('#image-graph .js-plotly-plot').data[1].opacity === 0")
+    page.keyboard.press("End")
+    page.wait_for_function("() => document.querySelector('#image-graph .js-plotly-plot').data[1].opacity === 1")
+    page.get_by_label("Outlines").check()
+    settle(page)
     assert count(page) > 0
 
 

@@ -226,6 +226,12 @@ def test_download_names_are_safe():
     assert logic.download_name(None, "summary") == "image_summary.csv"
 
 
+@pytest.mark.parametrize("v,r", [(17780123.456, 17780123), (4758.018, 4758), (55.946, 55.95), (0.70512, 0.705),
+                                 (0.0, 0.0), (float("nan"), None), (-12.3456, -12.35)])
+def test_round_for_reading(v, r):
+    assert logic.round_for_reading(v) == r
+
+
 def test_grid_columns_and_rows(analysis):
     cols = [c["field"] for c in logic.grid_columns(None)]
     assert cols[:3] == ["label", "area_px", "equivalent_diameter_px"]

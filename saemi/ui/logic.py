@@ -306,7 +306,7 @@ def grid_columns(nm_per_pixel=None):
     unit = "nm" if parse_nm_per_pixel(nm_per_pixel) else "px"
     area = "area_nm2" if unit == "nm" else "area_px"
     cols = [("label", "Label"), (area, f"Area ({unit}²)"),
-            (f"equivalent_diameter_{unit}", f"Eq. diameter ({unit})"),
+            (f"equivalent_diameter_{unit}", f"Eq. diam. ({unit})"),
             (f"feret_max_{unit}", f"Feret max ({unit})"), (f"feret_min_{unit}", f"Feret min ({unit})"),
             (f"perimeter_{unit}", f"Perimeter ({unit})"), ("circularity", "Circularity"),
             ("aspect_ratio", "Aspect ratio"), (f"centroid_x_{unit}", f"x ({unit})"),
@@ -320,6 +320,17 @@ def grid_columns(nm_per_pixel=None):
     return out
 
 
+def round_for_reading(v):
+    """At least 4 significant digits, at most 3 decimals (None for NaN/inf)."""
+    v = float(v)
+    if not math.isfinite(v):
+        return None
+    if v == 0:
+        return 0.0
+    decimals = max(0, min(3, 3 - math.floor(math.log10(abs(v)))))
+    return round(v, decimals)
+
+
 def grid_rows(table):
     """Table rows for the grid: numbers rounded for reading (the CSV keeps full precision)."""
     out = []
@@ -331,7 +342,7 @@ def grid_rows(table):
             elif isinstance(v, (int, np.integer)):
                 clean[k] = int(v)
             elif isinstance(v, (float, np.floating)):
-                clean[k] = round(float(v), 3) if math.isfinite(v) else None
+                clean[k] = round_for_reading(v)
             else:
                 clean[k] = v
         out.append(clean)
