@@ -588,6 +588,17 @@ def test_analyze_callback_then_histogram(dash_app):
     assert '"summary-count"' in json.dumps(body["response"]["summary"]["children"])
 
 
+def test_max_upload_mb():
+    from types import SimpleNamespace
+
+    from saemi.ui import max_upload_mb
+
+    assert max_upload_mb(SimpleNamespace(config={"SAEMI_MAX_UPLOAD_MB": 12.5}), {}) == 12.5
+    assert max_upload_mb(None, {"SAEMI_MAX_UPLOAD_MB": "8"}) == 8.0
+    assert max_upload_mb(None, {"SAEMI_MAX_UPLOAD_MB": "junk"}) == 50.0
+    assert max_upload_mb(None, {}) == 50.0
+
+
 # --- the UI never imports torch -------------------------------------------------------------
 
 def test_ui_and_remote_app_do_not_import_torch():

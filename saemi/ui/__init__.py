@@ -53,6 +53,17 @@ def build_app(environ=None):
     return create_dash_app(server, client_from_env(server, environ))
 
 
+def max_upload_mb(server=None, environ=None):
+    """The largest upload the page accepts: the backend's ``SAEMI_MAX_UPLOAD_MB`` (default 50)."""
+    environ = os.environ if environ is None else environ
+    value = getattr(server, "config", {}).get("SAEMI_MAX_UPLOAD_MB") or environ.get("SAEMI_MAX_UPLOAD_MB")
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return 50.0
+    return value if value > 0 else 50.0
+
+
 def create_dash_app(server=None, client=None, assets_folder=None):
     """Build the Dash app.
 
@@ -85,7 +96,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
                           {"name": "description", "content": "Particle size distributions from electron "
                                                              "micrographs"}])
     app.saemi_client = client
-    app.layout = layout.page(client.default_settings(), client.description)
+    app.layout = layout.page(client.default_settings(), client.description, max_upload_mb(server))
     upload.register(app, client, assets_folder)
     controls.register(app, client)
     image_view.register(app)

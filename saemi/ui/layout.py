@@ -12,13 +12,13 @@ DEMO_CREDIT = [
 ]
 
 
-def page(defaults, backend_description=""):
+def page(defaults, backend_description="", max_upload_mb=50.0):
     return html.Div(className="app", children=[
         html.Header(className="app-header", children=[
             html.H1(["SAEMI ", html.Span("particle size analysis of electron micrographs", className="tagline")]),
         ]),
         html.Main(className="app-main", children=[
-            html.Div(className="sidebar", children=[upload.layout(), controls.layout(defaults)]),
+            html.Div(className="sidebar", children=[upload.layout(max_upload_mb), controls.layout(defaults)]),
             image_view.layout(),
             histogram.layout(),
             table.layout(),

@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 DEMO_NAME = "demo.png"
 
 
-def layout():
+def layout(max_upload_mb=50.0):
     return html.Section(className="panel upload-panel", **{"aria-labelledby": "upload-heading"}, children=[
         html.H2("1. Image", id="upload-heading"),
         dcc.Upload(
@@ -25,7 +25,8 @@ def layout():
                 html.Span("Drag and drop a micrograph here, or "),
                 html.Button("choose a file", className="link-button", type="button", id="upload-button",
                             **{"aria-label": "Choose an image file to upload"}),
-                html.Div("PNG, JPEG or TIFF, 8 or 16 bit, grey or colour", className="hint"),
+                html.Div(f"PNG, JPEG or TIFF, 8 or 16 bit, grey or colour, up to {max_upload_mb:g} MB",
+                         className="hint"),
             ])),
         html.Div(className="upload-actions", children=[
             html.Button("Try the demo", id="demo-button", n_clicks=0, type="button", className="button",
@@ -33,6 +34,8 @@ def layout():
             html.Span(id="upload-status", className="status", **{"aria-live": "polite"}),
         ]),
         html.Div(id="upload-error", className="error", role="alert", **{"aria-live": "assertive"}),
+        # read by assets/saemi-upload.js: files over the limit are refused in the browser
+        html.Div(id="upload-limit", hidden=True, **{"data-max-bytes": str(int(max_upload_mb * 1024 * 1024))}),
     ])
 
 
