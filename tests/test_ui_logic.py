@@ -377,13 +377,21 @@ class FakeService:
         return {"image_id": "abc123", "filename": filename, "width": 160, "height": 120, "banner_box": None,
                 "timings": {}, "cached": False}
 
-    def analyze(self, image_id=None, settings=None, overlay="outline", overlay_alpha=0.7):
-        self.calls.append(("analyze", image_id, dict(settings), overlay))
+    labels = None  # what labels_of returns: the analysed labels unless a test says otherwise
+
+    def analyze(self, image_id=None, settings=None, overlay="outline", overlay_alpha=0.7, include_images=True):
+        self.calls.append(("analyze", image_id, dict(settings), overlay, include_images))
         if image_id != "abc123":
             raise SaemiError("unknown image_id", code="not_found")
         if settings.get("min_distance") == 13:
             raise RuntimeError("boom")
-        return fake_result(image_id=image_id)
+        res = fake_result(image_id=image_id)
+        if not include_images:
+            del res["labels_png"], res["overlay_png"]
+        return res
+
+    def labels_of(self, image_id):
+        return disc_labels() if self.labels is None else self.labels
 
     def default_settings(self):
         from saemi.pipeline import Settings
@@ -406,6 +414,32 @@ def test_in_process_client_translates_errors():
     c.analyze("abc123", {**SETTINGS, "junk": 1})
     assert "junk" not in svc.calls[-1][2]
     assert c.default_settings()["min_distance"] == 5
+
+
+def test_in_process_client_skips_the_overlay_picture_but_checks_the_labels():
+    svc = FakeService()
+    c = InProcessClient(svc)
+    res = c.analyze("abc123", SETTINGS)
+    assert [call[-1] for call in svc.calls] == [False]  # one analysis, without pictures
+    assert np.array_equal(logic.decode_labels(res["labels_png"]), disc_labels())
+    svc.calls.clear()
+    other = disc_labels()
+    other[other == 2] = 0  # another thread re-analysed in between: labels and table disagree
+    svc.labels = other
+    res = c.analyze("abc123", SETTINGS)
+    assert [call[-1] for call in svc.calls] == [False, True]  # so it asks again, pictures included
+    assert np.array_equal(logic.decode_labels(res["labels_png"]), disc_labels())
+
+
+def test_labels_match():
+    from saemi.ui.client import _labels_match
+
+    lab = disc_labels()
+    rows = records(particle_table(lab))
+    assert _labels_match(lab, rows)
+    assert not _labels_match(lab, rows[:-1])
+    assert not _labels_match(lab, [{**rows[0], "area_px": rows[0]["area_px"] + 1}] + rows[1:])
+    assert _labels_match(np.zeros((4, 4), np.int32), [])
 
 
 class FakeResponse:

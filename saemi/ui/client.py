@@ -54,6 +54,21 @@ def _clean_settings(settings):
     return {k: v for k, v in (settings or {}).items() if k in SETTINGS_KEYS}
 
 
+def _labels_match(labels, particles):
+    """True when a label image holds exactly the particles of a table (same labels, same areas)."""
+    import numpy as np
+
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64))
+    counts[0] = 0
+    if int(np.count_nonzero(counts)) != len(particles):
+        return False
+    for p in particles:
+        lab = int(p["label"])
+        if lab >= len(counts) or int(counts[lab]) != int(p["area_px"]):
+            return False
+    return True
+
+
 class InProcessClient(AnalysisClient):
     """Calls :class:`saemi.service.AnalysisService` methods directly."""
 
@@ -76,8 +91,25 @@ class InProcessClient(AnalysisClient):
         return self._call(self.service.segment, bytes(data), filename)
 
     def analyze(self, image_id, settings=None, overlay="outline"):
-        return self._call(self.service.analyze, image_id=image_id, settings=_clean_settings(settings),
-                          overlay=overlay, overlay_alpha=1.0)
+        """The ``analyze`` dict with ``labels_png`` (``overlay_png`` only when the fast path fails).
+
+        The page draws its own overlay, so the service's overlay picture is skipped
+        (a third of a re-analysis); the label image is taken from the service's
+        cache and checked against the particle table, since another thread may have
+        re-analysed the same image in between.
+        """
+        settings = _clean_settings(settings)
+        res = self._call(self.service.analyze, image_id=image_id, settings=settings, overlay=overlay,
+                         include_images=False)
+        labels_of = getattr(self.service, "labels_of", None)
+        labels = self._call(labels_of, image_id) if labels_of else None
+        if labels is not None and _labels_match(labels, res.get("particles", [])):
+            from ..overlay import png_bytes
+
+            res["labels_png"] = base64.b64encode(png_bytes(labels)).decode()
+            return res
+        return self._call(self.service.analyze, image_id=image_id, settings=settings, overlay=overlay,
+                          overlay_alpha=1.0)
 
     def default_settings(self):
         try:
