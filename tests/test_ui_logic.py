@@ -87,6 +87,19 @@ def test_settings_from_controls_reads_checklists_and_clamps():
     assert s["min_distance"] == 1 and s["threshold"] == 0.99 and s["min_size"] == 0
 
 
+@pytest.mark.parametrize("msg,tail", [("Not an image file", "not an image file"),
+                                      ("TIFF file could not be decoded", "TIFF file could not be decoded"),
+                                      ("", "the image could not be analysed"), ("image is 10x10", "image is 10x10")])
+def test_sentence_tail(msg, tail):
+    assert logic.sentence_tail(msg) == tail
+
+
+def test_slider_max_includes_the_default():
+    assert logic.slider_max(7, 40) == 40
+    assert logic.slider_max(35, 40) == 70
+    assert logic.slider_max(None, 40) == 40
+
+
 def test_analysis_key_changes_only_with_splitting_settings():
     k = logic.analysis_key("img", SETTINGS)
     assert logic.analysis_key("img", {**SETTINGS, "nm_per_pixel": 2.0}) == k

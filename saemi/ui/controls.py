@@ -1,5 +1,6 @@
 """Post-processing controls: splitting settings, calibration, overlay look."""
 
+import math
 import time
 
 from dash import Input, Output, State, dcc, html, no_update
@@ -20,20 +21,22 @@ def _field(label, control_id, control, hint=None):
 def layout(defaults):
     d = {**logic.settings_from_controls(True, 7, 0.5, 20, False),
          **{k: defaults[k] for k in logic.SPLIT_KEYS if k in defaults}}
+    md_max = logic.slider_max(d["min_distance"], 40)
+    ms_max = max(1000, int(math.ceil(logic.slider_max(d["min_size"], 1000) / 100)) * 100)
     return html.Section(className="panel controls-panel", **{"aria-labelledby": "controls-heading"}, children=[
         html.H2("2. Particles", id="controls-heading"),
         dcc.Checklist(id="watershed", options=[{"label": " Split touching particles (watershed)", "value": "on"}],
                       value=["on"] if d["watershed"] else [], className="check"),
         _field("Minimum peak distance (px)", "min-distance",
-               dcc.Slider(id="min-distance", min=1, max=40, step=1, value=int(d["min_distance"]),
-                          marks={1: "1", 10: "10", 20: "20", 30: "30", 40: "40"}),
+               dcc.Slider(id="min-distance", min=1, max=md_max, step=1, value=int(d["min_distance"]),
+                          marks={v: str(v) for v in (1, *range(10, md_max + 1, 10 if md_max <= 60 else 20))}),
                "Smaller splits more"),
         _field("Probability threshold", "threshold",
-               dcc.Slider(id="threshold", min=0.05, max=0.95, step=0.05, value=float(d["threshold"]),
+               dcc.Slider(id="threshold", min=0.05, max=0.95, step=0.01, value=float(d["threshold"]),
                           marks={0.1: "0.1", 0.5: "0.5", 0.9: "0.9"})),
         _field("Minimum particle size (px²)", "min-size",
-               dcc.Slider(id="min-size", min=0, max=1000, step=5, value=int(d["min_size"]),
-                          marks={0: "0", 250: "250", 500: "500", 1000: "1000"})),
+               dcc.Slider(id="min-size", min=0, max=ms_max, step=5, value=int(d["min_size"]),
+                          marks={v: str(v) for v in (0, ms_max // 4, ms_max // 2, ms_max)})),
         dcc.Checklist(id="exclude-edge", options=[{"label": " Exclude particles cut by the image edge",
                                                    "value": "on"}],
                       value=["on"] if d["exclude_edge"] else [], className="check"),

@@ -71,6 +71,22 @@ def decode_upload(contents, filename=None):
     return data
 
 
+def sentence_tail(message):
+    """A message to follow a colon: 'Not an image' -> 'not an image', 'TIFF file ...' unchanged."""
+    text = str(message or "").strip() or "the image could not be analysed"
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]
+    return text
+
+
+def slider_max(default, floor):
+    """A slider's upper end that always includes the model's default value."""
+    try:
+        return max(floor, int(math.ceil(float(default) * 2)))
+    except (TypeError, ValueError):
+        return floor
+
+
 def settings_from_controls(watershed, min_distance, threshold, min_size, exclude_edge):
     """The splitting settings the control panel means (checklists give lists of values)."""
     def num(v, kind, default):

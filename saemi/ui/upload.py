@@ -106,5 +106,4 @@ def register(app, client, assets_folder):
 
 
 def _message(filename, exc):
-    text = str(getattr(exc, "message", exc)) or "the image could not be analysed"
-    return f"Could not analyse {filename or 'the file'}: {text[0].lower() + text[1:] if text else text}"
+    return f"Could not analyse {filename or 'the file'}: {logic.sentence_tail(getattr(exc, 'message', exc))}"
