@@ -621,7 +621,7 @@ def test_analyze_callback_then_histogram(dash_app):
     status, body = call(dash_app, out, inputs)
     assert "unknown image_id" in body["response"]["analysis-error"]["children"]
 
-    out = "..histogram-graph.figure...summary.children.."
+    out = "..histogram-graph.figure...summary.children...bin-width-label.children.."
     removed = {"key": analysis["key"], "labels": [1]}
     status, body = call(dash_app, out, [
         {"id": "analysis-store", "property": "data", "value": analysis},
@@ -633,6 +633,7 @@ def test_analyze_callback_then_histogram(dash_app):
     fig = body["response"]["histogram-graph"]["figure"]
     assert fig["layout"]["meta"]["count"] == 3
     assert '"summary-count"' in json.dumps(body["response"]["summary"]["children"])
+    assert body["response"]["bin-width-label"]["children"] == "Bin width (nm)"
 
 
 def test_max_upload_mb():

@@ -44,6 +44,7 @@ def register(app):
     @app.callback(
         Output("histogram-graph", "figure"),
         Output("summary", "children"),
+        Output("bin-width-label", "children"),
         Input("analysis-store", "data"),
         Input("removed-store", "data"),
         Input("metric", "value"),
@@ -54,4 +55,4 @@ def register(app):
         table = logic.kept_table(analysis, removed, nm)
         summary = logic.summary_of(table, metric, nm)
         fig = logic.histogram_figure(table, metric, bin_width, nm, summary, (analysis or {}).get("key"))
-        return fig, summary_children(summary)
+        return fig, summary_children(summary), f"Bin width ({logic.display_unit(summary['unit'])})"
