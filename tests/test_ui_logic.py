@@ -605,6 +605,21 @@ def test_upload_callback_success_and_error(dash_app):
     assert "image-store" not in resp  # the previous image stays
 
 
+def test_upload_callback_survives_a_bug_in_the_client():
+    from saemi.ui import create_dash_app
+
+    class Broken(FakeClient):
+        def segment(self, data, filename="image"):
+            raise RuntimeError("a bug")
+
+    app = create_dash_app(client=Broken())
+    out = ("..image-store.data...image-graph.figure...upload-error.children...upload-status.children..."
+           "upload.contents...nm-per-pixel.value...image-graph.style..")
+    url = "data:image/png;base64," + base64.b64encode(micrograph_png()).decode()
+    status, body = call(app, out, *_upload_inputs(url, "x.png"))
+    assert status == 200 and "unexpected error (RuntimeError)" in body["response"]["upload-error"]["children"]
+
+
 def test_analyze_callback_then_histogram(dash_app):
     out = "..analysis-store.data...labels-store.data...analysis-error.children...analysis-status.children.."
     inputs = [{"id": "image-store", "property": "data", "value": {"image_id": "abc123"}},

@@ -1,13 +1,16 @@
 """Post-processing controls: splitting settings, calibration, overlay look."""
 
+import logging
 import math
 import time
 
-from dash import Input, Output, State, dcc, html, no_update
+from dash import Input, Output, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from . import logic
-from .client import ClientError
+from ..errors import SaemiError
+
+log = logging.getLogger(__name__)
 
 
 def _field(label, control_id, control, hint=None):
@@ -76,9 +79,13 @@ def register(app, client):
         t0 = time.perf_counter()
         try:
             result = client.analyze(image["image_id"], settings)
-        except ClientError as exc:
+            analysis, labels = logic.reduce_analysis(result, settings)
+        except SaemiError as exc:
             return no_update, no_update, f"Analysis failed: {exc.message}", ""
-        analysis, labels = logic.reduce_analysis(result, settings)
+        except Exception as exc:  # a bug must still leave a readable page
+            log.exception("analysis of %s failed", image.get("image_id"))
+            return no_update, no_update, f"Analysis failed: unexpected error ({type(exc).__name__}); see the " \
+                                         "server log", ""
         n = len(analysis["particles"])
         status = f"{n} particle{'s' if n != 1 else ''} found ({time.perf_counter() - t0:.2f} s)"
         return analysis, labels, "", status

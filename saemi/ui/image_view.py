@@ -1,5 +1,6 @@
 """Image view: micrograph with particle outlines or labels, hover info, click to exclude."""
 
+import plotly.graph_objects as go
 from dash import Input, Output, Patch, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
@@ -32,7 +33,7 @@ GRAPH_CONFIG = {"scrollZoom": True, "displaylogo": False, "responsive": True,
 
 
 def layout():
-    empty = logic.go.Figure(layout={"xaxis": {"visible": False}, "yaxis": {"visible": False},
+    empty = go.Figure(layout={"xaxis": {"visible": False}, "yaxis": {"visible": False},
                                     "margin": {"l": 0, "r": 0, "t": 0, "b": 0}, "template": "none",
                                     "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
                                     "annotations": [{"text": "Upload a micrograph or try the demo",

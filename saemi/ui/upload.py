@@ -8,6 +8,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from . import logic
+from ..errors import SaemiError
 from .client import ClientError
 
 log = logging.getLogger(__name__)
@@ -98,8 +99,12 @@ def register(app, client, assets_folder):
                 return no_update, no_update, _message(filename, exc), "", None, no_update, no_update
         try:
             image, fig, status = handle_upload(client, data, filename or "image", opacity)
-        except ClientError as exc:
+        except SaemiError as exc:
             return no_update, no_update, _message(filename, exc), "", None, no_update, no_update
+        except Exception as exc:  # a bug must still leave a readable page
+            log.exception("upload of %s failed", filename)
+            return (no_update, no_update, _message(filename, f"unexpected error ({type(exc).__name__}); see the "
+                                                             "server log"), "", None, no_update, no_update)
         nm = logic.next_calibration(nm_value, (previous or {}).get("nm_per_pixel"), image.get("nm_per_pixel"))
         return (image, fig, "", status, None, no_update if nm == "keep" else nm,
                 logic.graph_style(image["width"], image["height"]))
