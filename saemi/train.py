@@ -183,7 +183,8 @@ def validate(net, items, device, precision, settings, tile=512):
         scores.append(score_image(item["labels"], split_touching(prob, settings)))
     net.train()
     out = {k: float(np.nanmean([s[k] for s in scores])) for k in ("ap50", "f1", "dice")}
-    out["d_err_median"] = float(np.nanmedian([s["mean_d_rel_err"] for s in scores]))
+    errs = np.array([s["mean_d_rel_err"] for s in scores], float)
+    out["d_err_median"] = float(np.median(errs[np.isfinite(errs)])) if np.isfinite(errs).any() else float("nan")
     return out
 
 

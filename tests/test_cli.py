@@ -41,7 +41,7 @@ def test_good_images_write_the_contract_files(analysed):
         ids = np.unique(labels[labels > 0])
         assert len(table) == len(ids) > 0
         assert sorted(table.label) == sorted(ids.tolist())
-        assert (table.equivalent_diameter_nm == pytest.approx(table.equivalent_diameter_px * 2.0))
+        assert table.equivalent_diameter_nm.tolist() == pytest.approx((table.equivalent_diameter_px * 2.0).tolist())
         overlay = np.asarray(Image.open(out / f"{name}_overlay.png"))
         assert overlay.shape == src.shape[:2] + (3,)
 
