@@ -329,7 +329,9 @@ def grid_columns(nm_per_pixel=None):
             (f"centroid_y_{unit}", f"y ({unit})"), ("touches_edge", "Touches edge")]
     out = []
     for field, name in cols:
-        col = {"field": field, "headerName": name, "sortable": True, "filter": field != "touches_edge"}
+        longest = max(len(w) for w in name.split())
+        col = {"field": field, "headerName": name, "sortable": True, "filter": field != "touches_edge",
+               "minWidth": max(80, 8 * longest + 52), "headerTooltip": name}
         if field not in ("label", "touches_edge"):
             col["type"] = "numericColumn"
         out.append(col)

@@ -19,7 +19,7 @@ def layout():
             ]),
         ]),
         dag.AgGrid(id="particle-grid", rowData=[], columnDefs=logic.grid_columns(None),
-                   defaultColDef={"sortable": True, "resizable": True, "minWidth": 96, "wrapHeaderText": True,
+                   defaultColDef={"sortable": True, "resizable": True, "minWidth": 80, "wrapHeaderText": True,
                                   "autoHeaderHeight": True},
                    columnSize="responsiveSizeToFit", className="ag-theme-alpine particle-grid",
                    dashGridOptions={"animateRows": False, "rowHeight": 30, "headerHeight": 34}),
