@@ -88,7 +88,7 @@ def _analyze(args):
 def _evaluate(args):
     import json
 
-    from .evaluate import evaluate, evaluation_names, summarize_scores, tune_postprocess, write_card_postprocess
+    from .evaluate import evaluate, evaluation_names, rescore, tune_postprocess, write_card_postprocess
     from .pipeline import Settings, default_segmenter
     from .card import read_card
 
@@ -103,13 +103,14 @@ def _evaluate(args):
     else:
         segmenter = default_segmenter(args.weights, args.device)
         settings = Settings.from_dict(None, defaults=read_card(args.weights)["postprocess"])
-    per_image, summary, probs = evaluate(args.data, names, segmenter, settings)
+    per_image, summary, segmentations = evaluate(args.data, names, segmenter, settings)
     if args.tune and not args.baseline:
-        best, table = tune_postprocess(args.data, probs)
+        best, table = tune_postprocess(args.data, segmentations)
         print("tuned splitting settings:", best)
         settings = Settings.from_dict({k: best[k] for k in ("watershed", "threshold", "min_distance", "min_size")})
-        per_image, summary, _ = evaluate(args.data, names, segmenter, settings)
-        write_card_postprocess(best, summary)
+        seconds = dict(zip(per_image["name"], per_image["seconds"]))
+        per_image, summary = rescore(args.data, segmentations, settings, seconds)
+        write_card_postprocess(best, summary, args.weights)
     per_image.to_csv(args.csv, index=False)
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}, indent=1))
     print(f"per-image scores written to {args.csv}")

@@ -39,27 +39,42 @@ def evaluate(data_dir, names, segmenter, settings=None, progress=True):
     -------
     per_image : pandas.DataFrame
         One row per image: name, ap50, f1, dice, n_true, n_pred, mean diameters,
-        mean_d_rel_err, seconds.
+        mean_d_rel_err, seconds (the whole pipeline, scale-bar reading included).
     summary : dict
         Means over images (and the median of the diameter error).
-    probabilities : dict
-        name -> probability array, for tuning without re-running the network.
+    segmentations : dict
+        name -> :class:`saemi.pipeline.Segmentation`, to re-score other
+        settings without running the network again (:func:`rescore`).
     """
     from tqdm import tqdm
 
     data_dir = Path(data_dir)
     settings = settings or Settings.from_dict(None, defaults=read_card()["postprocess"])
-    rows, probs = [], {}
-    for name in tqdm(names, desc="evaluate", disable=not progress):
+    rows, segmentations = [], {}
+    for name in tqdm(names, desc="evaluate", disable=not progress, mininterval=5):
         t = time.perf_counter()
         seg = segment(data_dir / "images" / f"{name}.png", segmenter)
         analysis = measure(seg, settings)
         seconds = time.perf_counter() - t
         truth = read_label_image(data_dir / "segmaps" / f"{name}.png")
         rows.append({"name": name, **score_image(truth, analysis.labels), "seconds": seconds})
-        probs[name] = seg.probability
+        segmentations[name] = seg
     per_image = pd.DataFrame(rows)
-    return per_image, summarize_scores(per_image), probs
+    return per_image, summarize_scores(per_image), segmentations
+
+
+def rescore(data_dir, segmentations, settings, seconds=None):
+    """Scores of cached segmentations under other settings (the network is not re-run).
+
+    ``seconds`` (name -> s) carries the timings of the first pass over.
+    """
+    rows = []
+    for name, seg in segmentations.items():
+        truth = read_label_image(Path(data_dir) / "segmaps" / f"{name}.png")
+        labels = measure(seg, settings).labels
+        rows.append({"name": name, **score_image(truth, labels), "seconds": (seconds or {}).get(name, np.nan)})
+    per_image = pd.DataFrame(rows)
+    return per_image, summarize_scores(per_image)
 
 
 def summarize_scores(per_image):
@@ -73,13 +88,13 @@ def summarize_scores(per_image):
             "seconds_per_image": float(per_image["seconds"].mean())}
 
 
-def tune_postprocess(data_dir, probabilities, grid=None):
+def tune_postprocess(data_dir, segmentations, grid=None):
     """Grid-search the splitting settings on cached probabilities, by mean AP@0.5.
 
     Parameters
     ----------
-    probabilities : dict
-        name -> (C, H, W) probabilities, from :func:`evaluate`.
+    segmentations : dict
+        name -> Segmentation, from :func:`evaluate`.
     grid : dict, optional
         Lists of values for ``threshold``, ``min_distance``, ``min_size``.
 
@@ -91,8 +106,9 @@ def tune_postprocess(data_dir, probabilities, grid=None):
     table : pandas.DataFrame
         Every combination tried with its mean AP@0.5.
     """
-    grid = grid or {"threshold": [0.4, 0.5, 0.6], "min_distance": [3, 5, 7, 10, 15], "min_size": [10, 20, 40]}
-    truths = {n: read_label_image(Path(data_dir) / "segmaps" / f"{n}.png") for n in probabilities}
+    grid = grid or {"threshold": [0.5, 0.6, 0.7], "min_distance": [7, 10, 15, 20, 30], "min_size": [20, 40, 80]}
+    truths = {n: read_label_image(Path(data_dir) / "segmaps" / f"{n}.png") for n in segmentations}
+    probabilities = {n: s.probability for n, s in segmentations.items()}
     rows = []
     for watershed in (True, False):
         combos = itertools.product(grid["threshold"], grid["min_distance"] if watershed else [grid["min_distance"][0]],
@@ -112,6 +128,7 @@ def tune_postprocess(data_dir, probabilities, grid=None):
 def write_card_postprocess(best, metrics, folder=None):
     """Record tuned splitting settings and full-pipeline metrics in the model card."""
     folder = Path(folder or weights_dir())
+    folder = folder.parent if folder.is_file() else folder
     card = read_card(folder)
     card["postprocess"] = {k: best[k] for k in ("watershed", "threshold", "min_distance", "min_size")}
     card["validation_full_pipeline"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}

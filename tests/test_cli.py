@@ -81,3 +81,28 @@ def test_bad_arguments_are_clear(tmp_path):
     assert proc.returncode == 2 and "no image files" in proc.stderr
     proc = run_cli("analyze", tmp_path, "--out", tmp_path / "o", "--min-distance", "0")
     assert proc.returncode == 2 and "min_distance" in proc.stderr
+
+
+def test_evaluate_and_tune_on_two_images(tmp_path, emps_dir):
+    import json
+    import os
+
+    from saemi.card import DEFAULT_WEIGHTS_DIR
+
+    weights = tmp_path / "w"
+    shutil.copytree(DEFAULT_WEIGHTS_DIR, weights)
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": [], "val": ["70f9f13af4", "0a30487a4e"]}))
+    env = {**os.environ, "SAEMI_WEIGHTS": str(weights)}
+    proc = subprocess.run([sys.executable, "-m", "saemi.cli", "evaluate", "--data", str(emps_dir), "--split",
+                           str(split), "--tune", "--csv", str(tmp_path / "eval.csv")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(proc.stdout[proc.stdout.index("{\n"):proc.stdout.rindex("}") + 1])
+    assert scores["images"] == 2 and 0 <= scores["ap50"] <= 1 and 0 <= scores["dice"] <= 1
+    per_image = pd.read_csv(tmp_path / "eval.csv")
+    assert sorted(per_image.name) == ["0a30487a4e", "70f9f13af4"]
+    assert scores["ap50"] == pytest.approx(per_image.ap50.mean(), abs=1e-4)
+    card = json.loads((weights / "model_card.json").read_text())
+    assert card["validation_full_pipeline"]["images"] == 2
+    assert set(card["postprocess"]) == {"watershed", "threshold", "min_distance", "min_size"}
