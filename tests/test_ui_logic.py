@@ -271,6 +271,18 @@ def test_histogram_bins_and_lines(analysis):
     assert logic.histogram_figure(t, key="img:{}").layout.meta["key"] == "img:{}"
 
 
+def test_histogram_mean_and_median_labels_point_apart(analysis):
+    t = logic.kept_table(analysis)
+    s = logic.summary_of(t)
+    for mean, median in ((10.0, 8.0), (8.0, 10.0)):
+        fig = logic.histogram_figure(t, summary={**s, "mean": mean, "median": median})
+        pos = {a.text.split()[0]: a.x for a in fig.layout.annotations}
+        anchors = {a.text.split()[0]: a.xanchor for a in fig.layout.annotations}
+        right_one = "mean" if mean > median else "median"
+        assert anchors[right_one] == "left", anchors  # text to the right of the right-hand line
+        assert pos["mean"] == mean and pos["median"] == median
+
+
 def test_histogram_auto_bins_units_and_silly_widths(analysis):
     t = logic.kept_table(analysis, nm_per_pixel=3)
     fig = logic.histogram_figure(t, "area", None, 3)

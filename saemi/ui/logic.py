@@ -393,12 +393,15 @@ def histogram_figure(table, metric="equivalent_diameter", bin_width=None, nm_per
     fig.add_trace(go.Histogram(x=values, xbins=xbins, name="particles", marker_color="#4c78a8",
                                marker_line={"color": "white", "width": 1},
                                hovertemplate="%{x}<br>%{y} particles<extra></extra>"))
+    mean, median = summary.get("mean"), summary.get("median")
+    mean_right = not (median is not None and mean is not None and median > mean)  # labels point apart
     for stat, colour, dash in (("mean", "#d62728", "solid"), ("median", "#2ca02c", "dash")):
         v = summary.get(stat)
         if summary.get("count") and v is not None and math.isfinite(v):
+            right = mean_right if stat == "mean" else not mean_right
             fig.add_vline(x=v, line={"color": colour, "width": 2, "dash": dash},
                           annotation={"text": f"{stat} {format_number(v)}", "font": {"color": colour}},
-                          annotation_position="top right" if stat == "mean" else "top left")
+                          annotation_position="top right" if right else "top left")
     fig.update_layout(template="plotly_white", margin={"l": 50, "r": 15, "t": 30, "b": 45},
                       xaxis_title=axis_title(metric, summary.get("unit", unit)), yaxis_title="Count",
                       bargap=0.02, showlegend=False, uirevision=f"{metric}:{unit}",
