@@ -239,7 +239,17 @@ def load_segmenter(weights=None, device="auto", precision=None):
     except Exception as exc:  # a corrupt or mismatched file: say which
         raise SaemiError(f"could not load model weights from {weights_file}: {exc}", code="no_model") from exc
     precision = precision or os.environ.get("SAEMI_PRECISION") or card.get("inference_precision", "fp32")
+    if precision == "bf16" and dev.type == "cpu" and not _cpu_has_bf16():
+        precision = "fp32"  # emulated bf16 is slower than fp32
     return make_segmenter(net, card, dev, precision, str(weights_file))
+
+
+def _cpu_has_bf16():
+    """Whether this CPU runs bf16 matrix work natively (AVX512-BF16 / AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def make_segmenter(net, card=None, device="cpu", precision="fp32", weights_path=""):
