@@ -27,6 +27,7 @@ import functools
 import logging
 import re
 import shutil
+import time
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -56,8 +57,11 @@ BRIGHT_SEED, DARK_SEED = 190, 65
 LOCAL_SEED = 45             # ... or this much brighter/darker than the local mean
 # Shape score a bar needs to be reported without a readable label.
 UNLABELLED_MIN_SCORE = 0.75
-# At most this many candidates are read by OCR, best first.
+# At most this many candidates are read by OCR, best first ...
 MAX_OCR_CANDIDATES = 5
+# ... and no new Tesseract call starts after this many seconds: an unreadable
+# label must not cost seconds on every upload (measured: up to 3.6 s without it).
+OCR_BUDGET_S = 1.5
 
 REJECTS = None  # set to a list to collect why candidates were dropped (debugging)
 DEBUG_DIR = None  # set to a folder to save the images sent to Tesseract
@@ -511,7 +515,7 @@ def _solid_blob(comp):
     return solidity >= 0.9 and ndi.binary_fill_holes(comp).sum() <= area * 1.03
 
 
-def _read_label(grey, bar, banner=None):
+def _read_label(grey, bar, banner=None, deadline=float("inf")):
     """OCR the neighbourhood of a bar: (value, unit, text, label_box, conf) or None."""
     import pytesseract
 
@@ -531,6 +535,8 @@ def _read_label(grey, bar, banner=None):
         # The whitelist sometimes makes Tesseract drop a digit; retry without it
         # (single line) before moving on.
         for config in (cfg, "--psm 7"):
+            if time.perf_counter() > deadline:
+                return None
             data = pytesseract.image_to_data(img, config=config, output_type=pytesseract.Output.DICT)
             best = _best_match(data, factor, wy0 + ty0, wx0 + tx0, bar)
             if best is not None:
@@ -613,7 +619,8 @@ def detect_scale(image, ocr=True):
     -----
     Bar search takes a few milliseconds for a 1024x768 image; each OCR call,
     on a small crop around one candidate, takes about 0.1-0.3 s; at most
-    ``MAX_OCR_CANDIDATES`` candidates are read, best first.
+    ``MAX_OCR_CANDIDATES`` candidates are read, best first, and no call starts
+    after ``OCR_BUDGET_S`` seconds.
 
     Examples
     --------
@@ -630,8 +637,11 @@ def detect_scale(image, ocr=True):
         return None
     if ocr and tesseract_available():
         banner = find_banner(grey)
+        deadline = time.perf_counter() + OCR_BUDGET_S
         for bar in bars[:MAX_OCR_CANDIDATES]:
-            read = _read_label(grey, bar, banner)
+            if time.perf_counter() > deadline:
+                break
+            read = _read_label(grey, bar, banner, deadline)
             if read is None:
                 continue
             value, unit, text, box, conf = read
