@@ -34,7 +34,7 @@ from scipy import ndimage as ndi
 from .instances import SplitSettings, split_touching
 from .metrics import score_image
 from .card import CARD_FILE, DEFAULT_CARD, WEIGHTS_FILE
-from .model import build_unet, choose_device, predict_tiled, standardize
+from .model import Segmenter, build_unet, choose_device, predict_tiled, standardize
 
 
 def read_label_image(path):
@@ -170,13 +170,8 @@ def lr_at(progress, peak, warmup=0.05, final_div=100.0):
 def validate(net, items, device, precision, settings, tile=512):
     """Full-image scores at the network's scale: mean AP@0.5, Dice, diameter error."""
     net.eval()
-
-    def forward(batch):
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(device).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                return torch.softmax(net(x).float(), 1).cpu().numpy()
-
+    # the inference path of the shipped model, on the network being trained
+    forward = Segmenter(net=net, card=DEFAULT_CARD, device=device, precision=precision)._forward
     scores = []
     for item in items:
         prob = predict_tiled(forward, standardize(item["image"]), 3, tile, 64)
