@@ -63,8 +63,6 @@ MAX_OCR_CANDIDATES = 5
 # label must not cost seconds on every upload (measured: up to 3.6 s without it).
 OCR_BUDGET_S = 1.5
 
-REJECTS = None  # set to a list to collect why candidates were dropped (debugging)
-DEBUG_DIR = None  # set to a folder to save the images sent to Tesseract
 
 _LABEL_RE = re.compile(r"(\d+(?:[.,]\d+)?)\s*(nm|[uµpy]{1,2}\s?m|[uµp]{1,2}n\b)")
 
@@ -291,8 +289,8 @@ def _runs_through(on, cx):
 
 
 def _reject(reason, ox, oy, comp):
-    if REJECTS is not None:
-        REJECTS.append((reason, oy, ox, comp.shape))
+    """Log why a bar candidate was dropped (``logging`` at DEBUG level); returns None."""
+    log.debug("bar candidate at y=%d x=%d shape %s rejected: %s", oy, ox, comp.shape, reason)
     return None
 
 
@@ -529,8 +527,6 @@ def _read_label(grey, bar, banner=None, deadline=float("inf")):
         img, where = _ocr_image(_ink(crop, bar, mode), bar_local, grey.shape[0], opening=mode == "strict")
         if img is None:
             continue
-        if DEBUG_DIR:
-            cv2.imwrite(f"{DEBUG_DIR}/ocr_{bar.y0}_{bar.x0}_{mode}.png", img)
         factor, ty0, tx0 = where
         # The whitelist sometimes makes Tesseract drop a digit; retry without it
         # (single line) before moving on.
