@@ -47,6 +47,7 @@ def _analyze(args):
         overrides = {k: v for k, v in {
             "watershed": args.watershed, "min_distance": args.min_distance, "threshold": args.threshold,
             "min_size": args.min_size, "exclude_edge": args.exclude_edge or None,
+            "merge_threshold": args.merge_threshold, "min_relative_size": args.min_relative_size,
             "nm_per_pixel": args.nm_per_pixel, "metric": args.metric, "scale": args.scale}.items()
             if v is not None}
         settings = Settings.from_dict(overrides, defaults=read_card(args.weights)["postprocess"])
@@ -88,7 +89,8 @@ def _analyze(args):
 def _evaluate(args):
     import json
 
-    from .evaluate import evaluate, evaluation_names, rescore, tune_postprocess, write_card_postprocess
+    from .evaluate import (TUNED_KEYS, cross_validated_ap, evaluate, evaluation_names, rescore, tune_postprocess,
+                           write_card_postprocess)
     from .pipeline import Settings, default_segmenter
     from .card import read_card
 
@@ -105,9 +107,11 @@ def _evaluate(args):
         settings = Settings.from_dict(None, defaults=read_card(args.weights)["postprocess"])
     per_image, summary, segmentations = evaluate(args.data, names, segmenter, settings)
     if args.tune and not args.baseline:
-        best, table = tune_postprocess(args.data, segmentations)
+        best, table, ap_per_setting = tune_postprocess(args.data, segmentations)
         print("tuned splitting settings:", best)
-        settings = Settings.from_dict({k: best[k] for k in ("watershed", "threshold", "min_distance", "min_size")})
+        print(f"cross-validated AP@0.5 (settings chosen on the other half of the images): "
+              f"{cross_validated_ap(ap_per_setting):.4f}")
+        settings = Settings.from_dict({k: best[k] for k in TUNED_KEYS})
         seconds = dict(zip(per_image["name"], per_image["seconds"]))
         per_image, summary = rescore(args.data, segmentations, settings, seconds)
         write_card_postprocess(best, summary, args.weights)
@@ -148,6 +152,12 @@ def build_parser():
     a.add_argument("--min-distance", type=int, default=None, help="minimum distance between watershed markers, px")
     a.add_argument("--threshold", type=float, default=None, help="particle probability cut, 0..1")
     a.add_argument("--min-size", type=int, default=None, help="drop particles smaller than this, px")
+    a.add_argument("--min-relative-size", type=float, default=None, metavar="FRACTION",
+                   help="drop particles smaller than this fraction of the image's typical particle area "
+                        "(0 keeps all; default from the model card)")
+    a.add_argument("--merge-threshold", type=float, default=None,
+                   help="merge touching pieces whose shared border has a mean non-interior probability "
+                        "below this (0 disables; default from the model card)")
     a.add_argument("--exclude-edge", action="store_true", help="drop particles touching the image border")
     a.add_argument("--nm-per-pixel", type=float, default=None, help="calibration: adds sizes in nm")
     a.add_argument("--scale", default="auto", choices=["auto", "none"],

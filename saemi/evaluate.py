@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .card import CARD_FILE, read_card, weights_dir
-from .instances import SplitSettings, split_touching
+from .instances import SplitSettings, drop_fragments, merge_weak_borders, remove_small, split_touching
 from .metrics import score_image
 from .pipeline import Settings, measure, segment
 from .train import list_pairs, read_label_image
@@ -88,41 +88,114 @@ def summarize_scores(per_image):
             "seconds_per_image": float(per_image["seconds"].mean())}
 
 
+TUNED_KEYS = ("watershed", "threshold", "min_distance", "min_size", "merge_threshold", "min_relative_size")
+
+DEFAULT_GRID = {"threshold": [0.5, 0.6, 0.7], "min_distance": [15, 30, 60, 90], "merge_threshold": [0.0, 0.5, 0.6, 0.7],
+                "min_size": [20, 80, 160], "min_relative_size": [0.0, 0.05, 0.1, 0.2, 0.3]}
+
+
 def tune_postprocess(data_dir, segmentations, grid=None):
     """Grid-search the splitting settings on cached probabilities, by mean AP@0.5.
+
+    The stages of :func:`saemi.instances.split_touching` are cached so that each
+    watershed runs once per (threshold, min_distance) and each merge once per
+    merge threshold; only the cheap size filters run for every combination.
 
     Parameters
     ----------
     segmentations : dict
         name -> Segmentation, from :func:`evaluate`.
     grid : dict, optional
-        Lists of values for ``threshold``, ``min_distance``, ``min_size``.
+        Lists of values for ``threshold``, ``min_distance``, ``merge_threshold``,
+        ``min_size`` and ``min_relative_size`` (default :data:`DEFAULT_GRID`).
 
     Returns
     -------
     best : dict
-        The best settings (``watershed``, ``threshold``, ``min_distance``,
-        ``min_size``) and their ``ap50``.
+        The best settings (:data:`TUNED_KEYS`) and their mean ``ap50``.
     table : pandas.DataFrame
-        Every combination tried with its mean AP@0.5.
+        Every combination tried with its mean AP@0.5, best first.
+    per_image : pandas.DataFrame
+        AP@0.5 of every combination (rows, same index as ``table``) on every
+        image (columns), for :func:`cross_validated_ap`.
     """
-    grid = grid or {"threshold": [0.5, 0.6, 0.7], "min_distance": [7, 10, 15, 20, 30], "min_size": [20, 40, 80]}
-    truths = {n: read_label_image(Path(data_dir) / "segmaps" / f"{n}.png") for n in segmentations}
-    probabilities = {n: s.probability for n, s in segmentations.items()}
-    rows = []
-    for watershed in (True, False):
-        combos = itertools.product(grid["threshold"], grid["min_distance"] if watershed else [grid["min_distance"][0]],
-                                   grid["min_size"])
-        for thr, md, ms in combos:
-            s = SplitSettings(watershed=watershed, threshold=thr, min_distance=md, min_size=ms)
-            aps = [score_image(truths[n], split_touching(p, s))["ap50"] for n, p in probabilities.items()]
-            rows.append({"watershed": watershed, "threshold": thr, "min_distance": md, "min_size": ms,
-                         "ap50": float(np.mean(aps))})
-    table = pd.DataFrame(rows).sort_values("ap50", ascending=False)
-    best = table.iloc[0].to_dict()
-    best = {"watershed": bool(best["watershed"]), "threshold": float(best["threshold"]),
-            "min_distance": int(best["min_distance"]), "min_size": int(best["min_size"]), "ap50": float(best["ap50"])}
-    return best, table
+    grid = {**DEFAULT_GRID, **(grid or {})}
+    names = list(segmentations)
+    truths = {n: read_label_image(Path(data_dir) / "segmaps" / f"{n}.png") for n in names}
+    settings, scores = [], []
+    for n in names:
+        seg = segmentations[n]
+        prob = np.asarray(seg.probability)
+        valid = _valid_mask(seg)
+        row = []
+        for watershed in (True, False):
+            distances = grid["min_distance"] if watershed else [grid["min_distance"][0]]
+            merges = grid["merge_threshold"] if watershed and prob.ndim == 3 else [0.0]
+            for thr, md in itertools.product(grid["threshold"], distances):
+                base = split_touching(prob, SplitSettings(watershed, thr, md, min_size=0), valid)
+                for mt in merges:
+                    merged = merge_weak_borders(base, 1.0 - prob[1], mt) if mt > 0 else base
+                    for ms in grid["min_size"]:
+                        sized = remove_small(merged, ms)
+                        for rel in grid["min_relative_size"]:
+                            labels = drop_fragments(sized, rel) if rel > 0 else sized
+                            row.append(score_image(truths[n], labels)["ap50"])
+                            if n == names[0]:
+                                settings.append({"watershed": watershed, "threshold": thr, "min_distance": md,
+                                                 "merge_threshold": mt, "min_size": ms, "min_relative_size": rel})
+        scores.append(row)
+    per_image = pd.DataFrame(np.array(scores).T, columns=names)
+    table = pd.DataFrame(settings)
+    table["ap50"] = per_image.mean(axis=1)
+    table = table.sort_values("ap50", ascending=False, kind="stable")
+    best = _settings_row(table.iloc[0])
+    return best, table, per_image
+
+
+def cross_validated_ap(per_image, folds=2):
+    """AP@0.5 of the tuning when the settings are chosen on other images.
+
+    The images are dealt into ``folds`` groups; each group is scored with the
+    settings that are best on the others. This is the figure to expect on new
+    images, free of the optimism of choosing settings on the images scored.
+
+    Parameters
+    ----------
+    per_image : pandas.DataFrame
+        AP@0.5 of each setting (row) on each image (column), as returned by
+        :func:`tune_postprocess`.
+    folds : int
+
+    Returns
+    -------
+    float
+        Mean AP@0.5 over all images.
+    """
+    names = list(per_image.columns)
+    total = 0.0
+    for k in range(folds):
+        held = names[k::folds]
+        rest = [n for n in names if n not in held]
+        best = per_image[rest].mean(axis=1).idxmax()
+        total += float(per_image.loc[best, held].sum())
+    return total / len(names)
+
+
+def _settings_row(row):
+    return {"watershed": bool(row["watershed"]), "threshold": float(row["threshold"]),
+            "min_distance": int(row["min_distance"]), "min_size": int(row["min_size"]),
+            "merge_threshold": float(row["merge_threshold"]), "min_relative_size": float(row["min_relative_size"]),
+            "ap50": float(row["ap50"])}
+
+
+def _valid_mask(segmentation):
+    box = segmentation.banner_box
+    if box is None:
+        return None
+    valid = np.ones(np.asarray(segmentation.probability).shape[-2:], bool)
+    y0, y1, x0, x1 = box
+    valid[y0:y1, x0:x1] = False
+    return valid
 
 
 def write_card_postprocess(best, metrics, folder=None):
@@ -130,7 +203,7 @@ def write_card_postprocess(best, metrics, folder=None):
     folder = Path(folder or weights_dir())
     folder = folder.parent if folder.is_file() else folder
     card = read_card(folder)
-    card["postprocess"] = {k: best[k] for k in ("watershed", "threshold", "min_distance", "min_size")}
+    card["postprocess"] = {k: best[k] for k in TUNED_KEYS}
     card["validation_full_pipeline"] = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
     with open(folder / CARD_FILE, "w") as f:
         json.dump(card, f, indent=2)

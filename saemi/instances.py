@@ -5,6 +5,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
@@ -29,6 +31,14 @@ class SplitSettings:
         Particles smaller than this many pixels are dropped.
     exclude_edge : bool
         Drop particles that touch the image border.
+    merge_threshold : float
+        Merge neighbouring pieces when the mean "not interior" probability along
+        their shared border is below this value, i.e. where the network saw no
+        boundary between them (see :func:`merge_weak_borders`); 0 disables. Only
+        a three-class probability stack carries this evidence.
+    min_relative_size : float
+        Drop particles smaller than this fraction of the image's typical particle
+        area (see :func:`drop_fragments`); 0 disables.
     """
 
     watershed: bool = True
@@ -36,6 +46,8 @@ class SplitSettings:
     min_distance: int = 15
     min_size: int = 20
     exclude_edge: bool = False
+    merge_threshold: float = 0.0
+    min_relative_size: float = 0.0
 
     def validated(self):
         """Return self, or raise :class:`SaemiError` naming the bad value."""
@@ -45,6 +57,12 @@ class SplitSettings:
             raise SaemiError(f"min_distance must be at least 1 pixel, got {self.min_distance}", code="bad_parameter")
         if int(self.min_size) < 0:
             raise SaemiError(f"min_size must be 0 or more pixels, got {self.min_size}", code="bad_parameter")
+        if not 0.0 <= float(self.merge_threshold) < 1.0:
+            raise SaemiError(f"merge_threshold must be at least 0 and below 1, got {self.merge_threshold}",
+                             code="bad_parameter")
+        if not 0.0 <= float(self.min_relative_size) < 1.0:
+            raise SaemiError(f"min_relative_size must be at least 0 and below 1, got {self.min_relative_size}",
+                             code="bad_parameter")
         return self
 
 
@@ -76,7 +94,7 @@ def foreground_and_interior(prob, threshold=0.5):
     return fg, fg
 
 
-def split_touching(prob, settings=SplitSettings()):
+def split_touching(prob, settings=SplitSettings(), valid=None):
     """Label particles, splitting touching ones by watershed.
 
     Markers are the maxima of the distance transform of the interior mask
@@ -86,11 +104,19 @@ def split_touching(prob, settings=SplitSettings()):
     distance transform inside the particle mask. With ``watershed=False`` the
     result is the connected components of the particle mask.
 
+    Then, in order: pieces with no boundary between them are merged
+    (``merge_threshold``), particles below ``min_size`` pixels and below
+    ``min_relative_size`` of the typical particle area are dropped, and, with
+    ``exclude_edge``, those touching the border.
+
     Parameters
     ----------
     prob : ndarray, shape (C, H, W) or (H, W)
         See :func:`foreground_and_interior`.
     settings : SplitSettings
+    valid : ndarray of bool, shape (H, W), optional
+        Where particles may be; everything else is background (e.g. the filled
+        instrument data bar). Default: the whole image.
 
     Returns
     -------
@@ -109,11 +135,170 @@ def split_touching(prob, settings=SplitSettings()):
     """
     s = settings.validated()
     fg, interior = foreground_and_interior(prob, s.threshold)
+    if valid is not None:
+        fg, interior = fg & valid, interior & valid
     if not s.watershed:
         labels, _ = ndi.label(fg)
     else:
         labels = _watershed(fg, interior, int(s.min_distance))
-    return _filter(labels, int(s.min_size), s.exclude_edge)
+    prob = np.asarray(prob)
+    if s.merge_threshold > 0 and prob.ndim == 3 and prob.shape[0] >= 3:
+        labels = merge_weak_borders(labels, 1.0 - prob[1], s.merge_threshold)
+    labels = remove_small(labels, int(s.min_size))
+    if s.min_relative_size > 0:
+        labels = drop_fragments(labels, s.min_relative_size)
+    return _filter(labels, 0, s.exclude_edge)
+
+
+def border_strength(labels, edge):
+    """Mean of an edge map along the border of each pair of touching labels.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+        0 is background; two labels touch where they are 4-neighbours.
+    edge : ndarray of float, shape (H, W)
+        High where a boundary is likely (e.g. 1 - interior probability).
+
+    Returns
+    -------
+    pairs : ndarray of int, shape (K, 2)
+        Touching label pairs, smaller label first.
+    strength : ndarray of float, shape (K,)
+        Mean of ``edge`` over the pixel pairs straddling each border.
+    length : ndarray of int, shape (K,)
+        Number of such pixel pairs.
+
+    Examples
+    --------
+    >>> labels = np.array([[1, 1, 2, 2]])
+    >>> pairs, strength, length = border_strength(labels, np.array([[0., .2, .6, 0.]]))
+    >>> pairs.tolist(), strength.round(2).tolist(), length.tolist()
+    ([[1, 2]], [0.4], [1])
+    """
+    labels = np.asarray(labels)
+    edge = np.asarray(edge, dtype=np.float64)
+    base = int(labels.max(initial=0)) + 1
+    keys, values = [], []
+    for a, b, ea, eb in ((labels[:, :-1], labels[:, 1:], edge[:, :-1], edge[:, 1:]),
+                         (labels[:-1], labels[1:], edge[:-1], edge[1:])):
+        m = (a != b) & (a > 0) & (b > 0)
+        lo = np.minimum(a[m], b[m]).astype(np.int64)
+        hi = np.maximum(a[m], b[m]).astype(np.int64)
+        keys.append(lo * base + hi)
+        values.append((ea[m] + eb[m]) / 2)
+    keys, values = np.concatenate(keys), np.concatenate(values)
+    if keys.size == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0), np.zeros(0, np.int64)
+    unique, inverse = np.unique(keys, return_inverse=True)
+    length = np.bincount(inverse)
+    return np.stack([unique // base, unique % base], 1), np.bincount(inverse, values) / length, length
+
+
+def merge_weak_borders(labels, edge, threshold):
+    """Merge touching pieces whose shared border is not a boundary.
+
+    The distance-map watershed cuts large or textured particles into pieces
+    along lines where the network saw no boundary; two pieces whose border has
+    a mean ``edge`` below ``threshold`` become one particle (transitively).
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+    edge : ndarray of float, shape (H, W)
+        Boundary evidence in [0, 1]: for SAEMI's network, 1 - P(interior).
+    threshold : float
+
+    Returns
+    -------
+    ndarray of int32, shape (H, W)
+        Merged labels, numbered 1..N.
+
+    Examples
+    --------
+    >>> labels = np.array([[1, 1, 2, 2, 0, 3, 3]])
+    >>> edge = np.array([[0., 0., .1, 0., 1., 0., 0.]])
+    >>> merge_weak_borders(labels, edge, 0.5).tolist()
+    [[1, 1, 1, 1, 0, 2, 2]]
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max(initial=0)) + 1
+    pairs, strength, _ = border_strength(labels, edge)
+    weak = pairs[strength < threshold]
+    graph = coo_matrix((np.ones(len(weak)), (weak[:, 0], weak[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    # scipy numbers components in order of their smallest node, so the merged
+    # particles keep the order of the pieces they came from
+    present = np.flatnonzero(np.bincount(labels.ravel(), minlength=n))
+    present = present[present > 0]
+    _, inverse = np.unique(component[present], return_inverse=True)
+    new_ids = np.zeros(n, np.int32)
+    new_ids[present] = inverse + 1
+    return new_ids[labels]
+
+
+def typical_area(labels):
+    """Area-weighted median particle area: the area of the particle that holds
+    the median particle pixel.
+
+    Unlike the plain median it is not pulled down by many small fragments, so
+    it describes the particles that make up most of the imaged material.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+
+    Returns
+    -------
+    int
+        Pixels; 0 when there is no particle.
+
+    Examples
+    --------
+    >>> labels = np.zeros((10, 10), int)
+    >>> labels[:6, :6] = 1; labels[8, 8] = 2; labels[9, 0] = 3
+    >>> typical_area(labels)
+    36
+    """
+    areas = np.bincount(np.asarray(labels).ravel())[1:]
+    areas = np.sort(areas[areas > 0])
+    if areas.size == 0:
+        return 0
+    cumulative = np.cumsum(areas)
+    return int(areas[np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
+def drop_fragments(labels, fraction):
+    """Drop particles smaller than ``fraction`` of :func:`typical_area`.
+
+    Fragments of a large particle, specks of texture and the letters of a
+    panel label are small compared with the particles an image is about. This
+    also drops genuinely small particles in a very polydisperse sample: set the
+    fraction to 0 there.
+
+    Parameters
+    ----------
+    labels : ndarray of int, shape (H, W)
+    fraction : float
+        In [0, 1).
+
+    Returns
+    -------
+    ndarray of int32, shape (H, W)
+        The remaining particles, numbered 1..N.
+
+    Examples
+    --------
+    >>> labels = np.zeros((10, 10), int)
+    >>> labels[:6, :6] = 1; labels[8, 8] = 2
+    >>> int(drop_fragments(labels, 0.1).max())
+    1
+    """
+    labels = np.asarray(labels)
+    areas = np.bincount(labels.ravel())
+    keep = areas >= fraction * typical_area(labels)
+    keep[0] = False
+    return _renumber(labels, keep & (areas > 0))
 
 
 def distance_map(mask):
@@ -154,6 +339,17 @@ def _watershed(fg, interior, min_distance):
     if k:
         labels = np.where(orphans > 0, orphans + labels.max(), labels)
     return labels
+
+
+def remove_small(labels, min_size):
+    """Drop particles of fewer than ``min_size`` pixels; the rest numbered 1..N.
+
+    Examples
+    --------
+    >>> int(remove_small(np.array([[1, 1, 0, 2]]), 2).max())
+    1
+    """
+    return _filter(labels, int(min_size), False)
 
 
 def _filter(labels, min_size, exclude_edge):

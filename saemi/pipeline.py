@@ -89,7 +89,7 @@ class Settings(SplitSettings):
         return settings
 
     def split_settings(self):
-        return SplitSettings(self.watershed, self.threshold, self.min_distance, self.min_size, self.exclude_edge)
+        return SplitSettings(**{f.name: getattr(self, f.name) for f in fields(SplitSettings)})
 
 
 def _coerce(name, value, kind):
@@ -258,12 +258,12 @@ def measure(segmentation, settings=None):
     """
     settings = settings or Settings.from_dict(None, defaults=read_card()["postprocess"])
     t = time.perf_counter()
-    labels = split_touching(segmentation.probability, settings.split_settings())
+    valid = None
     if segmentation.banner_box is not None:  # the bar holds mirrored image, not particles
         y0, y1, x0, x1 = segmentation.banner_box
-        labels[y0:y1, x0:x1] = 0
-        present = np.bincount(labels.ravel(), minlength=int(labels.max()) + 1) > 0
-        labels = remove_labels(labels, np.flatnonzero(~present))
+        valid = np.ones(segmentation.probability.shape[-2:], bool)
+        valid[y0:y1, x0:x1] = False
+    labels = split_touching(segmentation.probability, settings.split_settings(), valid)
     labels = remove_labels(labels, settings.removed_labels, renumber=False)
     t_split = time.perf_counter()
     nm_per_pixel = effective_nm_per_pixel(segmentation, settings)

@@ -61,7 +61,8 @@ def records(table):
 def settings_dict(settings):
     return {"watershed": settings.watershed, "threshold": settings.threshold,
             "min_distance": settings.min_distance, "min_size": settings.min_size,
-            "exclude_edge": settings.exclude_edge, "nm_per_pixel": settings.nm_per_pixel,
+            "exclude_edge": settings.exclude_edge, "merge_threshold": settings.merge_threshold,
+            "min_relative_size": settings.min_relative_size, "nm_per_pixel": settings.nm_per_pixel,
             "metric": settings.metric, "removed_labels": list(settings.removed_labels),
             "remove_banner": settings.remove_banner, "scale": settings.scale}
 

@@ -95,3 +95,64 @@ def test_remove_labels_renumber_or_keep_ids():
     assert remove_labels(labels, [2]).tolist() == [[1, 0, 2, 3]]
     assert remove_labels(labels, [2], renumber=False).tolist() == [[1, 0, 3, 4]]
     assert remove_labels(labels, [99]).tolist() == [[1, 2, 3, 4]]
+
+
+def three_class(labels, boundary_width=2):
+    """A crisp background / interior / boundary stack for instance labels: each
+    particle's outer ring (including the contact lines) is boundary."""
+    fg = labels > 0
+    inner = np.zeros_like(fg)
+    for i in range(1, int(labels.max()) + 1):
+        inner |= ndi.binary_erosion(labels == i, iterations=boundary_width)
+    prob = np.zeros((3,) + labels.shape, np.float32)
+    prob[0] = ~fg
+    prob[1] = inner
+    prob[2] = fg & ~inner
+    return prob
+
+
+def test_merge_joins_pieces_with_no_boundary_between_them_and_keeps_real_contacts():
+    # a peanut the network saw as ONE particle (no boundary across the neck) ...
+    peanut = (disc_labels((100, 240), [(50, 45, 22), (50, 80, 22)]) > 0).astype(np.int32)
+    # ... and two discs it saw as TWO (a boundary line where they touch)
+    pair = disc_labels((100, 240), [(50, 150, 22), (50, 192, 22)])
+    prob = np.maximum(three_class(peanut), three_class(pair))
+    prob[0] = np.minimum(three_class(peanut)[0], three_class(pair)[0])
+    over = split_touching(prob, SplitSettings(min_distance=3, min_size=0))
+    merged = split_touching(prob, SplitSettings(min_distance=3, min_size=0, merge_threshold=0.5))
+    assert over.max() == 4          # the distance map alone splits the peanut too
+    assert merged.max() == 3        # merging restores it, the real pair stays split
+    assert len(np.unique(merged[50, 30:100])) == 1
+
+
+def test_merge_needs_three_class_probabilities():
+    mask = disc_labels((100, 120), [(50, 45, 22), (50, 80, 22)]) > 0
+    s = SplitSettings(min_distance=3, min_size=0, merge_threshold=0.9)
+    assert split_touching(mask, s).max() == 2   # no interior evidence: nothing to merge on
+
+
+def test_relative_size_drops_fragments_and_letters_but_not_the_particles():
+    discs = [(40, 40, 25), (40, 120, 22), (120, 60, 24), (120, 140, 26)]
+    labels = disc_labels((200, 200), discs)
+    labels[180:186, 10:14] = 5      # a letter-sized speck (24 px)
+    labels[170:180, 180:190] = 6    # a fragment (100 px)
+    kept = split_touching(labels > 0, SplitSettings(min_distance=8, min_size=0, min_relative_size=0.1))
+    assert kept.max() == 4
+    assert split_touching(labels > 0, SplitSettings(min_distance=8, min_size=0)).max() == 6
+
+
+def test_typical_area_ignores_many_small_fragments():
+    from saemi.instances import typical_area
+
+    labels = disc_labels((200, 200), [(100, 100, 40)])
+    for k in range(20):                 # twenty 4-pixel specks
+        labels[2 + 5 * (k // 10), 2 + 5 * (k % 10):4 + 5 * (k % 10)] = 0
+        labels[2 + 5 * (k // 10):4 + 5 * (k // 10), 2 + 5 * (k % 10):4 + 5 * (k % 10)] = k + 2
+    assert typical_area(labels) == (labels == 1).sum()
+
+
+@pytest.mark.parametrize("field,value", [("merge_threshold", 1.0), ("merge_threshold", -0.1),
+                                         ("min_relative_size", 1.5), ("min_relative_size", -1)])
+def test_new_settings_are_validated(field, value):
+    with pytest.raises(SaemiError, match=field):
+        split_touching(np.zeros((10, 10), bool), SplitSettings(**{field: value}))

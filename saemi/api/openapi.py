@@ -25,6 +25,12 @@ _SETTINGS_PROPS = {
                      "description": "Minimum distance between watershed markers, pixels; larger splits less."},
     "min_size": {"type": "integer", "minimum": 0, "description": "Drop particles smaller than this, pixels."},
     "exclude_edge": {"type": "boolean", "description": "Drop particles touching the image border."},
+    "merge_threshold": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+                        "description": "Merge touching pieces whose shared border has a mean non-interior "
+                                       "probability below this; 0 disables."},
+    "min_relative_size": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+                          "description": "Drop particles smaller than this fraction of the image's typical "
+                                         "(area-weighted median) particle area; 0 disables."},
     "nm_per_pixel": {"type": ["number", "null"], "exclusiveMinimum": 0,
                      "description": "Calibration; adds *_nm columns and nm statistics."},
     "metric": {"type": "string", "enum": ["area", "equivalent_diameter", "feret_max", "feret_min", "perimeter"],
