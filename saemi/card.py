@@ -15,7 +15,8 @@ DEFAULT_CARD = {
     "input_scale": 0.5,
     "tile_size": 512,
     "tile_overlap": 64,
-    "postprocess": {"watershed": True, "threshold": 0.5, "min_distance": 15, "min_size": 20},
+    "postprocess": {"watershed": True, "threshold": 0.5, "min_distance": 15, "min_size": 20,
+                    "merge_threshold": 0.0, "min_relative_size": 0.0},
 }
 
 

@@ -5,14 +5,16 @@ free loopback port) and the real bundled weights; the browser is the Debian
 ``chromium`` package driven by Playwright (never a downloaded browser).
 Screenshots of the main states go to ``test-output/screenshots/``.
 
-The tests share one page and run in order: upload -> hover -> slider ->
-click -> downloads -> calibration -> bad upload -> layouts -> timing.
+The tests share one page and run in order: upload -> hover -> sliders ->
+click -> downloads -> calibration -> calibration by drawing a line -> bad
+upload -> layouts -> timing.
 """
 
 import base64
 import csv
 import io
 import json
+import math
 import shutil
 import time
 from pathlib import Path
@@ -32,6 +34,8 @@ UPLOAD_NAME = "70f9f13af4.png"  # a SEM image with many particles, some touching
 TIMING_SOURCE = "2ee0518d7a.png"
 MAX_UPLOAD_MB = 50
 BANNER_IMAGE = "1b3c6536a3.png"  # an SEM image with an instrument data bar along the bottom
+CALIBRATION_SOURCE = "aa309f6cec.png"
+CALIBRATION_SIZE = (2200, 1650)  # over the 2048 px the page shows unscaled: the browser gets a subsampled picture
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -166,7 +170,27 @@ def control_settings(page):
 
     return {"watershed": page.is_checked("#watershed input[type=checkbox]"),
             "min_distance": int(slider("min-distance")), "threshold": slider("threshold"),
-            "min_size": int(slider("min-size")), "exclude_edge": page.is_checked("#exclude-edge input[type=checkbox]")}
+            "min_size": int(slider("min-size")), "exclude_edge": page.is_checked("#exclude-edge input[type=checkbox]"),
+            "merge_threshold": slider("merge-threshold"),
+            "min_relative_size": round(slider("min-relative-size") / 100, 6)}  # the slider shows a percentage
+
+
+def wait_key_change(page, old, timeout=120_000):
+    """Wait for the histogram of a new labelling (its key names the splitting settings)."""
+    page.wait_for_function("""(old) => { const gd = document.querySelector('#histogram-graph .js-plotly-plot');
+        return gd && gd.layout && gd.layout.meta && gd.layout.meta.key !== old; }""", arg=old, timeout=timeout)
+    settle(page)
+
+
+def set_slider(page, cid, value):
+    """Move a slider to ``value`` from the keyboard: Home, then one step right at a time."""
+    thumb = page.locator(f"#{cid} [role=slider]")
+    thumb.focus()
+    page.keyboard.press("Home")
+    for _ in range(200):
+        if float(thumb.get_attribute("aria-valuenow")) >= value - 1e-9:
+            break
+        page.keyboard.press("ArrowRight")
 
 
 def api_count(server, image_path, settings):
@@ -212,15 +236,18 @@ def test_page_loads_with_title_and_favicon(ui, server):
     assert "favicon.ico" in icon and requests.get(server.url + icon, timeout=10).status_code == 200
     assert "Try the demo" in page.text_content("#demo-button")
     assert "j.jiec.2019.05.007" in page.text_content("footer")
-    for cid in ("min-distance", "threshold", "min-size", "nm-per-pixel", "opacity", "metric", "bin-width"):
+    for cid in ("min-distance", "threshold", "min-size", "merge-threshold", "min-relative-size", "nm-per-pixel",
+                "bar-value", "opacity", "metric", "bin-width"):
         assert page.locator(f"#{cid}-label").count() == 1, cid
     assert page.get_attribute("#upload-error", "role") == "alert"
-    for cid in ("min-distance", "threshold", "min-size", "opacity"):  # the handles carry their label's name
+    for cid in ("min-distance", "threshold", "min-size", "merge-threshold", "min-relative-size",
+                "opacity"):  # the handles carry their label's name
         page.wait_for_function(f"() => document.querySelector('#{cid} [role=slider]')"
                                f".getAttribute('aria-labelledby') === '{cid}-label'", timeout=10_000)
     assert page.get_by_role("slider", name="Minimum peak distance (px)").count() == 1
     assert page.get_by_role("checkbox", name="Split touching particles (watershed)").count() == 1
     assert page.get_by_role("spinbutton", name="Calibration (nm per pixel)").count() == 1
+    assert page.get_by_role("textbox", name="Bar length").count() == 1
     shot(page, "01-start.png")
 
 
@@ -276,6 +303,30 @@ def test_min_distance_changes_the_count(ui, server, emps):
     assert after == api_count(server, emps / UPLOAD_NAME, settings)
     ui.count = after
     shot(page, "04-min-distance.png")
+
+
+def test_fragment_and_merge_sliders_reanalyse(ui, server, emps):
+    """The two newer splitting settings re-measure like the others, and agree with the API."""
+    page = ui.page
+    before, start = count(page), control_settings(page)
+    for cid in ("min-relative-size", "merge-threshold"):  # the most each can do
+        old = histogram_meta(page)["key"]
+        page.locator(f"#{cid} [role=slider]").focus()
+        page.keyboard.press("End")
+        wait_key_change(page, old)
+    after = count(page)
+    settings = control_settings(page)
+    assert settings["min_relative_size"] >= 0.5 and settings["merge_threshold"] >= 0.9
+    assert after < before  # fragments dropped and pieces merged
+    assert after == api_count(server, emps / UPLOAD_NAME, settings)
+    shot(page, "04b-fragments-merged.png")
+    set_slider(page, "min-relative-size", start["min_relative_size"] * 100)
+    set_slider(page, "merge-threshold", start["merge_threshold"])
+    assert control_settings(page) == start
+    page.wait_for_function(f"() => document.querySelector('#summary-count').textContent === '{before:,}'")
+    page.evaluate("() => window.scrollTo(0, 0)")  # the sliders scrolled the image partly out of view
+    settle(page)
+    assert count(page) == before
 
 
 def test_click_excludes_a_particle_and_restores_it(ui):
@@ -341,6 +392,102 @@ def test_calibration_switches_sizes_to_nm(ui):
     page.fill("#nm-per-pixel", "")
     page.press("#nm-per-pixel", "Enter")
     page.wait_for_function("() => !document.querySelector('#histogram-graph').textContent.includes('(nm')")
+    settle(page)
+
+
+def image_geometry(page):
+    """Where the micrograph lies on the screen, and the image it shows."""
+    return page.evaluate("""() => { const gd = document.querySelector('#image-graph .js-plotly-plot');
+        const r = gd.querySelector('.imagelayer image').getBoundingClientRect();
+        return {left: r.left, top: r.top, width: r.width, height: r.height, stride: gd.data[0].dx,
+                image_width: gd.layout.meta.width, image_height: gd.layout.meta.height}; }""")
+
+
+def drag(page, x0, y0, x1, y1):
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x1, y1, steps=12)
+    page.mouse.up()
+
+
+def shown_line_px(page):
+    return float(page.text_content("#calib-line-length").split()[1].replace(",", ""))
+
+
+def test_calibration_by_drawing_a_line(ui, emps, tmp_path):
+    """Draw a line over a known span, type the bar's value: nm per pixel = value / span in image pixels.
+
+    The image is wider than the page shows unscaled, so the browser draws a
+    subsampled picture; the span must still come out in original pixels.
+    """
+    from PIL import Image
+
+    page = ui.page
+    path = tmp_path / "large_for_calibration.png"
+    Image.open(emps / CALIBRATION_SOURCE).convert("RGB").resize(CALIBRATION_SIZE, Image.BILINEAR).save(path)
+    upload(page, path)
+    ui.count, ui.filename = count(page), path.name
+    if page.input_value("#nm-per-pixel"):  # a scale bar read in the image: start from pixels
+        page.fill("#nm-per-pixel", "")
+        page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(px')")
+    settle(page)
+    assert "No line drawn" in page.text_content("#calib-line-length")
+
+    page.click("#draw-line-button")
+    page.wait_for_function("() => document.querySelector('#image-graph .js-plotly-plot')._fullLayout.dragmode"
+                           " === 'drawline'")
+    page.locator("#image-graph").scroll_into_view_if_needed()
+    g = image_geometry(page)
+    assert g["stride"] == 2 and (g["image_width"], g["image_height"]) == CALIBRATION_SIZE
+    scale = g["image_width"] / g["width"]  # image pixels per screen pixel
+    assert abs(g["image_height"] / g["height"] - scale) < 0.01 * scale
+    x0, y0 = g["left"] + 0.2 * g["width"], g["top"] + 0.35 * g["height"]
+    x1, y1 = g["left"] + 0.75 * g["width"], g["top"] + 0.55 * g["height"]
+    drag(page, x0, y0, x1, y1)
+    span = math.hypot(x1 - x0, y1 - y0) * scale
+    page.wait_for_function("() => document.querySelector('#calib-line-length').textContent.startsWith('Line:')")
+    assert abs(shown_line_px(page) - span) < 0.03 * span
+    assert "Type the length" in page.text_content("#calib-message")
+
+    page.fill("#bar-value", "-3")
+    page.press("#bar-value", "Enter")
+    page.wait_for_function("() => document.querySelector('#calib-message').textContent.includes('positive number')")
+    assert page.input_value("#nm-per-pixel") == ""  # nothing filled in from a bad value
+    page.check("#bar-unit input[value='µm']")
+    page.fill("#bar-value", "2")
+    page.press("#bar-value", "Enter")
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(nm')")
+    settle(page)
+    nm = float(page.input_value("#nm-per-pixel"))
+    assert abs(nm - 2000 / span) < 0.03 * 2000 / span, (nm, 2000 / span)
+    assert " nm" in page.text_content("#summary") and "nm" in page.text_content("#particle-grid .ag-header")
+    assert "nm per pixel" in page.text_content("#calib-message")
+    assert count(page) == ui.count  # a calibration never changes the particles
+    page.locator("#image-graph").scroll_into_view_if_needed()
+    shot(page, "06b-line-calibration.png", full_page=False)
+
+    # click the line, drag its end further: the edit (shapes[i].x1 ...) re-measures it
+    g = image_geometry(page)
+    x0, y0 = g["left"] + 0.2 * g["width"], g["top"] + 0.35 * g["height"]
+    x1, y1 = g["left"] + 0.75 * g["width"], g["top"] + 0.55 * g["height"]
+    page.mouse.click((x0 + x1) / 2, (y0 + y1) / 2)
+    page.wait_for_timeout(300)
+    x2 = g["left"] + 0.9 * g["width"]
+    drag(page, x1, y1, x2, y1)
+    longer = math.hypot(x2 - x0, y1 - y0) * scale
+    page.wait_for_function("(old) => document.querySelector('#nm-per-pixel').value !== old", arg=str(nm))
+    settle(page)
+    assert abs(shown_line_px(page) - longer) < 0.03 * longer
+    assert abs(float(page.input_value("#nm-per-pixel")) - 2000 / longer) < 0.03 * 2000 / longer
+    assert count(page) == ui.count
+
+    page.fill("#bar-value", "")
+    page.press("#bar-value", "Enter")
+    page.fill("#nm-per-pixel", "")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => !document.querySelector('#histogram-graph').textContent.includes('(nm')")
+    page.evaluate("() => window.scrollTo(0, 0)")
     settle(page)
 
 

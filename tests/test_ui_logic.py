@@ -49,7 +49,8 @@ def fake_result(labels=None, image_id="abc123", filename="sample image.tif"):
             "overlay_png": png_b64(np.zeros(labels.shape + (3,), np.uint8))}
 
 
-SETTINGS = {"watershed": True, "min_distance": 7, "threshold": 0.5, "min_size": 20, "exclude_edge": False}
+SETTINGS = {"watershed": True, "min_distance": 7, "threshold": 0.5, "min_size": 20, "exclude_edge": False,
+            "merge_threshold": 0.0, "min_relative_size": 0.0}
 
 
 @pytest.fixture
@@ -81,10 +82,32 @@ def test_decode_upload_rejects_bad_contents(contents):
 
 def test_settings_from_controls_reads_checklists_and_clamps():
     s = logic.settings_from_controls(["on"], "9", 0.3, None, [])
-    assert s == {"watershed": True, "min_distance": 9, "threshold": 0.3, "min_size": 0, "exclude_edge": False}
+    assert s == {"watershed": True, "min_distance": 9, "threshold": 0.3, "min_size": 0, "exclude_edge": False,
+                 "merge_threshold": 0.0, "min_relative_size": 0.0}
+    assert set(s) == set(logic.SPLIT_KEYS)
     s = logic.settings_from_controls([], 0, 2.0, -5, ["on"])
     assert s["watershed"] is False and s["exclude_edge"] is True
     assert s["min_distance"] == 1 and s["threshold"] == 0.99 and s["min_size"] == 0
+
+
+@pytest.mark.parametrize("merge,percent,expected", [
+    (0.35, 7, (0.35, 0.07)),  # the slider shows a percentage; the backend gets a fraction
+    ("0.2", "12.5", (0.2, 0.125)),
+    (None, None, (0.0, 0.0)), ("", "", (0.0, 0.0)), ("off", "junk", (0.0, 0.0)),  # unreadable: off
+    (-0.5, -3, (0.0, 0.0)), (1.5, 250, (0.99, 0.99)),  # clamped into [0, 1), the backend's range
+    (float("nan"), float("inf"), (0.0, 0.0)),
+])
+def test_settings_from_controls_merge_and_relative_size(merge, percent, expected):
+    s = logic.settings_from_controls(["on"], 7, 0.5, 20, [], merge, percent)
+    assert (s["merge_threshold"], s["min_relative_size"]) == expected
+
+
+def test_new_splitting_settings_are_accepted_by_the_core():
+    from saemi.pipeline import Settings
+
+    s = logic.settings_from_controls(["on"], 7, 0.5, 20, [], 1.5, 250)  # the most the controls can send
+    core = Settings.from_dict(s)
+    assert core.merge_threshold == 0.99 and core.min_relative_size == 0.99
 
 
 @pytest.mark.parametrize("msg,tail", [("Not an image file", "not an image file"),
@@ -104,6 +127,8 @@ def test_analysis_key_changes_only_with_splitting_settings():
     k = logic.analysis_key("img", SETTINGS)
     assert logic.analysis_key("img", {**SETTINGS, "nm_per_pixel": 2.0}) == k
     assert logic.analysis_key("img", {**SETTINGS, "min_distance": 8}) != k
+    assert logic.analysis_key("img", {**SETTINGS, "merge_threshold": 0.3}) != k  # both renumber the particles
+    assert logic.analysis_key("img", {**SETTINGS, "min_relative_size": 0.05}) != k
     assert logic.analysis_key("other", SETTINGS) != k
 
 
@@ -126,6 +151,110 @@ def test_detected_scale_and_next_calibration():
     assert logic.next_calibration(3.0, 2.5, None) == "keep"  # the user's typing stays
     assert logic.next_calibration(None, None, None) == "keep"
     assert logic.display_unit("nm^2") == "nm²" and logic.display_unit("px") == "px"
+
+
+# --- manual calibration -----------------------------------------------------------------------
+
+BOX = {"type": "rect", "xref": "x", "yref": "y", "x0": 9.5, "y0": 99.5, "x1": 90.5, "y1": 104.5, "name": "scale bar"}
+
+
+def drawn(x0, y0, x1, y1):
+    """A shape as Plotly reports a line the user drew (drawline mode)."""
+    return {"type": "line", "editable": True, "xref": "x", "yref": "y", "layer": "above", "opacity": 1,
+            "line": {"color": logic.LINE_COLOUR, "width": 3, "dash": "solid"}, "x0": x0, "y0": y0, "x1": x1, "y1": y1}
+
+
+def test_drawn_line_from_a_new_shape_list():
+    line = logic.drawn_line({"shapes": [BOX, drawn(10.2, 50, 110.2, 50)]})
+    assert line == {"index": 1, "x0": 10.2, "y0": 50.0, "x1": 110.2, "y1": 50.0}
+    # a second line: the last one drawn counts, the boxes never do
+    two = logic.drawn_line({"shapes": [BOX, drawn(10, 50, 110, 50), drawn(0, 0, 30, 40)]}, line)
+    assert two["index"] == 2 and logic.line_length(two) == 50
+    assert logic.drawn_line({"shapes": [BOX]}, two) is None  # the line was erased
+    assert logic.drawn_line({"shapes": []}, two) is None
+
+
+def test_drawn_line_follows_edits_of_an_existing_line():
+    line = logic.drawn_line({"shapes": [BOX, drawn(10, 50, 110, 50)]})
+    moved = logic.drawn_line({"shapes[1].x0": 20, "shapes[1].y0": 60, "shapes[1].x1": 120, "shapes[1].y1": 60},
+                             line)
+    assert moved == {"index": 1, "x0": 20.0, "y0": 60.0, "x1": 120.0, "y1": 60.0}
+    one_end = logic.drawn_line({"shapes[1].x1": 220, "shapes[1].y1": 60}, moved)  # an end handle dragged
+    assert one_end == {"index": 1, "x0": 20.0, "y0": 60.0, "x1": 220.0, "y1": 60.0}
+    # an older line moved as a whole takes over; one end of an unknown line cannot be placed
+    other = logic.drawn_line({f"shapes[2].{k}": v for k, v in zip(("x0", "y0", "x1", "y1"), (0, 0, 3, 4))},
+                             one_end)
+    assert other["index"] == 2 and logic.line_length(other) == 5
+    assert logic.drawn_line({"shapes[3].x0": 5}, other) is other
+    assert logic.drawn_line({"shapes[2].x0": "junk"}, other) is other
+
+
+@pytest.mark.parametrize("relayout", [None, {}, {"xaxis.range[0]": 3, "xaxis.range[1]": 80},
+                                      {"dragmode": "drawline"}, {"autosize": True}, "junk",
+                                      {"shapes[1].path": "M0,0L1,1"}])
+def test_drawn_line_ignores_other_events(relayout):
+    prev = {"index": 1, "x0": 0.0, "y0": 0.0, "x1": 10.0, "y1": 0.0}
+    assert logic.drawn_line(relayout, prev) is prev
+    assert logic.drawn_line(relayout, None) is None
+
+
+def test_drawn_line_skips_shapes_that_are_not_lines_in_pixels():
+    paper = {**drawn(0.1, 0.1, 0.9, 0.1), "xref": "paper"}
+    broken = drawn(0, 0, None, 5)
+    assert logic.drawn_line({"shapes": [BOX, paper, broken]}) is None
+    assert logic.drawn_line({"shapes": [drawn(0, 0, 6, 8), paper]})["index"] == 0
+
+
+def test_line_length_and_units():
+    assert logic.line_length({"x0": 1, "y0": 2, "x1": 4, "y1": 6}) == 5.0
+    assert logic.line_length(None) is None and logic.line_length({"x0": 1}) is None
+    assert logic.length_in_nm(200, "nm") == 200.0
+    assert logic.length_in_nm("1.5", "µm") == 1500.0
+    assert logic.length_in_nm("2,5", "μm") == 2500.0  # Greek mu, decimal comma
+    assert logic.length_in_nm(" 3 ", "um") == 3000.0
+    for bad in (None, "", "abc", 0, -1, "-2", float("nan"), float("inf"), True):
+        assert logic.length_in_nm(bad, "nm") is None, bad
+    assert logic.length_in_nm(5, "furlong") is None
+    assert logic.length_in_nm(5, None) == 5.0  # no unit chosen: nm
+
+
+def test_manual_calibration_values_and_messages():
+    line = {"index": 1, "x0": 10, "y0": 50, "x1": 170, "y1": 170}  # 200 px
+    r = logic.manual_calibration(line, "500", "nm")
+    assert r["length_px"] == 200.0 and r["nm_per_pixel"] == 2.5
+    assert r["length_text"] == "Line: 200 px" and "2.5" in r["message"] and "nm per pixel" in r["message"]
+    assert logic.manual_calibration(line, 1, "µm")["nm_per_pixel"] == 5.0
+    assert logic.manual_calibration({"x0": 0, "y0": 0, "x1": 3, "y1": 0}, 1, "nm")["nm_per_pixel"] == 0.333333
+    none = logic.manual_calibration(None, 500, "nm")
+    assert none["nm_per_pixel"] is None and none["length_text"] == "No line drawn"
+    assert "Draw a line along the scale bar" in none["message"]
+    for bad in ("abc", "0", -5):
+        r = logic.manual_calibration(line, bad, "nm")
+        assert r["nm_per_pixel"] is None and r["message"] == "The bar's length must be a positive number.", bad
+        assert r["length_text"] == "Line: 200 px"  # the line is still measured
+    assert "Type the length" in logic.manual_calibration(line, None, "nm")["message"]
+    assert "Type the length" in logic.manual_calibration(line, " ", "nm")["message"]
+    dot = logic.manual_calibration({"x0": 5, "y0": 5, "x1": 5.2, "y1": 5}, 100, "nm")
+    assert dot["nm_per_pixel"] is None and "shorter than a pixel" in dot["message"]
+
+
+def test_drawn_shapes_are_in_original_image_pixels():
+    """The picture shown for a large image is subsampled, but the axes stay in full-size pixels."""
+    a = np.zeros((500, 2100), np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG")
+    disp = logic.display_image(buf.getvalue(), max_side=1024)
+    fig = logic.base_figure(disp)
+    img = fig.data[0]
+    shown_w = Image.open(io.BytesIO(base64.b64decode(disp["source"].split(",", 1)[1]))).size[0]
+    # displayed pixel i covers original pixels [i*stride, (i+1)*stride): the axes span the original width
+    assert img.dx == disp["stride"] == 3 and img.x0 == 1.0
+    left, right = img.x0 - img.dx / 2, img.x0 + (shown_w - 0.5) * img.dx
+    assert (left, right) == (-0.5, 2099.5) and list(fig.layout.xaxis.range) == [-0.5, 2099.5]
+    assert fig.layout.yaxis.scaleanchor == "x"  # square pixels: a diagonal line measures true length
+    assert fig.layout.newshape.line.color == logic.LINE_COLOUR
+    from saemi.ui.image_view import GRAPH_CONFIG
+    assert "drawline" in GRAPH_CONFIG["modeBarButtonsToAdd"]
 
 
 def test_reduce_analysis_keeps_pixel_columns_and_labels_apart():
@@ -231,6 +360,7 @@ def test_summary_csv_lists_every_metric_and_settings(analysis):
     assert back["filename"].iloc[0] == "sample image.tif"
     assert str(back["removed_labels"].iloc[0]) == "4"
     assert bool(back["watershed"].iloc[0]) is True
+    assert {"merge_threshold", "min_relative_size"} <= set(back.columns)
 
 
 def test_download_names_are_safe():
@@ -502,6 +632,18 @@ def test_remote_client_posts_the_contract():
     assert s.requests[-1][3]["json"] == {"image": base64.b64encode(b"abc").decode(), "filename": "a.png"}
 
 
+def test_remote_client_reads_the_new_defaults_from_the_backend_card():
+    post = {"watershed": True, "threshold": 0.6, "min_distance": 30, "min_size": 80, "merge_threshold": 0.4,
+            "min_relative_size": 0.1, "not_a_setting": 1}
+    c = RemoteClient("http://gpu:8000", session=FakeSession(FakeResponse(200, {"card": {"postprocess": post}})))
+    d = c.default_settings()
+    assert d["merge_threshold"] == 0.4 and d["min_relative_size"] == 0.1 and "not_a_setting" not in d
+    old = {k: v for k, v in post.items() if k not in ("merge_threshold", "min_relative_size")}
+    c = RemoteClient("http://gpu:8000", session=FakeSession(FakeResponse(200, {"card": {"postprocess": old}})))
+    d = c.default_settings()
+    assert d["merge_threshold"] == 0.0 and d["min_relative_size"] == 0.0  # an older backend: both off
+
+
 def test_remote_client_errors():
     import requests
 
@@ -549,7 +691,8 @@ class FakeClient:
         return self.inner.analyze(image_id, settings, overlay)
 
     def default_settings(self):
-        return {"watershed": True, "min_distance": 5, "threshold": 0.5, "min_size": 20, "exclude_edge": False}
+        return {"watershed": True, "min_distance": 5, "threshold": 0.5, "min_size": 20, "exclude_edge": False,
+                "merge_threshold": 0.35, "min_relative_size": 0.07}
 
 
 @pytest.fixture
@@ -565,7 +708,7 @@ def call(app, output, inputs, state=(), triggered=None):
     client.get("/")  # lets Dash finish its setup
     body = {"output": output, "outputs": None, "inputs": inputs, "state": list(state),
             "changedPropIds": [triggered or f"{inputs[0]['id']}.{inputs[0]['property']}"]}
-    parts = [p.rsplit(".", 1) for p in output.strip(".").split("...")] if output.startswith("..") \
+    parts = [p.split("@")[0].rsplit(".", 1) for p in output.strip(".").split("...")] if output.startswith("..") \
         else [output.split("@")[0].rsplit(".", 1)]
     outs = [{"id": i, "property": p} for i, p in parts]
     body["outputs"] = outs if output.startswith("..") else outs[0]
@@ -580,13 +723,34 @@ def test_layout_has_labelled_controls_and_defaults(dash_app):
 
     layout = to_json_plotly(dash_app.layout)
     for cid in ("upload", "demo-button", "upload-error", "watershed", "min-distance", "threshold", "min-size",
-                "exclude-edge", "nm-per-pixel", "overlay-mode", "opacity", "image-graph", "metric", "bin-width",
-                "histogram-graph", "summary-count", "particle-grid", "download-particles", "download-summary"):
+                "merge-threshold", "min-relative-size", "exclude-edge", "nm-per-pixel", "draw-line-button",
+                "bar-value", "bar-unit", "calib-line-length", "calib-message", "calib-line-store", "overlay-mode",
+                "opacity", "image-graph", "metric", "bin-width", "histogram-graph", "summary-count",
+                "particle-grid", "download-particles", "download-summary"):
         assert f'"{cid}"' in layout, cid
-    for label in ("min-distance", "threshold", "min-size", "nm-per-pixel", "opacity", "metric", "bin-width"):
+    for label in ("min-distance", "threshold", "min-size", "merge-threshold", "min-relative-size", "nm-per-pixel",
+                  "bar-value", "opacity", "metric", "bin-width"):
         assert f'"{label}-label"' in layout
     assert "j.jiec.2019.05.007" in layout
-    assert dash_app.layout["min-distance"].value == 5  # the model card's default
+    assert dash_app.layout["min-distance"].value == 5  # the model card's defaults
+    assert dash_app.layout["merge-threshold"].value == 0.35
+    assert dash_app.layout["min-relative-size"].value == 7.0  # shown as a percentage
+    assert dash_app.layout["bar-unit"].value == "nm"
+
+
+def test_layout_without_new_defaults_starts_them_off():
+    from saemi.ui import create_dash_app
+
+    class OldBackend(FakeClient):  # a backend that predates the two settings
+        def default_settings(self):
+            return {"watershed": True, "min_distance": 5, "threshold": 0.5, "min_size": 20, "exclude_edge": False}
+
+    app = create_dash_app(client=OldBackend())
+    assert app.layout["merge-threshold"].value == 0.0 and app.layout["min-relative-size"].value == 0.0
+    from saemi.ui.client import FALLBACK_DEFAULTS, SETTINGS_KEYS
+
+    assert FALLBACK_DEFAULTS["merge_threshold"] == 0.0 and FALLBACK_DEFAULTS["min_relative_size"] == 0.0
+    assert set(logic.SPLIT_KEYS) <= set(SETTINGS_KEYS) and set(logic.SPLIT_KEYS) <= set(FALLBACK_DEFAULTS)
 
 
 def _upload_inputs(contents, filename):
@@ -639,11 +803,16 @@ def test_analyze_callback_then_histogram(dash_app):
               {"id": "min-distance", "property": "value", "value": 7},
               {"id": "threshold", "property": "value", "value": 0.5},
               {"id": "min-size", "property": "value", "value": 20},
-              {"id": "exclude-edge", "property": "value", "value": []}]
+              {"id": "exclude-edge", "property": "value", "value": []},
+              {"id": "merge-threshold", "property": "value", "value": 0.4},
+              {"id": "min-relative-size", "property": "value", "value": 12.5}]
     status, body = call(dash_app, out, inputs)
     assert status == 200
     analysis = body["response"]["analysis-store"]["data"]
     assert len(analysis["particles"]) == 4 and body["response"]["analysis-status"]["children"].startswith("4 ")
+    assert analysis["settings"]["merge_threshold"] == 0.4 and analysis["settings"]["min_relative_size"] == 0.125
+    sent = dash_app.saemi_client.svc.calls[-1][2]  # what the backend was asked for
+    assert sent["merge_threshold"] == 0.4 and sent["min_relative_size"] == 0.125
     inputs[0]["value"] = {"image_id": "expired"}
     status, body = call(dash_app, out, inputs)
     assert "unknown image_id" in body["response"]["analysis-error"]["children"]
@@ -661,6 +830,66 @@ def test_analyze_callback_then_histogram(dash_app):
     assert fig["layout"]["meta"]["count"] == 3
     assert '"summary-count"' in json.dumps(body["response"]["summary"]["children"])
     assert body["response"]["bin-width-label"]["children"] == "Bin width (nm)"
+
+
+def output_of(app, input_id):
+    """The callback-map key of the callback that ``input_id`` drives (duplicate outputs carry a hash)."""
+    keys = [k for k, cb in app.callback_map.items() if any(i["id"] == input_id for i in cb["inputs"])]
+    assert len(keys) == 1, keys
+    return keys[0]
+
+
+def test_calibration_line_store_follows_the_drawing(dash_app):
+    out = "calib-line-store.data"
+    shapes = {"shapes": [BOX, drawn(10, 50, 110, 50)]}
+
+    def inputs(relayout, image=None):
+        return [{"id": "image-graph", "property": "relayoutData", "value": relayout},
+                {"id": "image-store", "property": "data", "value": image or {"image_id": "abc123"}}]
+
+    status, body = call(dash_app, out, inputs(shapes), [{"id": "calib-line-store", "property": "data",
+                                                         "value": None}])
+    line = body["response"]["calib-line-store"]["data"]
+    assert status == 200 and logic.line_length(line) == 100
+    state = [{"id": "calib-line-store", "property": "data", "value": line}]
+    status, body = call(dash_app, out, inputs({"shapes[1].x1": 210, "shapes[1].y1": 50}), state)
+    assert logic.line_length(body["response"]["calib-line-store"]["data"]) == 200
+    status, _ = call(dash_app, out, inputs({"xaxis.range[0]": 5}), state)
+    assert status == 204  # a zoom leaves the line alone
+    status, body = call(dash_app, out, inputs(shapes, {"image_id": "new"}), state, triggered="image-store.data")
+    assert body["response"]["calib-line-store"]["data"] is None  # a new image starts without a line
+
+
+def test_calibration_fills_nm_per_pixel(dash_app):
+    out = output_of(dash_app, "bar-value")
+    line = {"index": 1, "x0": 10, "y0": 50, "x1": 170, "y1": 170}
+
+    def measure(line, value, unit="nm"):
+        status, body = call(dash_app, out, [{"id": "calib-line-store", "property": "data", "value": line},
+                                            {"id": "bar-value", "property": "value", "value": value},
+                                            {"id": "bar-unit", "property": "value", "value": unit}])
+        assert status == 200
+        return body["response"]
+
+    resp = measure(line, "0.5", "µm")
+    assert resp["nm-per-pixel"]["value"] == 2.5 and resp["calib-line-length"]["children"] == "Line: 200 px"
+    resp = measure(line, "-3")
+    assert "nm-per-pixel" not in resp and "positive number" in resp["calib-message"]["children"]
+    resp = measure(None, "500")
+    assert "nm-per-pixel" not in resp and "Draw a line" in resp["calib-message"]["children"]
+    assert resp["calib-line-length"]["children"] == "No line drawn"
+
+
+def test_draw_line_button_switches_the_drag_mode(dash_app):
+    out = output_of(dash_app, "draw-line-button")
+    status, body = call(dash_app, out,
+                        [{"id": "draw-line-button", "property": "n_clicks", "value": 1}],
+                        [{"id": "image-store", "property": "data", "value": {"image_id": "abc123"}}])
+    assert status == 200 and "drawline" in json.dumps(body["response"]["image-graph"]["figure"])
+    status, _ = call(dash_app, out,
+                     [{"id": "draw-line-button", "property": "n_clicks", "value": 1}],
+                     [{"id": "image-store", "property": "data", "value": None}])
+    assert status == 204  # nothing to draw on yet
 
 
 def test_max_upload_mb():

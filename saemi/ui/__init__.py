@@ -84,7 +84,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     import flask
     from dash import Dash
 
-    from . import controls, histogram, image_view, layout, table, upload
+    from . import calibration, controls, histogram, image_view, layout, table, upload
 
     if server is None:
         server = flask.Flask("saemi")
@@ -99,6 +99,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     app.layout = layout.page(client.default_settings(), client.description, max_upload_mb(server))
     upload.register(app, client, assets_folder)
     controls.register(app, client)
+    calibration.register(app)
     image_view.register(app)
     histogram.register(app)
     table.register(app)

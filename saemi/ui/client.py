@@ -19,12 +19,12 @@ from ..errors import SaemiError
 log = logging.getLogger(__name__)
 
 #: Settings keys the UI sends with an analysis (see saemi.pipeline.Settings).
-SETTINGS_KEYS = ("watershed", "min_distance", "threshold", "min_size", "exclude_edge",
-                 "nm_per_pixel", "removed_labels", "metric")
+SETTINGS_KEYS = ("watershed", "min_distance", "threshold", "min_size", "exclude_edge", "merge_threshold",
+                 "min_relative_size", "nm_per_pixel", "removed_labels", "metric")
 
 #: Used when the backend cannot tell its defaults (kept equal to saemi.card.DEFAULT_CARD).
-FALLBACK_DEFAULTS = {"watershed": True, "threshold": 0.5, "min_distance": 7, "min_size": 20,
-                     "exclude_edge": False}
+FALLBACK_DEFAULTS = {"watershed": True, "threshold": 0.5, "min_distance": 15, "min_size": 20,
+                     "exclude_edge": False, "merge_threshold": 0.0, "min_relative_size": 0.0}
 
 
 class ClientError(SaemiError):

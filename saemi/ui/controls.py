@@ -26,6 +26,10 @@ def layout(defaults):
          **{k: defaults[k] for k in logic.SPLIT_KEYS if k in defaults}}
     md_max = logic.slider_max(d["min_distance"], 40)
     ms_max = max(1000, int(math.ceil(logic.slider_max(d["min_size"], 1000) / 100)) * 100)
+    clean = logic.settings_from_controls(True, 7, 0.5, 0, False, d["merge_threshold"],
+                                         _percent(d["min_relative_size"]))
+    merge, rel_percent = clean["merge_threshold"], _percent(clean["min_relative_size"])
+    rs_max = int(math.ceil(logic.slider_max(rel_percent, 50) / 10)) * 10
     return html.Section(className="panel controls-panel", **{"aria-labelledby": "controls-heading"}, children=[
         html.H2("2. Particles", id="controls-heading"),
         dcc.Checklist(id="watershed", options=[{"label": " Split touching particles (watershed)", "value": "on"}],
@@ -34,19 +38,29 @@ def layout(defaults):
                dcc.Slider(id="min-distance", min=1, max=md_max, step=1, value=int(d["min_distance"]),
                           marks={v: str(v) for v in (1, *range(10, md_max + 1, 10 if md_max <= 60 else 20))}),
                "Smaller splits more"),
+        _field("Merge pieces across weak borders", "merge-threshold",
+               dcc.Slider(id="merge-threshold", min=0, max=0.95, step=0.01, value=merge,
+                          marks={0: "off", 0.5: "0.5", 0.9: "0.9"}),
+               "Joins touching pieces whose shared border the network saw as boundary less than this; "
+               "higher merges more, 0 is off"),
         _field("Probability threshold", "threshold",
                dcc.Slider(id="threshold", min=0.05, max=0.95, step=0.01, value=float(d["threshold"]),
                           marks={0.1: "0.1", 0.5: "0.5", 0.9: "0.9"})),
         _field("Minimum particle size (px²)", "min-size",
                dcc.Slider(id="min-size", min=0, max=ms_max, step=5, value=int(d["min_size"]),
                           marks={v: str(v) for v in (0, ms_max // 4, ms_max // 2, ms_max)})),
+        _field("Drop fragments smaller than (% of the typical particle)", "min-relative-size",
+               dcc.Slider(id="min-relative-size", min=0, max=rs_max, step=0.5, value=rel_percent,
+                          marks={v: ("off" if v == 0 else str(v)) for v in range(0, rs_max + 1, rs_max // 5)}),
+               "Typical particle: the area-weighted median; catches fragments, specks and panel letters. "
+               "0 is off"),
         dcc.Checklist(id="exclude-edge", options=[{"label": " Exclude particles cut by the image edge",
                                                    "value": "on"}],
                       value=["on"] if d["exclude_edge"] else [], className="check"),
         _field("Calibration (nm per pixel)", "nm-per-pixel",
                dcc.Input(id="nm-per-pixel", type="number", min=0, step="any", debounce=True,
                          placeholder="sizes in px", className="number-input"),
-               "Sizes switch to nm once set"),
+               "Sizes switch to nm once set, or measure the scale bar under the image"),
         html.H2("Overlay", className="subheading"),
         dcc.RadioItems(id="overlay-mode", options=[{"label": " Outlines", "value": "outline"},
                                                   {"label": " Filled labels", "value": "filled"}],
@@ -56,6 +70,15 @@ def layout(defaults):
                           allow_direct_input=False)),
         html.Div(id="analysis-error", className="error", role="alert", **{"aria-live": "assertive"}),
     ])
+
+
+def _percent(fraction):
+    """A fraction as a slider percentage (0.05 -> 5.0), 0 for anything unreadable."""
+    try:
+        v = float(fraction) * 100
+    except (TypeError, ValueError):
+        return 0.0
+    return round(v, 4) if math.isfinite(v) and v > 0 else 0.0
 
 
 def register(app, client):
@@ -70,12 +93,15 @@ def register(app, client):
         Input("threshold", "value"),
         Input("min-size", "value"),
         Input("exclude-edge", "value"),
+        Input("merge-threshold", "value"),
+        Input("min-relative-size", "value"),
         prevent_initial_call=True,
     )
-    def on_settings(image, watershed, min_distance, threshold, min_size, exclude_edge):
+    def on_settings(image, watershed, min_distance, threshold, min_size, exclude_edge, merge, relative):
         if not image or not image.get("image_id"):
             raise PreventUpdate
-        settings = logic.settings_from_controls(watershed, min_distance, threshold, min_size, exclude_edge)
+        settings = logic.settings_from_controls(watershed, min_distance, threshold, min_size, exclude_edge, merge,
+                                                relative)
         t0 = time.perf_counter()
         try:
             result = client.analyze(image["image_id"], settings)

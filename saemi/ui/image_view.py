@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, Patch, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import logic
+from . import calibration, logic
 
 # Hover: look the label up in the particle list in the browser (no request per mouse move).
 HOVER_JS = """
@@ -29,6 +29,7 @@ function(hover, analysis, removed, nm) {
 
 GRAPH_CONFIG = {"scrollZoom": True, "displaylogo": False, "responsive": True,
                 "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"],
+                "modeBarButtonsToAdd": ["drawline", "eraseshape"],
                 "toImageButtonOptions": {"format": "png", "filename": "saemi_overlay"}}
 
 
@@ -52,9 +53,11 @@ def layout():
                                   style=logic.graph_style()),
                         dcc.Tooltip(id="image-tooltip", direction="right", className="particle-tooltip"),
                     ])),
+        calibration.layout(),
         html.P("Hover a particle for its size; click it to exclude it from the statistics (click again to "
                "restore). Scroll to zoom, drag to pan, double-click to reset. A dotted cyan box marks the "
-               "instrument data bar that was ignored, a green box the scale bar that was read.", className="hint"),
+               "instrument data bar that was ignored, a green box the scale bar that was read. A drawn line can be "
+               "dragged or its ends moved after a click on it; the toolbar's eraser removes it.", className="hint"),
     ])
 
 

@@ -32,4 +32,5 @@ def page(defaults, backend_description="", max_upload_mb=50.0):
         dcc.Store(id="analysis-store"),
         dcc.Store(id="labels-store"),
         dcc.Store(id="removed-store"),
+        dcc.Store(id="calib-line-store"),
     ])

@@ -22,6 +22,7 @@ import binascii
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -34,7 +35,8 @@ from .client import ClientError
 #: Metrics offered in the histogram selector: value -> label.
 METRIC_LABELS = {"area": "Area", "equivalent_diameter": "Equivalent diameter", "feret_max": "Feret diameter (max)"}
 #: Settings that change how particles are split (and so renumber the labels).
-SPLIT_KEYS = ("watershed", "min_distance", "threshold", "min_size", "exclude_edge")
+SPLIT_KEYS = ("watershed", "min_distance", "threshold", "min_size", "exclude_edge", "merge_threshold",
+              "min_relative_size")
 #: Accepted upload types (checked again by the backend, which decodes the bytes).
 ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.bmp,image/png,image/jpeg,image/tiff,image/bmp"
 
@@ -43,6 +45,7 @@ REMOVED_RGBA = (20, 20, 20, 170)
 REMOVED_OUTLINE_RGBA = (0, 200, 255, 255)
 BANNER_COLOUR = "rgba(0, 220, 255, 0.9)"
 SCALE_COLOUR = "rgba(60, 220, 60, 0.95)"
+LINE_COLOUR = "#ff1fd2"  # the calibration line the user draws
 
 
 # --- uploads and settings -------------------------------------------------------------------
@@ -87,20 +90,45 @@ def slider_max(default, floor):
         return floor
 
 
-def settings_from_controls(watershed, min_distance, threshold, min_size, exclude_edge):
-    """The splitting settings the control panel means (checklists give lists of values)."""
+def settings_from_controls(watershed, min_distance, threshold, min_size, exclude_edge, merge_threshold=0.0,
+                           min_relative_percent=0.0):
+    """The splitting settings the control panel means.
+
+    Parameters
+    ----------
+    watershed, exclude_edge : list of str or bool
+        Checklist values (``["on"]`` when ticked) or plain booleans.
+    min_distance, threshold, min_size : number or str or None
+        Slider values; missing or unreadable ones fall back to a safe default.
+    merge_threshold : number or str or None
+        Merge touching pieces whose shared border is weaker than this; 0 is off.
+    min_relative_percent : number or str or None
+        Drop particles smaller than this percentage of the typical particle area;
+        0 is off. Sent as the fraction ``min_relative_size``.
+
+    Returns
+    -------
+    dict
+        The keys of :data:`SPLIT_KEYS`, clamped to the ranges the backend accepts.
+    """
     def num(v, kind, default):
         try:
             return kind(v) if v is not None and v != "" else default
         except (TypeError, ValueError):
             return default
 
+    def fraction(v):
+        v = num(v, float, 0.0)
+        return round(min(0.99, max(0.0, v)), 6) if math.isfinite(v) else 0.0
+
     return {"watershed": bool(watershed) and "on" in watershed if isinstance(watershed, list) else bool(watershed),
             "min_distance": max(1, num(min_distance, int, 7)),
             "threshold": min(0.99, max(0.01, num(threshold, float, 0.5))),
             "min_size": max(0, num(min_size, int, 0)),
             "exclude_edge": bool(exclude_edge) and "on" in exclude_edge if isinstance(exclude_edge, list)
-            else bool(exclude_edge)}
+            else bool(exclude_edge),
+            "merge_threshold": fraction(merge_threshold),
+            "min_relative_size": fraction(num(min_relative_percent, float, 0.0) / 100)}
 
 
 def analysis_key(image_id, settings):
@@ -149,6 +177,187 @@ def next_calibration(current, previous_detected, detected):
     if cur is not None and previous_detected is not None and abs(cur - float(previous_detected)) < 1e-12:
         return None
     return "keep"
+
+
+# --- manual calibration: a line drawn along the scale bar -----------------------------------
+
+#: Length units a scale bar's value may be typed in, with their size in nm.
+LENGTH_UNITS = {"nm": 1.0, "µm": 1000.0}
+_UNIT_ALIASES = {"nm": "nm", "µm": "µm", "μm": "µm", "um": "µm", "micron": "µm", "microns": "µm"}
+_SHAPE_KEY = re.compile(r"^shapes\[(\d+)\]\.(x0|y0|x1|y1)$")
+_LINE_COORDS = ("x0", "y0", "x1", "y1")
+
+
+def _finite(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _line_of(shape, index):
+    """A shape of the image view as a line dict, or None when it is not a line in data coordinates."""
+    if not isinstance(shape, dict) or shape.get("type") != "line":
+        return None
+    if str(shape.get("xref", "x")).startswith("paper") or str(shape.get("yref", "y")).startswith("paper"):
+        return None
+    coords = {k: _finite(shape.get(k)) for k in _LINE_COORDS}
+    if any(v is None for v in coords.values()):
+        return None
+    return {"index": int(index), **coords}
+
+
+def drawn_line(relayout, previous=None):
+    """The calibration line after one ``relayoutData`` event of the image view.
+
+    The image view's axes are in original-image pixels (pixel centres at
+    integers, whatever the stride of the displayed picture; see
+    :func:`base_figure`), so the shape coordinates Plotly reports are image
+    pixel coordinates already.
+
+    Parameters
+    ----------
+    relayout : dict or None
+        ``dcc.Graph.relayoutData``. Drawing a new line (or erasing one) gives
+        ``{"shapes": [...]}``, the whole shape list; dragging or editing an
+        existing line gives ``{"shapes[i].x0": ..., "shapes[i].y1": ...}``
+        with the coordinates that changed; zooming and panning give axis keys.
+    previous : dict or None
+        The line this function returned last time (``index``, ``x0``, ``y0``,
+        ``x1``, ``y1``), to complete edits that move only one end.
+
+    Returns
+    -------
+    dict or None
+        The last line drawn or edited, as ``previous``; None when the shape
+        list holds no line (all erased). Events that do not concern a line
+        return ``previous`` unchanged.
+
+    Examples
+    --------
+    >>> box = {"type": "rect", "x0": 0, "y0": 0, "x1": 5, "y1": 5}
+    >>> line = drawn_line({"shapes": [box, {"type": "line", "x0": 1, "y0": 2, "x1": 31, "y1": 42}]})
+    >>> line
+    {'index': 1, 'x0': 1.0, 'y0': 2.0, 'x1': 31.0, 'y1': 42.0}
+    >>> drawn_line({"shapes[1].x1": 61, "shapes[1].y1": 2}, line)
+    {'index': 1, 'x0': 1.0, 'y0': 2.0, 'x1': 61.0, 'y1': 2.0}
+    >>> drawn_line({"xaxis.range[0]": 3}, line) is line
+    True
+    """
+    if not isinstance(relayout, dict):
+        return previous
+    if isinstance(relayout.get("shapes"), list):
+        lines = [_line_of(shape, i) for i, shape in enumerate(relayout["shapes"])]
+        lines = [ln for ln in lines if ln is not None]
+        return lines[-1] if lines else None
+    edits = {}
+    for key, value in relayout.items():
+        m = _SHAPE_KEY.match(str(key))
+        if m:
+            edits.setdefault(int(m.group(1)), {})[m.group(2)] = _finite(value)
+    if not edits:
+        return previous
+    index = max(edits)  # one shape moves at a time; the last one if several did
+    changed = edits[index]
+    if any(v is None for v in changed.values()):
+        return previous
+    if previous is not None and previous.get("index") == index:
+        return {**previous, **changed}
+    if len(changed) == 4:  # an older line moved as a whole: it is now the one that counts
+        return {"index": index, **{k: changed[k] for k in _LINE_COORDS}}
+    return previous
+
+
+def line_length(line):
+    """Length in image pixels of a line dict (``x0``, ``y0``, ``x1``, ``y1``); None without a line.
+
+    Examples
+    --------
+    >>> line_length({"x0": 0, "y0": 0, "x1": 30, "y1": 40})
+    50.0
+    """
+    if not line:
+        return None
+    try:
+        return float(math.hypot(float(line["x1"]) - float(line["x0"]), float(line["y1"]) - float(line["y0"])))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def length_in_nm(value, unit="nm"):
+    """A typed length converted to nm; None unless it is a positive finite number in a known unit.
+
+    Parameters
+    ----------
+    value : number or str
+        What the user typed (a decimal comma is accepted).
+    unit : str
+        ``"nm"`` or ``"µm"`` (also ``"um"`` and the Greek ``"μm"``).
+
+    Examples
+    --------
+    >>> length_in_nm("0,5", "µm")
+    500.0
+    >>> length_in_nm(-3, "nm") is None
+    True
+    """
+    if isinstance(value, str):
+        value = value.strip().replace(",", ".")
+    if isinstance(value, bool):
+        return None
+    v = _finite(value)
+    factor = LENGTH_UNITS.get(_UNIT_ALIASES.get(str(unit or "nm").strip(), ""))
+    if v is None or v <= 0 or factor is None:
+        return None
+    return v * factor
+
+
+def manual_calibration(line, value, unit="nm"):
+    """nm per pixel from a line drawn along the scale bar and the bar's typed value.
+
+    Parameters
+    ----------
+    line : dict or None
+        From :func:`drawn_line`, in image pixels.
+    value : number or str or None
+        The length the scale bar stands for, as typed.
+    unit : str
+        Unit of ``value``: ``"nm"`` or ``"µm"``.
+
+    Returns
+    -------
+    dict
+        ``length_px`` (float or None), ``length_text`` (what to show beside the
+        inputs), ``nm_per_pixel`` (float, rounded to 6 significant digits, or
+        None) and ``message`` (the result, or what is missing).
+
+    Examples
+    --------
+    >>> r = manual_calibration({"x0": 10, "y0": 5, "x1": 210, "y1": 5}, 500, "nm")
+    >>> r["length_px"], r["nm_per_pixel"]
+    (200.0, 2.5)
+    >>> manual_calibration(None, 500)["message"]
+    'Draw a line along the scale bar first: press Draw line, then drag on the image.'
+    """
+    length = line_length(line)
+    out = {"length_px": length, "length_text": f"Line: {format_number(length)} px" if length else "No line drawn",
+           "nm_per_pixel": None}
+    nm = length_in_nm(value, unit)
+    typed = value is not None and str(value).strip() != ""
+    if length is None:
+        out["message"] = "Draw a line along the scale bar first: press Draw line, then drag on the image."
+    elif length < 1:
+        out["message"] = "The line is shorter than a pixel; drag it along the whole scale bar."
+    elif nm is None:
+        out["message"] = ("The bar's length must be a positive number." if typed
+                          else "Type the length the scale bar stands for.")
+    else:
+        per_px = float(f"{nm / length:.6g}")
+        out["nm_per_pixel"] = per_px
+        out["message"] = (f"{format_number(nm)} nm / {format_number(length)} px = {format_number(per_px)} nm per "
+                          "pixel")
+    return out
 
 
 def display_unit(unit):
@@ -514,7 +723,12 @@ def hover_grid(labels, max_cells=200_000):
 
 
 def base_figure(display, banner_box=None, opacity=0.9, scale_box=None):
-    """The image view before any analysis: the micrograph, a banner box, empty layers."""
+    """The image view before any analysis: the micrograph, a banner box, empty layers.
+
+    The axes are in original-image pixels with pixel centres at integers: a
+    subsampled picture (``stride`` > 1) is stretched over the same range, so
+    shapes the user draws (the calibration line) come back in image pixels.
+    """
     w, h, stride = display["width"], display["height"], display.get("stride", 1)
     fig = go.Figure()
     fig.add_trace(go.Image(source=display["source"], x0=(stride - 1) / 2, dx=stride, y0=(stride - 1) / 2,
@@ -535,6 +749,7 @@ def base_figure(display, banner_box=None, opacity=0.9, scale_box=None):
         shapes.append({"type": "rect", "x0": x0 - 1.5, "x1": x1 + 0.5, "y0": y0 - 1.5, "y1": y1 + 0.5,
                        "line": {"color": SCALE_COLOUR, "width": 2}, "name": "scale bar"})
     fig.update_layout(margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="pan", shapes=shapes,
+                      newshape={"line": {"color": LINE_COLOUR, "width": 3}, "opacity": 1},
                       hovermode="closest", uirevision=display["source"][-64:], template="none",
                       paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)",
                       meta={"width": w, "height": h})
