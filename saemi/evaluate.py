@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 
 from .card import CARD_FILE, read_card, weights_dir
-from .instances import SplitSettings, drop_fragments, merge_weak_borders, remove_small, split_touching
+from .instances import (SplitSettings, boundary_evidence, drop_fragments, merge_weak_borders, remove_small,
+                        split_touching)
 from .metrics import score_image
-from .pipeline import Settings, measure, segment
+from .pipeline import Settings, measure, particle_region, segment
 from .train import list_pairs, read_label_image
 
 
@@ -129,15 +130,16 @@ def tune_postprocess(data_dir, segmentations, grid=None):
     for n in names:
         seg = segmentations[n]
         prob = np.asarray(seg.probability)
-        valid = _valid_mask(seg)
+        valid = particle_region(seg)
+        edge = boundary_evidence(prob)
         row = []
         for watershed in (True, False):
             distances = grid["min_distance"] if watershed else [grid["min_distance"][0]]
-            merges = grid["merge_threshold"] if watershed and prob.ndim == 3 else [0.0]
+            merges = grid["merge_threshold"] if watershed and edge is not None else [0.0]
             for thr, md in itertools.product(grid["threshold"], distances):
                 base = split_touching(prob, SplitSettings(watershed, thr, md, min_size=0), valid)
                 for mt in merges:
-                    merged = merge_weak_borders(base, 1.0 - prob[1], mt) if mt > 0 else base
+                    merged = merge_weak_borders(base, edge, mt) if mt > 0 else base
                     for ms in grid["min_size"]:
                         sized = remove_small(merged, ms)
                         for rel in grid["min_relative_size"]:
@@ -189,16 +191,6 @@ def _settings_row(row):
             "min_distance": int(row["min_distance"]), "min_size": int(row["min_size"]),
             "merge_threshold": float(row["merge_threshold"]), "min_relative_size": float(row["min_relative_size"]),
             "ap50": float(row["ap50"])}
-
-
-def _valid_mask(segmentation):
-    box = segmentation.banner_box
-    if box is None:
-        return None
-    valid = np.ones(np.asarray(segmentation.probability).shape[-2:], bool)
-    y0, y1, x0, x1 = box
-    valid[y0:y1, x0:x1] = False
-    return valid
 
 
 def write_card_postprocess(best, metrics, folder=None):

@@ -141,13 +141,25 @@ def split_touching(prob, settings=SplitSettings(), valid=None):
         labels, _ = ndi.label(fg)
     else:
         labels = _watershed(fg, interior, int(s.min_distance))
-    prob = np.asarray(prob)
-    if s.merge_threshold > 0 and prob.ndim == 3 and prob.shape[0] >= 3:
-        labels = merge_weak_borders(labels, 1.0 - prob[1], s.merge_threshold)
+    edge = boundary_evidence(prob)
+    if s.merge_threshold > 0 and edge is not None:
+        labels = merge_weak_borders(labels, edge, s.merge_threshold)
     labels = remove_small(labels, int(s.min_size))
     if s.min_relative_size > 0:
         labels = drop_fragments(labels, s.min_relative_size)
     return _filter(labels, 0, s.exclude_edge)
+
+
+def boundary_evidence(prob):
+    """1 - P(interior) of a three-class probability stack; None for anything else.
+
+    Only the background / interior / boundary model says where one particle
+    ends and the next begins; a particle probability or a mask does not.
+    """
+    prob = np.asarray(prob)
+    if prob.ndim == 3 and prob.shape[0] >= 3:
+        return 1.0 - prob[1]
+    return None
 
 
 def border_strength(labels, edge):

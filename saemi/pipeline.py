@@ -244,6 +244,22 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, de
                          "network": t_net - t_banner}, scale)
 
 
+def particle_region(segmentation):
+    """Where particles may be: everything but the filled data bar, which holds
+    mirrored image, not particles. None (the whole image) without a bar.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W), or None
+    """
+    if segmentation.banner_box is None:
+        return None
+    y0, y1, x0, x1 = segmentation.banner_box
+    valid = np.ones(np.asarray(segmentation.probability).shape[-2:], bool)
+    valid[y0:y1, x0:x1] = False
+    return valid
+
+
 def measure(segmentation, settings=None):
     """Particles, table and summary of a segmentation under some settings.
 
@@ -258,12 +274,7 @@ def measure(segmentation, settings=None):
     """
     settings = settings or Settings.from_dict(None, defaults=read_card()["postprocess"])
     t = time.perf_counter()
-    valid = None
-    if segmentation.banner_box is not None:  # the bar holds mirrored image, not particles
-        y0, y1, x0, x1 = segmentation.banner_box
-        valid = np.ones(segmentation.probability.shape[-2:], bool)
-        valid[y0:y1, x0:x1] = False
-    labels = split_touching(segmentation.probability, settings.split_settings(), valid)
+    labels = split_touching(segmentation.probability, settings.split_settings(), particle_region(segmentation))
     labels = remove_labels(labels, settings.removed_labels, renumber=False)
     t_split = time.perf_counter()
     nm_per_pixel = effective_nm_per_pixel(segmentation, settings)
