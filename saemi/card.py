@@ -15,6 +15,11 @@ DEFAULT_CARD = {
     "input_scale": 0.5,
     "tile_size": 512,
     "tile_overlap": 64,
+    # The cross-entropy weights the network was trained with. Weighted training
+    # inflates each class's probability by its weight (the boundary class by 2),
+    # which pushed every outline outward by about a pixel; inference divides the
+    # weights back out (see saemi.model.Segmenter).
+    "loss_class_weights": [1.0, 1.0, 2.0],
     "postprocess": {"watershed": True, "threshold": 0.5, "min_distance": 15, "min_size": 20,
                     "merge_threshold": 0.0, "min_relative_size": 0.0},
 }

@@ -252,7 +252,7 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
         best = {"ap50": float(state["best_ap50"])}
         rng.seed(seed + step)
         log(f"resumed from {ckpt} at step {step} ({elapsed_before / 60:.1f} min done)")
-    weights = torch.tensor([1.0, 1.0, 2.0], device=dev)
+    weights = torch.tensor(DEFAULT_CARD["loss_class_weights"], device=dev)
     settings = SplitSettings(**DEFAULT_CARD["postprocess"])
     t0 = time.time()
     last_ckpt = time.time()

@@ -80,3 +80,33 @@ def test_shipped_weights_segment_real_images(trained_segmenter, emps_dir):
         truth = read_label_image(emps_dir / "segmaps" / f"{name}.png")
         scores.append(dice(truth > 0, a.labels > 0))
     assert np.mean(scores) >= 0.8, scores
+
+
+def test_training_class_weights_are_divided_back_out():
+    # A constant "network": every pixel gets the same logits. The weighted-loss
+    # prior (boundary x2) must come off: p_returned ∝ softmax(logits) / weights.
+    from saemi.model import make_segmenter
+
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            logits = torch.tensor([0.0, 0.5, 1.0]).reshape(1, 3, 1, 1)
+            return logits.expand(x.shape[0], 3, x.shape[2], x.shape[3])
+
+    img = np.full((40, 40, 3), 128, np.uint8)
+    raw = torch.softmax(torch.tensor([0.0, 0.5, 1.0]), 0).numpy()
+    plain = make_segmenter(Constant(), {"loss_class_weights": [1, 1, 1]}, device="cpu").predict(img)
+    np.testing.assert_allclose(plain[:, 20, 20], raw, atol=1e-5)
+    corrected = make_segmenter(Constant(), {"loss_class_weights": [1, 1, 2]}, device="cpu").predict(img)
+    expected = raw / [1, 1, 2]
+    np.testing.assert_allclose(corrected[:, 20, 20], expected / expected.sum(), atol=1e-5)
+    # a card for another number of classes leaves the probabilities alone
+    other = make_segmenter(Constant(), {"loss_class_weights": [1, 2]}, device="cpu").predict(img)
+    np.testing.assert_allclose(other[:, 20, 20], raw, atol=1e-5)
+
+
+@pytest.mark.parametrize("weights", [[1, 0, 2], [1, "x", 2]])
+def test_bad_class_weights_in_the_card_are_named(weights):
+    from saemi.model import build_unet, make_segmenter
+
+    with pytest.raises(SaemiError, match="loss_class_weights"):
+        make_segmenter(build_unet(3), {"loss_class_weights": weights}, device="cpu")
