@@ -287,6 +287,13 @@ def test_hover_shows_label_and_size(ui):
 
 def test_min_distance_changes_the_count(ui, server, emps):
     page = ui.page
+    # Merging exists to undo over-splitting, so with it on the watershed's own
+    # effect can vanish from the count: look at min_distance with merging off.
+    old = histogram_meta(page)["key"]
+    page.locator("#merge-threshold [role=slider]").focus()
+    page.keyboard.press("Home")
+    wait_key_change(page, old)
+    assert control_settings(page)["merge_threshold"] == 0
     before = count(page)
     thumb = page.locator("#min-distance [role=slider]")
     thumb.focus()
