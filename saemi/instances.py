@@ -141,8 +141,8 @@ def split_touching(prob, settings=SplitSettings(), valid=None):
         labels, _ = ndi.label(fg)
     else:
         labels = _watershed(fg, interior, int(s.min_distance))
-    edge = boundary_evidence(prob)
-    if s.merge_threshold > 0 and edge is not None:
+    edge = boundary_evidence(prob) if s.merge_threshold > 0 else None
+    if edge is not None:
         labels = merge_weak_borders(labels, edge, s.merge_threshold)
     labels = remove_small(labels, int(s.min_size))
     if s.min_relative_size > 0:

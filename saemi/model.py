@@ -172,13 +172,16 @@ def class_weight_correction(card, n_classes):
     [0.0, 0.0, 0.6931471824645996]
     """
     weights = card.get("loss_class_weights")
-    if weights is None or len(weights) != n_classes:
+    if weights is None:
         return torch.zeros(1, n_classes, 1, 1)
     try:
         w = torch.tensor([float(v) for v in weights], dtype=torch.float32)
     except (TypeError, ValueError):
-        raise SaemiError(f"model card: loss_class_weights must be numbers, got {weights!r}", code="no_model")
-    if not bool((w > 0).all()):
+        raise SaemiError(f"model card: loss_class_weights must be a list of numbers, got {weights!r}",
+                         code="no_model")
+    if len(w) != n_classes:
+        return torch.zeros(1, n_classes, 1, 1)
+    if not bool((torch.isfinite(w) & (w > 0)).all()):
         raise SaemiError(f"model card: loss_class_weights must be positive, got {weights!r}", code="no_model")
     return torch.log(w).reshape(1, n_classes, 1, 1)
 

@@ -104,7 +104,7 @@ def test_training_class_weights_are_divided_back_out():
     np.testing.assert_allclose(other[:, 20, 20], raw, atol=1e-5)
 
 
-@pytest.mark.parametrize("weights", [[1, 0, 2], [1, "x", 2]])
+@pytest.mark.parametrize("weights", [[1, 0, 2], [1, "x", 2], 2.0, [1, float("inf"), 2]])
 def test_bad_class_weights_in_the_card_are_named(weights):
     from saemi.model import build_unet, make_segmenter
 
