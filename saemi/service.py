@@ -30,6 +30,7 @@ import numpy as np
 
 from .card import read_card
 from .errors import SaemiError
+from .export import csv_text
 from .overlay import draw_overlay, png_bytes
 from .pipeline import Settings, measure, segment
 
@@ -216,7 +217,7 @@ class AnalysisService:
         if entry.analysis is None:
             entry.analysis = measure(entry.segmentation, self.default_settings())
         stem = safe_stem(entry.filename)
-        return entry.analysis.table.to_csv(index=False), f"{stem}_particles.csv"
+        return csv_text(entry.analysis.table), f"{stem}_particles.csv"
 
     def labels_of(self, image_id):
         """Label image of the last analysis of ``image_id`` (None if not analysed)."""

@@ -29,6 +29,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from PIL import Image
 
+from ..export import csv_text
 from ..measure import METRICS, add_physical_columns, metric_column, summarize
 from .client import ClientError
 
@@ -495,7 +496,7 @@ def summary_rows(summary):
 
 def particles_csv(table):
     """The per-particle table as CSV text (one row per kept particle)."""
-    return table.to_csv(index=False, float_format="%.6g")
+    return csv_text(table, float_format="%.6g")
 
 
 def summary_csv(table, analysis, nm_per_pixel=None):
@@ -509,7 +510,7 @@ def summary_csv(table, analysis, nm_per_pixel=None):
         rows.append({"filename": analysis.get("filename", "image"), **s,
                      **{k: settings.get(k) for k in SPLIT_KEYS}, "nm_per_pixel": nm,
                      "removed_labels": " ".join(str(v) for v in removed_labels_from_table(analysis, table))})
-    return pd.DataFrame(rows).to_csv(index=False, float_format="%.6g")
+    return csv_text(pd.DataFrame(rows), float_format="%.6g")
 
 
 def removed_labels_from_table(analysis, table):
