@@ -15,8 +15,11 @@ Environment (see docs/deploy.md):
 ``SAEMI_THREADS``     threads per worker (default 4): one forward pass runs at a time per
                       worker (the service's inference lock), the other threads serve health
                       checks, re-analyses and downloads meanwhile.
-``SAEMI_TIMEOUT``     seconds a request may take before the worker is restarted (default 180:
-                      a large micrograph on a small CPU takes tens of seconds).
+``SAEMI_TIMEOUT``     seconds one analysis may take (default 180: a large micrograph on a small
+                      CPU takes tens of seconds); past it the request gets a 503 JSON error and
+                      the worker goes on serving (saemi/budget.py).
+``SAEMI_CLIENT_TIMEOUT`` seconds a client may take to send a whole request (default 30); a slower
+                      one gets 408 and is closed. It never holds a thread meanwhile.
 ``SAEMI_LOG_LEVEL``   gunicorn log level (default info).
 ``SAEMI_*``           read by the app itself (saemi/api/config.py).
 """
@@ -37,10 +40,15 @@ _host = os.environ.get("HOST") or ("0.0.0.0" if _port else "127.0.0.1")
 bind = [f"{_host}:{_port or 8050}"]
 
 workers = max(1, _int("WEB_CONCURRENCY", 1))
-# gthread: a few threads per worker share one model in memory; processes would each need a copy.
-worker_class = "gthread"
+# gthread, with each request read in full in the event loop before a thread sees it: a few
+# threads per worker share one model in memory (processes would each need a copy), and a
+# client that sends half a request and waits holds no thread (saemi/api/worker.py).
+worker_class = "saemi.api.worker.BufferingThreadWorker"
 threads = max(1, _int("SAEMI_THREADS", 4))
-timeout = max(30, _int("SAEMI_TIMEOUT", 180))
+# The worker's heartbeat: the event loop notifies the master every second even while threads
+# analyse, so this only catches a hung loop. SAEMI_TIMEOUT itself is the analysis deadline,
+# enforced by the app (503 past it, the worker stays up).
+timeout = max(30, _int("SAEMI_TIMEOUT", 180) + 60)
 graceful_timeout = 30
 keepalive = 5
 

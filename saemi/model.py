@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 import torch
 
+from . import budget
 from .card import DEFAULT_CARD, DEFAULT_WEIGHTS_DIR, WEIGHTS_FILE, read_card
 from .errors import SaemiError
 
@@ -128,12 +129,14 @@ class Segmenter:
                 logits = self.net(x)
             return torch.softmax(logits.float() - self.log_class_weights, dim=1).cpu().numpy()
 
-    def predict(self, image):
+    def predict(self, image, deadline=None):
         """Per-pixel class probabilities at the image's own resolution.
 
         Parameters
         ----------
         image : ndarray, shape (H, W, 3), dtype uint8
+        deadline : saemi.budget.Deadline, optional
+            Checked before each tile; past it, :class:`SaemiError` (code ``timeout``).
 
         Returns
         -------
@@ -146,7 +149,8 @@ class Segmenter:
         small = image if (sh, sw) == (h, w) else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
         x = standardize(small)
         prob = predict_tiled(self._forward, x, len(self.classes),
-                             int(self.card.get("tile_size", 512)), int(self.card.get("tile_overlap", 64)))
+                             int(self.card.get("tile_size", 512)), int(self.card.get("tile_overlap", 64)),
+                             deadline)
         if (sh, sw) != (h, w):
             prob = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) for p in prob])
         return prob.astype(np.float32)
@@ -213,7 +217,7 @@ def _starts(n, tile, step):
     return sorted(set(s))
 
 
-def predict_tiled(forward, x, n_classes, tile=512, overlap=64):
+def predict_tiled(forward, x, n_classes, tile=512, overlap=64, deadline=None):
     """Run ``forward`` over overlapping tiles of ``x`` and blend the results.
 
     Parameters
@@ -225,6 +229,8 @@ def predict_tiled(forward, x, n_classes, tile=512, overlap=64):
     n_classes : int
     tile, overlap : int
         Tile side and overlap in pixels (of ``x``).
+    deadline : saemi.budget.Deadline, optional
+        Checked before each tile.
 
     Returns
     -------
@@ -240,11 +246,12 @@ def predict_tiled(forward, x, n_classes, tile=512, overlap=64):
     out = np.zeros((n_classes, H, W), np.float32)
     weight = np.zeros((H, W), np.float32)
     win = np.outer(_ramp(th, overlap), _ramp(tw, overlap))
-    for y0 in _starts(H, th, th - overlap):
-        for x0 in _starts(W, tw, tw - overlap):
-            p = forward(xp[None, :, y0:y0 + th, x0:x0 + tw])[0]
-            out[:, y0:y0 + th, x0:x0 + tw] += p * win
-            weight[y0:y0 + th, x0:x0 + tw] += win
+    starts = [(y0, x0) for y0 in _starts(H, th, th - overlap) for x0 in _starts(W, tw, tw - overlap)]
+    for i, (y0, x0) in enumerate(starts):
+        budget.check(deadline, f"network tile {i + 1} of {len(starts)}")
+        p = forward(xp[None, :, y0:y0 + th, x0:x0 + tw])[0]
+        out[:, y0:y0 + th, x0:x0 + tw] += p * win
+        weight[y0:y0 + th, x0:x0 + tw] += win
     out /= np.maximum(weight, 1e-6)
     return out[:, :h, :w]
 

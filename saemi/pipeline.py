@@ -16,13 +16,17 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import pandas as pd
 
+from . import budget
 from .banner import remove_banner
 from .card import read_card
 from .errors import SaemiError
 from .instances import SplitSettings, remove_labels, split_touching
 from .io import check_content, load_image
-from .measure import particle_table, summarize
+from .measure import METRICS, particle_table, summarize
 from .scalebar import detect_scale
+
+#: More labels than this in one request is not a user clicking particles away.
+MAX_REMOVED_LABELS = 100_000
 
 
 @dataclass(frozen=True)
@@ -48,11 +52,12 @@ class Settings(SplitSettings):
         the image (when one is found and its label read); 'none': never.
     """
 
-    nm_per_pixel: float = None
-    metric: str = "equivalent_diameter"
+    # 1e-3 nm (1 pm) to 1e7 nm (1 cm) per pixel spans every microscope there is.
+    nm_per_pixel: float = field(default=None, metadata={"range": (0.0, 1e7, False, True), "unit": "nm"})
+    metric: str = field(default="equivalent_diameter", metadata={"choices": tuple(METRICS)})
     removed_labels: tuple = ()
     remove_banner: bool = True
-    scale: str = "auto"
+    scale: str = field(default="auto", metadata={"choices": ("auto", "none")})
 
     @classmethod
     def from_dict(cls, values, defaults=None):
@@ -82,10 +87,14 @@ class Settings(SplitSettings):
             out[name] = _coerce(name, value, type(getattr(cls, name, None)) if name != "nm_per_pixel" else float)
         settings = cls(**out)
         settings.validated()
-        if settings.nm_per_pixel is not None and not settings.nm_per_pixel > 0:
-            raise SaemiError(f"nm_per_pixel must be positive, got {settings.nm_per_pixel}", code="bad_parameter")
-        if settings.scale not in ("auto", "none"):
-            raise SaemiError(f"scale must be 'auto' or 'none', got {settings.scale!r}", code="bad_parameter")
+        for f in fields(cls):
+            choices = f.metadata.get("choices")
+            if choices and getattr(settings, f.name) not in choices:
+                raise SaemiError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(settings, f.name)!r}",
+                                 code="bad_parameter")
+        if len(settings.removed_labels) > MAX_REMOVED_LABELS:
+            raise SaemiError(f"removed_labels lists {len(settings.removed_labels)} labels; at most "
+                             f"{MAX_REMOVED_LABELS} can be removed", code="bad_parameter")
         return settings
 
     def split_settings(self):
@@ -108,9 +117,12 @@ def _coerce(name, value, kind):
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
         try:
-            return tuple(sorted({int(v) for v in value}))
+            labels = [_whole_number(v) for v in value]
         except (TypeError, ValueError):
             raise bad from None
+        if any(v < 1 for v in labels):
+            raise bad
+        return tuple(sorted(set(labels)))
     if kind is str:
         if not isinstance(value, str):
             raise bad
@@ -128,6 +140,18 @@ def _coerce(name, value, kind):
             raise bad
         return int(number)
     return number
+
+
+def _whole_number(v):
+    """An int from an int, a whole float or a digit string; ValueError for 1.5, True or 'x'."""
+    if isinstance(v, bool):
+        raise ValueError(v)
+    if isinstance(v, str):
+        return int(v.strip())
+    number = float(v)
+    if not np.isfinite(number) or number != int(number):
+        raise ValueError(v)
+    return int(number)
 
 
 @dataclass
@@ -212,7 +236,8 @@ def default_segmenter(weights=None, device="auto"):
     return load_segmenter(weights, device)
 
 
-def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, detect_scale_bar=True):
+def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, detect_scale_bar=True,
+            deadline=None):
     """Load an image, read its scale bar, remove its data bar and run the network.
 
     Parameters
@@ -223,6 +248,8 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, de
         Default: the bundled trained weights on the best device.
     detect_scale_bar : bool
         Read the scale bar (before the banner holding it is filled).
+    deadline : saemi.budget.Deadline, optional
+        Checked between stages and network tiles (code ``timeout`` past it).
 
     Returns
     -------
@@ -232,12 +259,15 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, de
     img = load_image(image, max_pixels)
     check_content(img)
     t_load = time.perf_counter()
+    budget.check(deadline, "reading the scale bar")
     scale = detect_scale(img) if detect_scale_bar else None
     t_scale = time.perf_counter()
+    budget.check(deadline, "removing the data bar")
     cleaned, box = remove_banner(img) if remove_banner_first else (img, None)
     t_banner = time.perf_counter()
     seg = segmenter if segmenter is not None else default_segmenter()
-    prob = seg.predict(cleaned)
+    budget.check(deadline, "the network")
+    prob = seg.predict(cleaned) if deadline is None else seg.predict(cleaned, deadline=deadline)
     t_net = time.perf_counter()
     return Segmentation(img, cleaned, prob, box,
                         {"load": t_load - t, "scale": t_scale - t_load, "banner": t_banner - t_scale,
@@ -260,13 +290,15 @@ def particle_region(segmentation):
     return valid
 
 
-def measure(segmentation, settings=None):
+def measure(segmentation, settings=None, deadline=None):
     """Particles, table and summary of a segmentation under some settings.
 
     Parameters
     ----------
     segmentation : Segmentation
     settings : Settings, optional
+    deadline : saemi.budget.Deadline, optional
+        Checked before splitting and before measuring.
 
     Returns
     -------
@@ -274,9 +306,11 @@ def measure(segmentation, settings=None):
     """
     settings = settings or Settings.from_dict(None, defaults=read_card()["postprocess"])
     t = time.perf_counter()
+    budget.check(deadline, "splitting touching particles")
     labels = split_touching(segmentation.probability, settings.split_settings(), particle_region(segmentation))
     labels = remove_labels(labels, settings.removed_labels, renumber=False)
     t_split = time.perf_counter()
+    budget.check(deadline, "measuring the particles")
     nm_per_pixel = effective_nm_per_pixel(segmentation, settings)
     table = particle_table(labels, nm_per_pixel)
     unit = "nm" if nm_per_pixel else "px"

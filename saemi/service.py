@@ -87,9 +87,14 @@ class AnalysisService:
         How many images' network outputs to keep (least recently used go first).
     max_pixels : int, optional
         Size limit for uploads (default ``$SAEMI_MAX_PIXELS`` or 50 megapixels).
+    max_upload_bytes : int, optional
+        Largest upload file accepted (default: no limit beyond the pixel count).
+
+    Every upload, from the API or the page, goes through :meth:`check_upload`
+    and :func:`upload_label`: one validation path.
     """
 
-    def __init__(self, segmenter_factory=None, cache_size=16, max_pixels=None):
+    def __init__(self, segmenter_factory=None, cache_size=16, max_pixels=None, max_upload_bytes=None):
         if segmenter_factory is None:
             from .pipeline import default_segmenter
             segmenter_factory = default_segmenter
@@ -102,6 +107,7 @@ class AnalysisService:
         # and two at once only thrash the caches (and GPU memory).
         self._infer_lock = threading.Lock()
         self.max_pixels = max_pixels
+        self.max_upload_bytes = max_upload_bytes
         self.card = read_card()
 
     @property
@@ -144,10 +150,37 @@ class AnalysisService:
             self._cache.move_to_end(image_id)
             return entry
 
-    def segment(self, data, filename="image", remove_banner=True):
-        """Run load, banner removal and the network on uploaded bytes; cache the result."""
+    def check_upload(self, data):
+        """Raise :class:`SaemiError` for upload bytes that are not bytes, empty or over the limit."""
         if not isinstance(data, (bytes, bytearray)):
             raise SaemiError("image data must be bytes", code="bad_request")
+        if not data:
+            raise SaemiError("the file is empty (0 bytes)", code="empty")
+        limit = self.max_upload_bytes
+        if limit and len(data) > limit:
+            raise SaemiError(f"image file is {len(data):,} bytes ({len(data) / 2**20:.2f} MB); the limit is "
+                             f"{int(limit):,} bytes ({limit / 2**20:g} MB)", code="too_large")
+
+    def _acquire_inference(self, deadline):
+        """Wait for this process's one forward pass slot, at most until the deadline."""
+        wait = -1 if deadline is None or deadline.at is None else max(0.0, deadline.at - time.monotonic())
+        if not self._infer_lock.acquire(timeout=wait):
+            deadline.check("the network (waiting for other analyses to finish)")
+            raise SaemiError("the server is busy; try again shortly", code="timeout")
+
+    def segment(self, data, filename="image", remove_banner=True, deadline=None):
+        """Run load, banner removal and the network on uploaded bytes; cache the result.
+
+        Parameters
+        ----------
+        data : bytes
+        filename : str
+            The client's name for the file: a label only (see :func:`upload_label`).
+        remove_banner : bool
+        deadline : saemi.budget.Deadline, optional
+        """
+        self.check_upload(data)
+        filename = upload_label(filename) or "image"
         image_id = hashlib.sha256(bytes(data) + (b"1" if remove_banner else b"0")).hexdigest()[:24]
         with self._lock:
             entry = self._cache.get(image_id)
@@ -157,8 +190,11 @@ class AnalysisService:
         cached = entry is not None
         if entry is None:
             segmenter = self.segmenter
-            with self._infer_lock:
-                seg = segment(bytes(data), segmenter, remove_banner, self.max_pixels)
+            self._acquire_inference(deadline)
+            try:
+                seg = segment(bytes(data), segmenter, remove_banner, self.max_pixels, deadline=deadline)
+            finally:
+                self._infer_lock.release()
             entry = _Entry(seg, filename or "image")
             with self._lock:
                 self._cache[image_id] = entry
@@ -176,10 +212,11 @@ class AnalysisService:
                 "scale": None if seg.scale is None else seg.scale.to_dict()}
 
     def analyze(self, image_id=None, data=None, filename=None, settings=None,
-                overlay="outline", overlay_alpha=0.7, include_images=True):
+                overlay="outline", overlay_alpha=0.7, include_images=True, deadline=None):
         """Split, measure and summarise; runs the network only for new image data.
 
-        Exactly one of ``image_id`` and ``data`` is needed.
+        Exactly one of ``image_id`` and ``data`` is needed. ``deadline``
+        (:class:`saemi.budget.Deadline`) bounds the whole call.
         """
         if (image_id is None) == (data is None):
             raise SaemiError("give either an image or an image_id", code="bad_request")
@@ -187,12 +224,12 @@ class AnalysisService:
             raise SaemiError(f"overlay must be one of {', '.join(OVERLAY_MODES)}", code="bad_parameter")
         s = settings if isinstance(settings, Settings) else self.parse_settings(settings)
         t0 = time.perf_counter()
-        info = self.segment(data, filename, s.remove_banner) if data is not None else None
+        info = self.segment(data, filename, s.remove_banner, deadline) if data is not None else None
         image_id = info["image_id"] if info else image_id
         entry = self._get(image_id)
         if not info:
             info = {**self._describe(image_id, entry), "cached": True}
-        result = measure(entry.segmentation, s)
+        result = measure(entry.segmentation, s, deadline)
         entry.analysis = result
         out = {**info, "settings": settings_dict(s), "nm_per_pixel": result.nm_per_pixel,
                "summary": {k: _json_number(v) for k, v in result.summary.items()},
@@ -223,6 +260,41 @@ class AnalysisService:
         """Label image of the last analysis of ``image_id`` (None if not analysed)."""
         entry = self._get(image_id)
         return None if entry.analysis is None else entry.analysis.labels
+
+
+#: Longest file name kept as a label; longer ones are shortened, keeping the suffix.
+MAX_NAME_CHARS = 200
+
+
+def upload_label(filename):
+    """The client's file name as a label: its last path component, at most 200 characters.
+
+    The name is never opened or used as a path; outputs are named with
+    :func:`safe_stem`. Returns None for no name.
+
+    Raises
+    ------
+    SaemiError
+        If the name is not a string (a JSON object or list sent as a name).
+
+    Examples
+    --------
+    >>> upload_label("C:\\data\\../a.png")
+    'a.png'
+    >>> len(upload_label("x" * 5000 + ".tif")), upload_label("x" * 5000 + ".tif")[-4:]
+    (200, '.tif')
+    """
+    if filename is None:
+        return None
+    if not isinstance(filename, str):
+        raise SaemiError("the file name must be a string", code="bad_request")
+    name = filename.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
+    name = "".join(ch for ch in name if ch.isprintable())
+    if len(name) > MAX_NAME_CHARS:
+        dot = name.rfind(".")
+        suffix = name[dot:] if 0 < dot and len(name) - dot <= 12 else ""
+        name = name[:MAX_NAME_CHARS - len(suffix)] + suffix
+    return name or None
 
 
 def safe_stem(filename):

@@ -25,6 +25,7 @@ from ..errors import SaemiError
 from .config import SETTINGS, allowed_origins, load_config
 from .errors import error_response, register_error_handlers
 from .openapi import openapi_document
+from .security import install_security
 
 API_PREFIX = "/api/v1"
 
@@ -64,8 +65,11 @@ def _segmenter_factory(weights, device):
         try:
             return default_segmenter(weights, device)
         except SaemiError as exc:
-            # e.g. cuda asked for on a CPU box: a server problem, not the client's
-            raise SaemiError(exc.message, code="no_model") from exc
+            # e.g. cuda asked for on a CPU box: a server problem, not the client's. The
+            # reason (it may hold a filesystem path) goes to the log, not to the client.
+            log.error("model could not be loaded: %s", exc.message)
+            raise SaemiError("the model could not be loaded; the reason is in the server log",
+                             code="no_model") from exc
 
     return factory
 
@@ -105,6 +109,47 @@ def _use_gunicorn_logging(app):
             lg.propagate = False
 
 
+def _api_paths_answer_json(app):
+    """Unknown ``/api/v1`` paths and wrong methods get JSON 404/405, whatever else is mounted.
+
+    The Dash page registers a catch-all ``GET /<path>`` that would answer
+    ``GET /api/v1/analyze`` or ``/api/v1/nonexist`` with the HTML page and 200.
+    Before any view runs, a request under the prefix that did not reach the
+    blueprint is matched against the blueprint's rules alone.
+    """
+    from flask import request
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.routing import Map, Rule
+
+    def api_map():
+        rules = [Rule(r.rule, endpoint=r.endpoint, methods=r.methods) for r in app.url_map.iter_rules()
+                 if r.endpoint.startswith("saemi_api.")]
+        return Map(rules, strict_slashes=False)
+
+    cache = {}
+
+    @app.before_request
+    def _json_for_api_paths():
+        path = request.path
+        if not (path == API_PREFIX or path.startswith(API_PREFIX + "/")) or request.blueprint == "saemi_api":
+            return None
+        if "map" not in cache:
+            cache["map"] = api_map()
+        try:
+            cache["map"].bind("localhost").match(path, method=request.method)
+        except HTTPException as exc:
+            return _http_error_response(exc)
+        return None
+
+
+def _http_error_response(exc):
+    from .errors import _http_error
+
+    if exc.code in (301, 302, 307, 308):  # a redirect to the slash form: treat as unknown
+        return error_response("not_found", "no such API path", 404)
+    return _http_error(exc)
+
+
 def register_api(app, config=None):
     """Add the SAEMI backend to an existing Flask app.
 
@@ -142,7 +187,8 @@ def register_api(app, config=None):
 
     weights = cfg["SAEMI_WEIGHTS"]
     service = AnalysisService(_segmenter_factory(weights, cfg["SAEMI_DEVICE"]),
-                              cache_size=cfg["SAEMI_CACHE_SIZE"], max_pixels=cfg["SAEMI_MAX_PIXELS"])
+                              cache_size=cfg["SAEMI_CACHE_SIZE"], max_pixels=cfg["SAEMI_MAX_PIXELS"],
+                              max_upload_bytes=max_bytes)
     if weights:
         from pathlib import Path
 
@@ -153,7 +199,9 @@ def register_api(app, config=None):
     app.extensions["saemi_api"] = state
 
     register_error_handlers(app)
+    install_security(app, cfg["SAEMI_BASIC_AUTH"], cfg["SAEMI_API_TOKEN"], API_PREFIX)
     app.register_blueprint(bp, url_prefix=API_PREFIX)
+    _api_paths_answer_json(app)
     _use_gunicorn_logging(app)
 
     mode = cfg["SAEMI_LOAD"]

@@ -10,7 +10,7 @@ and workers can each have their own.
 
 import os
 
-from ..io import DEFAULT_MAX_PIXELS
+from ..budget import DEFAULT_MEMORY_MB, pixels_for_memory
 
 #: name -> (default, parser, description). The table in docs/deploy.md mirrors this.
 SETTINGS = {
@@ -19,8 +19,19 @@ SETTINGS = {
     "SAEMI_DEVICE": ("auto", str, "auto (CUDA when present, else CPU), cpu or cuda."),
     "SAEMI_MAX_UPLOAD_MB": (50.0, float, "Largest image file accepted, in MB (decoded bytes; a base64 JSON "
                                          "body may be about 4/3 of that)."),
-    "SAEMI_MAX_PIXELS": (DEFAULT_MAX_PIXELS, int, "Largest image accepted, in pixels (width x height); "
-                                                  "checked from the header, before decoding."),
+    "SAEMI_MAX_PIXELS": (None, int, "Largest image accepted, in pixels (width x height); checked from the "
+                                    "header, before decoding. Default: what SAEMI_MEMORY_MB allows "
+                                    "(saemi.io.pixels_for_memory), at most 50 megapixels."),
+    "SAEMI_MEMORY_MB": (DEFAULT_MEMORY_MB, float, "Memory one worker may use for one analysis on top of its loaded "
+                                                 "model, in MB. Images whose measured peak would exceed it are refused "
+                                                 "(413) before decoding; unless SAEMI_MAX_PIXELS is set, it sets the "
+                                                 "pixel limit (see docs/deploy.md for the figure per dyno size)."),
+    "SAEMI_TIMEOUT": (180.0, float, "Seconds one analysis may take. Past it the work stops at the next stage or "
+                                    "network tile and the request gets 503 (code timeout); the worker stays up."),
+    "SAEMI_BASIC_AUTH": ("", str, "user:password[,user2:password2]: require HTTP basic auth on the page and "
+                                  "the API (health and ready stay open). Empty: no authentication."),
+    "SAEMI_API_TOKEN": ("", str, "A bearer token API clients may send (Authorization: Bearer ...) instead of "
+                                 "basic auth. Empty: none."),
     "SAEMI_CACHE_SIZE": (8, int, "Images whose network output each worker keeps for re-analysis "
                                  "(least recently used dropped first; about 20 bytes per pixel each)."),
     "SAEMI_ALLOWED_ORIGINS": ("", str, "Comma-separated origins allowed to call the API from a browser "
@@ -60,7 +71,7 @@ def load_config(overrides=None, environ=None):
     out = {}
     for name, (default, parse, _) in SETTINGS.items():
         raw = overrides[name] if name in overrides else environ.get(name)
-        if raw is None or (isinstance(raw, str) and raw.strip() == "" and default is not None and parse is not str):
+        if raw is None or (isinstance(raw, str) and raw.strip() == "" and parse is not str):
             out[name] = default
             continue
         try:
@@ -76,9 +87,16 @@ def load_config(overrides=None, environ=None):
         raise ValueError(f"SAEMI_DEVICE must be one of {', '.join(DEVICES)}, got {out['SAEMI_DEVICE']!r}")
     if out["SAEMI_LOAD"] not in LOAD_MODES:
         raise ValueError(f"SAEMI_LOAD must be one of {', '.join(LOAD_MODES)}, got {out['SAEMI_LOAD']!r}")
-    for name in ("SAEMI_MAX_UPLOAD_MB", "SAEMI_MAX_PIXELS", "SAEMI_CACHE_SIZE"):
+    for name in ("SAEMI_MAX_UPLOAD_MB", "SAEMI_MEMORY_MB", "SAEMI_TIMEOUT", "SAEMI_CACHE_SIZE"):
         if not out[name] > 0:
             raise ValueError(f"{name} must be positive, got {out[name]!r}")
+    if out["SAEMI_MAX_PIXELS"] is None:
+        out["SAEMI_MAX_PIXELS"] = pixels_for_memory(out["SAEMI_MEMORY_MB"])
+    elif not out["SAEMI_MAX_PIXELS"] > 0:
+        raise ValueError(f"SAEMI_MAX_PIXELS must be positive, got {out['SAEMI_MAX_PIXELS']!r}")
+    from .security import parse_basic_auth
+
+    parse_basic_auth(out["SAEMI_BASIC_AUTH"])  # refuse to start on a malformed entry
     return out
 
 

@@ -25,8 +25,10 @@ STATUS_OF_CODE = {
     "blank_image": 422,
     "bad_parameter": 422,
     "bad_input": 422,
+    "unauthorized": 401,
     "no_model": 503,
     "not_ready": 503,
+    "timeout": 503,
 }
 
 #: Codes for Flask/werkzeug HTTP errors, by status.

@@ -6,8 +6,9 @@ its schemas with ``jsonschema`` (OpenAPI 3.1 schemas are JSON Schema 2020-12).
 """
 
 import copy
+from dataclasses import fields
 
-from .. import __version__
+from ..pipeline import MAX_REMOVED_LABELS, Settings
 
 _NUM_OR_NULL = {"type": ["number", "null"]}
 
@@ -19,28 +20,47 @@ def _err(description):
 
 _SETTINGS_PROPS = {
     "watershed": {"type": "boolean", "description": "Split touching particles with a marker-based watershed."},
-    "threshold": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1,
+    "threshold": {"type": "number",
                   "description": "Particle probability cut."},
-    "min_distance": {"type": "integer", "minimum": 1,
+    "min_distance": {"type": "integer",
                      "description": "Minimum distance between watershed markers, pixels; larger splits less."},
-    "min_size": {"type": "integer", "minimum": 0, "description": "Drop particles smaller than this, pixels."},
+    "min_size": {"type": "integer", "description": "Drop particles smaller than this, pixels."},
     "exclude_edge": {"type": "boolean", "description": "Drop particles touching the image border."},
-    "merge_threshold": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+    "merge_threshold": {"type": "number",
                         "description": "Merge touching pieces whose shared border has a mean non-interior "
                                        "probability below this; 0 disables."},
-    "min_relative_size": {"type": "number", "minimum": 0, "exclusiveMaximum": 1,
+    "min_relative_size": {"type": "number",
                           "description": "Drop particles smaller than this fraction of the image's typical "
                                          "(area-weighted median) particle area; 0 disables."},
-    "nm_per_pixel": {"type": ["number", "null"], "exclusiveMinimum": 0,
+    "nm_per_pixel": {"type": ["number", "null"],
                      "description": "Calibration; adds *_nm columns and nm statistics."},
-    "metric": {"type": "string", "enum": ["area", "equivalent_diameter", "feret_max", "feret_min", "perimeter"],
+    "metric": {"type": "string",
                "description": "Metric of the summary statistics."},
-    "removed_labels": {"type": "array", "items": {"type": "integer"},
+    "removed_labels": {"type": "array", "items": {"type": "integer", "minimum": 1},
+                       "maxItems": MAX_REMOVED_LABELS,
                        "description": "Particle labels the user excluded (labels of the same settings)."},
     "remove_banner": {"type": "boolean", "description": "Detect and fill the instrument data bar first."},
-    "scale": {"type": "string", "enum": ["auto", "none"],
+    "scale": {"type": "string",
               "description": "auto: without nm_per_pixel, calibrate from the scale bar read in the image."},
 }
+
+
+
+def _with_bounds(props):
+    """Add each setting's range and choices, declared once on the dataclass, to its schema."""
+    out = copy.deepcopy(props)
+    for f in fields(Settings):
+        schema = out[f.name]
+        if "range" in f.metadata:
+            lo, hi, lo_in, hi_in = f.metadata["range"]
+            schema["minimum" if lo_in else "exclusiveMinimum"] = lo
+            schema["maximum" if hi_in else "exclusiveMaximum"] = hi
+        if "choices" in f.metadata:
+            schema["enum"] = list(f.metadata["choices"])
+    return out
+
+
+_SETTINGS_PROPS = _with_bounds(_SETTINGS_PROPS)
 
 _ERRORS = {
     "400": _err("Malformed request: bad JSON, missing image, invalid base64, empty file (code bad_request "
@@ -69,7 +89,8 @@ DOCUMENT = {
     "openapi": "3.1.0",
     "info": {
         "title": "SAEMI prediction API",
-        "version": __version__,
+        # the API contract's version, not the package's: unauthenticated responses name no versions
+        "version": "1",
         "summary": "Particle segmentation and size analysis of electron-microscopy images.",
         "description": (
             "Upload a micrograph once (`/segment` or `/analyze`); the network's output is cached per worker "
@@ -144,8 +165,8 @@ DOCUMENT = {
                     "message": {"type": "string", "description": "What is wrong, for a user."}}}}},
         "Health": {
             "type": "object", "additionalProperties": False,
-            "required": ["status", "version", "model_loaded", "device", "cached_images", "load_error"],
-            "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
+            "required": ["status", "model_loaded", "device", "cached_images", "load_error"],
+            "properties": {"status": {"const": "ok"},
                            "model_loaded": {"type": "boolean"},
                            "device": {"type": ["string", "null"], "description": "cpu or cuda..., null until loaded"},
                            "cached_images": {"type": "integer", "minimum": 0},

@@ -14,11 +14,10 @@ from dataclasses import fields
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from .. import __version__
 from ..errors import SaemiError
 from ..measure import METRICS
 from ..pipeline import Settings
-from ..service import OVERLAY_MODES
+from ..service import OVERLAY_MODES, upload_label
 from .errors import error_response
 from .openapi import openapi_document
 
@@ -43,7 +42,10 @@ def _state():
 
 def _json_body():
     """The JSON object of the request (400 if malformed or not an object)."""
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # json nests one Python frame per level: 100,000 "[" exhaust the stack
+        raise SaemiError("request body is not valid JSON (nested too deeply)", code="bad_request") from None
     if body is None:
         # get_json(silent=True) hides why: tell empty bodies and bad JSON apart
         raw = request.get_data(cache=True)
@@ -63,14 +65,6 @@ def _decode_base64(text):
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise SaemiError("'image' is not valid base64", code="bad_request") from None
-
-
-def _label(filename):
-    """The last component of a client's file name, kept only as a label (never opened)."""
-    if not filename:
-        return None
-    name = str(filename).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1].strip()
-    return name[:200] or None
 
 
 def _read_request():
@@ -95,19 +89,17 @@ def _read_request():
                 fields_["settings"] = json.loads(fields_["settings"]) if fields_["settings"].strip() else {}
             except ValueError:
                 raise SaemiError("form field 'settings' is not valid JSON", code="bad_request") from None
-        if "include_images" in fields_:
-            fields_["include_images"] = fields_["include_images"].strip().lower() not in ("0", "false", "no", "off")
-        return data, _label(filename), fields_
+        return data, upload_label(filename), fields_
     if ctype == "application/json" or ctype.endswith("+json"):
         body = _json_body()
         data = _decode_base64(body["image"]) if body.get("image") is not None else None
         filename = body.get("filename")
         if filename is not None and not isinstance(filename, str):
             raise SaemiError("'filename' must be a string", code="bad_request")
-        return data, _label(filename), {k: v for k, v in body.items() if k not in ("image", "filename")}
+        return data, upload_label(filename), {k: v for k, v in body.items() if k not in ("image", "filename")}
     if ctype.startswith("image/") or ctype == "application/octet-stream":
         fields_ = dict(request.args.items())
-        return request.get_data(cache=False), _label(fields_.pop("filename", None)), fields_
+        return request.get_data(cache=False), upload_label(fields_.pop("filename", None)), fields_
     if not ctype and not request.content_length:
         raise SaemiError("no image: send multipart field 'file', JSON {\"image\": base64} or a raw image body",
                          code="bad_request")
@@ -116,18 +108,26 @@ def _read_request():
 
 
 def _check_upload(data):
-    if data is None:
-        return
-    limit = current_app.config["SAEMI_MAX_UPLOAD_MB"] * 1024 * 1024
-    if len(data) > limit:
-        raise SaemiError(f"image file is {len(data) / 2**20:.1f} MB; the limit is "
-                         f"{current_app.config['SAEMI_MAX_UPLOAD_MB']:g} MB", code="too_large")
+    if data is not None:
+        _service().check_upload(data)
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def _bool(value, name):
+    """A JSON boolean, or a form / query-string word (true/false, 1/0, yes/no, on/off)."""
     if isinstance(value, bool):
         return value
-    raise SaemiError(f"{name!r} must be true or false", code="bad_parameter")
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise SaemiError(f"{name!r} must be true or false, got {value!r}", code="bad_parameter")
+
+
+def _deadline():
+    from ..budget import Deadline
+
+    return Deadline(current_app.config["SAEMI_TIMEOUT"])
 
 
 def _settings_from(fields_):
@@ -166,9 +166,14 @@ def health():
     """Liveness: the process answers. Always 200 while the worker runs."""
     service, state = _service(), _state()
     h = service.health()
-    return jsonify({"status": "ok", "version": __version__, "model_loaded": h["model_loaded"],
+    # no version and no path here: this answers anyone (the details are in the server log)
+    return jsonify({"status": "ok", "model_loaded": h["model_loaded"],
                     "device": h["device"], "cached_images": h["cached_images"],
-                    "load_error": state.load_error})
+                    "load_error": _public_load_error(state)})
+
+
+def _public_load_error(state):
+    return None if not state.load_error else "the model could not be loaded; the reason is in the server log"
 
 
 @bp.get("/ready")
@@ -177,7 +182,7 @@ def ready():
     service, state = _service(), _state()
     if not service.loaded:
         if state.load_error:
-            return error_response("no_model", f"model could not be loaded: {state.load_error}", 503)
+            return error_response("no_model", _public_load_error(state), 503)
         return error_response("not_ready", "model is still loading", 503, {"Retry-After": "5"})
     return jsonify({"ready": True, "device": service.health()["device"]})
 
@@ -205,7 +210,7 @@ def segment():
     if "remove_banner" in fields_:
         remove_banner = Settings.from_dict({"remove_banner": fields_["remove_banner"]}).remove_banner
     _check_upload(data)
-    return jsonify(_service().segment(data, filename or "image", remove_banner))
+    return jsonify(_service().segment(data, filename or "image", remove_banner, _deadline()))
 
 
 @bp.post("/analyze")
@@ -231,7 +236,7 @@ def analyze():
     _check_upload(data)
     out = _service().analyze(image_id=image_id, data=data, filename=filename or ("image" if data else None),
                              settings=settings, overlay=overlay, overlay_alpha=alpha,
-                             include_images=include_images)
+                             include_images=include_images, deadline=_deadline())
     return jsonify(out)
 
 
