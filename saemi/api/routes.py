@@ -40,8 +40,23 @@ def _state():
 
 # --- request parsing -------------------------------------------------------------------
 
+def _body_bytes():
+    """The raw request body; 413 past ``MAX_CONTENT_LENGTH`` even without a Content-Length.
+
+    For a chunked body werkzeug stops reading at the limit without a word, so
+    an oversized body would look truncated (400 or 415); one more byte read past
+    the limit raises the 413 it should be.
+    """
+    raw = request.get_data(cache=True)
+    if request.content_length is None and current_app.config.get("MAX_CONTENT_LENGTH") \
+            and len(raw) >= current_app.config["MAX_CONTENT_LENGTH"]:
+        request.stream.read(1)  # raises RequestEntityTooLarge when there is more
+    return raw
+
+
 def _json_body():
     """The JSON object of the request (400 if malformed or not an object)."""
+    _body_bytes()
     try:
         body = request.get_json(silent=True)
     except RecursionError:  # json nests one Python frame per level: 100,000 "[" exhaust the stack
@@ -99,7 +114,7 @@ def _read_request():
         return data, upload_label(filename), {k: v for k, v in body.items() if k not in ("image", "filename")}
     if ctype.startswith("image/") or ctype == "application/octet-stream":
         fields_ = dict(request.args.items())
-        return request.get_data(cache=False), upload_label(fields_.pop("filename", None)), fields_
+        return _body_bytes(), upload_label(fields_.pop("filename", None)), fields_
     if not ctype and not request.content_length:
         raise SaemiError("no image: send multipart field 'file', JSON {\"image\": base64} or a raw image body",
                          code="bad_request")

@@ -82,7 +82,6 @@ def create_dash_app(server=None, client=None, assets_folder=None):
         ``app.server`` is the Flask object to serve.
     """
     import flask
-    from dash import Dash
 
     from . import calibration, controls, histogram, image_view, layout, table, upload
 
@@ -91,7 +90,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     if client is None:
         client = client_from_env(server)
     assets_folder = str(Path(assets_folder or ASSETS))
-    app = Dash(__name__, server=server, assets_folder=assets_folder, title=TITLE, update_title=None,
+    app = _dash_class()(__name__, server=server, assets_folder=assets_folder, title=TITLE, update_title=None,
                meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"},
                           {"name": "description", "content": "Particle size distributions from electron "
                                                              "micrographs"}])
@@ -103,4 +102,41 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     image_view.register(app)
     histogram.register(app)
     table.register(app)
+    _secure(app, server)
     return app
+
+
+#: Keys of Dash's page config that only tell an attacker which versions run here.
+VERSION_KEYS = ("dash_version", "python_version", "dash_version_url", "ddk_version", "plotly_version")
+
+
+def _dash_class():
+    from dash import Dash
+
+    class SaemiDash(Dash):
+        """Dash without the Python, Dash and Plotly versions in the page's config."""
+
+        def _config(self):
+            config = super()._config()
+            for key in VERSION_KEYS:
+                config.pop(key, None)
+            return config
+
+    return SaemiDash
+
+
+def _secure(app, server):
+    """Security headers and access control on the page's server (see saemi.api.security).
+
+    The page's inline scripts are allowed by their hashes, computed once every
+    callback exists. A server built by :func:`saemi.api.create_app` has the hook
+    already; a front-end-only server gets it here, configured from the same
+    environment variables.
+    """
+    from ..api.config import load_config
+    from ..api.security import install_security
+
+    server.config["SAEMI_CSP_SCRIPT_HASHES"] = list(app.csp_hashes())
+    if not server.extensions.get("saemi_security"):
+        cfg = load_config()
+        install_security(server, cfg["SAEMI_BASIC_AUTH"], cfg["SAEMI_API_TOKEN"])
