@@ -2,13 +2,14 @@
 
 Memory
 ------
-The peak resident memory of one analysis grows linearly with the image's pixel
-count: the decoded image, the cleaned copy, the network's activations per tile,
+The peak resident memory of one analysis (above a worker that has loaded its
+model) is the larger of a fixed part, the network's working memory for one
+tile, and a part that grows with the image: the decoded image, the cleaned copy,
 the float32 probability stack at full resolution, the distance map and the
-watershed's working arrays. :data:`BYTES_PER_PIXEL` is that slope, measured with
-``python bench/bench_memory.py`` (peak RSS of a process that has loaded the model,
-analysing synthetic micrographs of 1 to 16 megapixels, least-squares fit). A
-worker with a memory budget of ``M`` MB beside its model accepts images of up to
+watershed's arrays. Measured with ``python bench/bench_memory.py --sizes 1 4 9 16 25``
+(2026-12-01, 2 CPU cores, torch 2.15 CUDA wheels on the CPU): 478, 476, 620, 913 and
+1413 MB for 1, 4, 9, 16 and 25 megapixels. :func:`analysis_memory_mb` bounds every
+point from above; a worker with a budget of ``M`` MB accepts images of up to
 :func:`pixels_for_memory` ``(M)`` pixels.
 
 Deadline
@@ -23,35 +24,57 @@ import time
 
 from .errors import SaemiError
 
-#: Peak extra resident memory of one analysis, bytes per image pixel (measured; see above).
-BYTES_PER_PIXEL = 70
-#: Memory budget of one analysis by default, MB (beside the ~0.6 GB loaded model):
-#: a 2.5 GB Heroku performance-m dyno or a 4 GB container with one worker.
+#: Growth of the peak with the image, bytes per pixel (the 16-25 MP slope, rounded up).
+BYTES_PER_PIXEL = 56
+#: Part of the peak that does not grow with the image, MB (the fit's intercept, rounded up) ...
+FIXED_MB = 160
+#: ... and the network's working memory for one tile, which any image needs, MB.
+NETWORK_MB = 480
+#: Memory budget of one analysis by default, MB: a 2.5 GB dyno or a 3 GB container holding
+#: one worker with its model (0.75 GB on CPU wheels, 1.3 GB on CUDA wheels).
 DEFAULT_MEMORY_MB = 1536.0
 #: No budget raises the pixel limit above this: beyond it decoding itself is the risk.
 MAX_PIXELS_CAP = 50_000_000
 
 
-def pixels_for_memory(memory_mb, bytes_per_pixel=BYTES_PER_PIXEL):
+def analysis_memory_mb(pixels):
+    """Upper bound of one analysis's peak memory above the loaded model, MB.
+
+    Examples
+    --------
+    >>> round(analysis_memory_mb(1e6)), round(analysis_memory_mb(25e6))
+    (480, 1495)
+    """
+    return max(NETWORK_MB, FIXED_MB + pixels * BYTES_PER_PIXEL / 2**20)
+
+
+def pixels_for_memory(memory_mb):
     """The largest image (pixels) whose analysis fits a memory budget.
 
     Parameters
     ----------
     memory_mb : float
         Budget for one analysis in MB (2**20 bytes), beside the loaded model.
-    bytes_per_pixel : float
 
     Returns
     -------
     int
         At most :data:`MAX_PIXELS_CAP`.
 
+    Raises
+    ------
+    ValueError
+        For a budget below :data:`NETWORK_MB`: no image can be analysed in it.
+
     Examples
     --------
-    >>> pixels_for_memory(700, 70)
-    10485760
+    >>> pixels_for_memory(1536)
+    25765010
     """
-    return int(min(MAX_PIXELS_CAP, memory_mb * 2**20 // bytes_per_pixel))
+    if memory_mb < NETWORK_MB:
+        raise ValueError(f"a memory budget of {memory_mb:g} MB is below the {NETWORK_MB} MB that the network "
+                         "needs for any image; raise SAEMI_MEMORY_MB")
+    return int(min(MAX_PIXELS_CAP, (memory_mb - FIXED_MB) * 2**20 // BYTES_PER_PIXEL))
 
 
 class Deadline:

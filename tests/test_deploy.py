@@ -139,6 +139,21 @@ def test_compose_wires_gpu_backend_and_frontend():
     assert frontend["healthcheck"]["test"] and backend["healthcheck"]["start_period"]
 
 
+def test_compose_puts_a_buffering_proxy_in_front():
+    """The GPU-server recipe's one public port is nginx, buffering requests and timing out stalls."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    proxy, frontend = compose["services"]["proxy"], compose["services"]["frontend"]
+    assert proxy["image"].startswith("nginx:")
+    mount = next(v for v in proxy["volumes"] if v.endswith(":/etc/nginx/nginx.conf:ro"))
+    conf = (REPO / mount.split(":")[0]).read_text()
+    for directive in ("proxy_request_buffering on", "client_header_timeout", "client_body_timeout",
+                      "client_max_body_size 70m", "server_tokens off", "proxy_pass http://saemi_backend",
+                      "proxy_pass http://saemi_frontend", "server frontend:8050", "server backend:8000"):
+        assert directive in conf, directive
+    assert "ports" not in frontend, "the page is reached through the proxy only"
+    assert proxy["depends_on"]["frontend"]["condition"] == "service_healthy"
+
+
 def test_heroku_yml_builds_the_cpu_web_target():
     heroku = yaml.safe_load((REPO / "heroku.yml").read_text())
     stages = _dockerfile_stages()

@@ -263,6 +263,16 @@ def test_basic_auth_and_bearer_token(tmp_path):
         assert requests.get(srv.url + "/", headers=bearer, timeout=10).status_code == 401  # the token is the API's
         assert requests.get(srv.url + API + "/model", headers={"Authorization": "Bearer nope"},
                             timeout=10).status_code == 401
+        # a front end's remote client reaches such a backend with SAEMI_BACKEND_TOKEN
+        from saemi.ui import client_from_env
+        from saemi.ui.client import ClientError
+
+        remote = client_from_env(environ={"SAEMI_BACKEND_URL": srv.url, "SAEMI_BACKEND_TOKEN": "tok-123"})
+        assert "postprocess" in remote._request("GET", "model")
+        anonymous = client_from_env(environ={"SAEMI_BACKEND_URL": srv.url})
+        with pytest.raises(ClientError) as err:
+            anonymous._request("GET", "model")
+        assert err.value.code == "unauthorized"
     finally:
         srv.stop()
 

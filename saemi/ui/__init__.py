@@ -7,7 +7,9 @@ environment the way ``app.py`` (``gunicorn app:server``) does:
 * default: the backend blueprint (``saemi.api``) in the same process, called
   in-process by the UI;
 * ``SAEMI_BACKEND_URL`` set: a bare Flask server, no model loaded here, and
-  HTTP to that backend (``SAEMI_BACKEND_TIMEOUT`` seconds, default 120).
+  HTTP to that backend (``SAEMI_BACKEND_TIMEOUT`` seconds, default 120; with
+  ``SAEMI_BACKEND_TOKEN`` set, sent as a bearer token to a backend that has
+  ``SAEMI_API_TOKEN``).
 
 Nothing in this package imports torch.
 """
@@ -29,7 +31,8 @@ def client_from_env(server=None, environ=None):
     environ = os.environ if environ is None else environ
     url = (environ.get("SAEMI_BACKEND_URL") or "").strip()
     if url:
-        return RemoteClient(url, timeout=float(environ.get("SAEMI_BACKEND_TIMEOUT") or 120))
+        return RemoteClient(url, timeout=float(environ.get("SAEMI_BACKEND_TIMEOUT") or 120),
+                            token=(environ.get("SAEMI_BACKEND_TOKEN") or "").strip() or None)
     service = None
     if server is not None:
         service = getattr(server, "extensions", {}).get("saemi")

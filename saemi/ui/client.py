@@ -130,9 +130,11 @@ class RemoteClient(AnalysisClient):
     timeout : float
         Seconds to wait for an answer (the first request may load the model).
     session : requests.Session, optional
+    token : str, optional
+        Bearer token for a backend that requires one (its ``SAEMI_API_TOKEN``).
     """
 
-    def __init__(self, base_url, timeout=120.0, session=None):
+    def __init__(self, base_url, timeout=120.0, session=None, token=None):
         import requests
 
         self.base_url = base_url.rstrip("/")
@@ -141,6 +143,8 @@ class RemoteClient(AnalysisClient):
         self.timeout = float(timeout)
         self._requests = requests
         self.session = session or requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
         self.description = f"backend at {self.base_url}"
 
     def _url(self, path):
