@@ -598,6 +598,27 @@ def test_upload_to_histogram_time_for_1024x768(ui, emps, tmp_path):
     assert seconds < 240
 
 
+def test_page_runs_under_its_content_security_policy(ui, server):
+    """Everything above ran under the page's CSP; here: it is sent, and enforced by Chromium."""
+    csp = requests.get(server.url + "/", timeout=10).headers["Content-Security-Policy"]
+    assert "script-src 'self' 'sha256-" in csp and "'unsafe-inline'" not in csp.split("style-src")[0]
+    # an injected inline script is refused by the browser ...
+    before = len(ui.errors)
+    injected = ui.page.evaluate("""() => new Promise(resolve => {
+        document.addEventListener('securitypolicyviolation', e => resolve(e.violatedDirective), {once: true});
+        const s = document.createElement('script'); s.textContent = 'window.__saemi_injected = 1';
+        document.body.appendChild(s);
+        setTimeout(() => resolve(window.__saemi_injected === 1 ? 'ran' : 'silent'), 2000);
+    })""")
+    assert injected.startswith("script-src"), injected
+    # ... while the page's own callbacks still work (the upload, sliders and clicks above did)
+    assert ui.page.locator("#image-graph .main-svg").count() > 0
+    # the refusal itself is the one console error this test causes
+    caused = ui.errors[before:]
+    assert all("Content Security Policy" in e for e in caused), caused
+    del ui.errors[before:]
+
+
 def test_no_javascript_errors(ui):
     bad = [e for e in ui.errors if "favicon" not in e]
     assert not bad, "\n".join(bad[:10])
