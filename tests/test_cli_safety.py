@@ -117,6 +117,10 @@ def test_rerun_into_the_input_folder_skips_earlier_outputs(tmp_path, cli):
     assert summary.file[0] == str(folder / "a.png")
     assert (folder / "a_labels.png").read_bytes() == first["a_labels.png"]  # the same result again
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for name in ["a_labels.png", "a_particles.csv", "summary.csv"]:  # as open() would make them, not 0600
+        assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_every_skipped_path_is_reported_and_listed(tmp_path, cli):
