@@ -1,48 +1,320 @@
 """Command line: ``saemi analyze | train | evaluate | serve``."""
 
 import argparse
+import os
+import stat
 import sys
 from pathlib import Path
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
 
+#: What ``saemi analyze`` writes per input, as ``<stem>_<kind>``, and once per run.
+OUTPUT_KINDS = ("labels.png", "particles.csv", "overlay.png")
+SUMMARY_FILE = "summary.csv"
+#: The PNG text chunk that marks the label and overlay images SAEMI writes, so that a
+#: later run over the same folder knows them for outputs, not micrographs.
+OUTPUT_MARK_KEY, OUTPUT_MARK = "Software", "SAEMI"
+
+
+def _say(message):
+    """One line on stderr, prefixed ``saemi:``."""
+    print(f"saemi: {message}", file=sys.stderr)
+
+
+def is_saemi_output(path):
+    """True for a label or overlay PNG an earlier ``saemi analyze`` wrote (it carries the mark).
+
+    Only the file's header is read; any file that cannot be read is not an output.
+    """
+    name = path.name.lower()
+    if not (name.endswith("_labels.png") or name.endswith("_overlay.png")):
+        return False
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return str(im.info.get(OUTPUT_MARK_KEY, "")).startswith(OUTPUT_MARK)
+    except Exception:
+        return False
+
+
+def skip_reason(path):
+    """Why a folder entry is not an input, or None when it is an image to analyse.
+
+    Folders (whatever their name, ``x.png`` too) are not searched; symbolic links
+    are followed, and a broken one or a loop is skipped; devices, pipes and
+    sockets are skipped unread; so are files whose suffix is not in
+    ``IMAGE_SUFFIXES``, and the outputs of an earlier run (a ``*_labels.png`` or
+    ``*_overlay.png`` with SAEMI's mark, ``*_particles.csv``, ``summary.csv``).
+    """
+    import errno
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if path.is_symlink():
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop"
+            if exc.errno == errno.ENOENT:
+                return "broken symbolic link (its target does not exist)"
+        return f"cannot be read: {exc.strerror or exc}"
+    if stat.S_ISDIR(st.st_mode):
+        return "a folder (folders inside a named folder are not searched)"
+    if not stat.S_ISREG(st.st_mode):
+        return "not a regular file (a device, pipe or socket)"
+    name = path.name.lower()
+    if name == SUMMARY_FILE or name.endswith("_particles.csv") or is_saemi_output(path):
+        return "an output of an earlier SAEMI run"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image file name (" + ", ".join(sorted(IMAGE_SUFFIXES)) + ")"
+    return None
+
 
 def collect_inputs(paths):
-    """Files named, plus the image files (by suffix) directly inside named folders."""
+    """The inputs of a run, and the paths passed over, with the reason for each.
+
+    A named file is always an input (whatever its name); a named folder gives
+    the image files directly inside it, in name order, and every other entry
+    is passed over with :func:`skip_reason`. A file reached twice (named twice,
+    or named and inside a named folder, or a link to another input) is an
+    input once.
+
+    Returns
+    -------
+    files : list of Path
+    skipped : list of (Path, str)
+
+    Raises
+    ------
+    SaemiError
+        A named path that does not exist, or a named folder that cannot be listed.
+    """
     from .errors import SaemiError
 
-    files = []
+    files, skipped, seen = [], [], {}
+
+    def add(f):
+        try:
+            st = os.stat(f)
+            key = (st.st_dev, st.st_ino)
+        except OSError:
+            key = ("path", str(f))
+        if key in seen:
+            skipped.append((f, f"the same file as the input {seen[key]}"))
+        else:
+            seen[key] = f
+            files.append(f)
+
     for p in map(Path, paths):
         if not p.exists():
+            if p.is_symlink():
+                raise SaemiError(f"{p} is a broken symbolic link or a link loop", code="not_found")
             raise SaemiError(f"no such file or folder: {p}", code="not_found")
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                entries = sorted(p.iterdir())
+            except OSError as exc:
+                raise SaemiError(f"cannot list the folder {p}: {exc.strerror or exc}", code="not_found") from exc
+            for f in entries:
+                reason = skip_reason(f)
+                if reason:
+                    skipped.append((f, reason))
+                else:
+                    add(f)
         else:
-            files.append(p)
-    return files
+            add(p)
+    return files, skipped
 
 
 def output_stems(files):
-    """Stem per input for the output files; on a clash the later file keeps its suffix."""
+    """Stem per input for the output files, all different.
+
+    On a clash the later file keeps its suffix (``a.tif``), and if that is taken
+    too, a number is added (``a.tif-2``).
+    """
     seen, stems = set(), []
     for f in files:
         stem = f.stem if f.stem not in seen else f.name
+        base, n = stem, 2
+        while stem in seen:
+            stem, n = f"{base}-{n}", n + 1
         seen.add(stem)
         stems.append(stem)
     return stems
 
 
-def _analyze(args):
+def output_paths(out, stem):
+    """``{kind: path}`` of the files written for one input (see ``OUTPUT_KINDS``)."""
+    return {kind: Path(out) / f"{stem}_{kind}" for kind in OUTPUT_KINDS}
+
+
+def _real(path):
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):  # a link loop
+        return Path(os.path.abspath(path))
+
+
+def plan_outputs(files, out):
+    """Every output path of the run, checked before anything is written.
+
+    Returns
+    -------
+    list of dict
+        :func:`output_paths` per input, in input order.
+
+    Raises
+    ------
+    SaemiError
+        If an output would replace an input (the same path after following
+        links, or the same file by inode, so hard links count) or exists as
+        something other than a file (a folder named ``a_labels.png``).
+    """
+    from .errors import SaemiError
+
+    by_path, by_inode = {}, {}
+    for f in files:
+        by_path[_real(f)] = f
+        try:
+            st = os.stat(f)
+            by_inode[(st.st_dev, st.st_ino)] = f
+        except OSError:
+            pass
+    plans = [output_paths(out, stem) for stem in output_stems(files)]
+    for target in [p for plan in plans for p in plan.values()] + [Path(out) / SUMMARY_FILE]:
+        hit = by_path.get(_real(target))
+        try:
+            st = os.stat(target)
+        except OSError:
+            st = None
+        if hit is None and st is not None:
+            hit = by_inode.get((st.st_dev, st.st_ino))
+        if hit is not None:
+            raise SaemiError(f"--out {out}: writing {target} would overwrite the input {hit}; "
+                             "choose another --out folder (or move the file away if it is an output of an "
+                             "earlier run)", code="bad_parameter")
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise SaemiError(f"--out {out}: the output {target} exists and is not a file", code="bad_parameter")
+    return plans
+
+
+def prepare_out(out):
+    """Create the output folder and prove it can be written in, or raise SaemiError."""
+    import tempfile
+
+    from .errors import SaemiError
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SaemiError(f"--out {out} is a file, not a folder", code="bad_parameter")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SaemiError(f"--out {out}: cannot create the folder: {exc.strerror or exc}",
+                         code="bad_parameter") from exc
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".saemi-write-test.", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SaemiError(f"--out {out}: cannot write in the folder: {exc.strerror or exc}",
+                         code="bad_parameter") from exc
+
+
+def summary_row(file, status, error="", analysis=None):
+    """The ``summary.csv`` row of one path: the one place its columns are made.
+
+    Parameters
+    ----------
+    file : Path
+    status : {'ok', 'error', 'skipped', 'interrupted'}
+    error : str
+        Why the path failed or was skipped; empty when ok.
+    analysis : saemi.pipeline.Analysis, optional
+        Adds the image's size, banner, calibration, summary statistics and time.
+    """
+    row = {"file": str(file), "status": status, "error": error}
+    if analysis is not None:
+        a = analysis
+        h, w = a.labels.shape
+        row.update({"width": w, "height": h,
+                    "banner": "" if a.banner_box is None else "{}:{},{}:{}".format(*a.banner_box),
+                    "nm_per_pixel": a.nm_per_pixel or "",
+                    **{k: v for k, v in a.summary.items()},
+                    "seconds": round(sum(a.timings.values()), 3)})
+    return row
+
+
+def describe_error(exc):
+    """A one-line message for a per-file failure; unexpected types are named."""
+    from .errors import SaemiError
+
+    if isinstance(exc, SaemiError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{type(exc).__name__}: {exc.strerror or exc}{where}"
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _png(array, kind):
+    """PNG bytes carrying SAEMI's mark: uint8 images as they are, labels as 16-bit grey."""
+    import io
+
     import numpy as np
-    import pandas as pd
     from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    from . import __version__
+
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        if a.max(initial=0) > 65535:
+            raise ValueError("more than 65535 particles do not fit a 16-bit label PNG")
+        a = a.astype(np.uint16)
+    info = PngInfo()
+    info.add_text(OUTPUT_MARK_KEY, f"{OUTPUT_MARK} {__version__} ({kind})")
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _analyse_one(f, plan, settings, segmenter, overlay_mode):
+    """Analyse one input and replace its three outputs together; returns the Analysis."""
+    from .errors import SaemiError
+    from .export import csv_text, write_atomic_many
+    from .overlay import draw_overlay
+    from .pipeline import analyze
+
+    if not stat.S_ISREG(os.stat(f).st_mode):
+        raise SaemiError("not a regular file (a device, pipe or socket); not read", code="not_an_image")
+    a = analyze(f, settings, segmenter)
+    overlay = draw_overlay(a.segmentation.image, a.labels, overlay_mode, 0.7, a.banner_box)
+    write_atomic_many({plan["labels.png"]: _png(a.labels, "labels"),
+                       plan["particles.csv"]: csv_text(a.table),
+                       plan["overlay.png"]: _png(overlay, "overlay")})
+    return a
+
+
+def _analyze(args):
+    """``saemi analyze``: see the README's "Command line" section.
+
+    Nothing is written until the arguments, the inputs and every output path
+    have been checked (exit 2 otherwise, with nothing written). Then each input
+    is analysed on its own: any failure is a row of ``summary.csv`` and the
+    batch goes on. ``summary.csv`` is written at the end of every run that
+    started, also after Ctrl-C (exit 130; the images not reached are rows
+    with status ``interrupted``).
+    """
+    import pandas as pd
     from tqdm import tqdm
 
     from .card import read_card
     from .errors import SaemiError
-    from .overlay import draw_overlay
-    from .pipeline import Settings, analyze, default_segmenter
+    from .export import csv_text, write_atomic
+    from .pipeline import Settings, default_segmenter
 
+    out = Path(args.out)
     try:
         overrides = {k: v for k, v in {
             "watershed": args.watershed, "min_distance": args.min_distance, "threshold": args.threshold,
@@ -51,38 +323,45 @@ def _analyze(args):
             "nm_per_pixel": args.nm_per_pixel, "metric": args.metric, "scale": args.scale}.items()
             if v is not None}
         settings = Settings.from_dict(overrides, defaults=read_card(args.weights)["postprocess"])
-        files = collect_inputs(args.inputs)
+        files, skipped = collect_inputs(args.inputs)
+        for path, reason in skipped:
+            _say(f"skipped {path}: {reason}")
         if not files:
             raise SaemiError("no image files found in the given paths")
+        plans = plan_outputs(files, out)
+        prepare_out(out)
         segmenter = default_segmenter(args.weights, args.device)
     except SaemiError as exc:
         print(f"saemi: error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows, failed = [], 0
-    for f, stem in tqdm(list(zip(files, output_stems(files))), desc="analysing", unit="image",
-                        disable=args.quiet):
-        try:
-            a = analyze(f, settings, segmenter)
-        except SaemiError as exc:
-            failed += 1
-            tqdm.write(f"skipped {f}: {exc}", file=sys.stderr)
-            rows.append({"file": str(f), "status": "error", "error": str(exc)})
-            continue
-        Image.fromarray(a.labels.astype(np.uint16)).save(out / f"{stem}_labels.png")
-        a.table.to_csv(out / f"{stem}_particles.csv", index=False)
-        overlay = draw_overlay(a.segmentation.image, a.labels, args.overlay, 0.7, a.banner_box)
-        Image.fromarray(overlay).save(out / f"{stem}_overlay.png")
-        h, w = a.labels.shape
-        rows.append({"file": str(f), "status": "ok", "error": "", "width": w, "height": h,
-                     "banner": "" if a.banner_box is None else "{}:{},{}:{}".format(*a.banner_box),
-                     "nm_per_pixel": a.nm_per_pixel or "",
-                     **{k: v for k, v in a.summary.items()},
-                     "seconds": round(sum(a.timings.values()), 3)})
-    pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
-    ok = len(rows) - failed
-    print(f"{ok} of {len(rows)} images analysed; results in {out}" + (f"; {failed} failed" if failed else ""))
+    rows, failed, interrupted = [], 0, False
+    try:
+        for f, plan in tqdm(list(zip(files, plans)), desc="analysing", unit="image", disable=args.quiet):
+            try:
+                a = _analyse_one(f, plan, settings, segmenter, args.overlay)
+            except Exception as exc:  # one bad file never stops the batch
+                failed += 1
+                message = describe_error(exc)
+                tqdm.write(f"saemi: failed {f}: {message}", file=sys.stderr)
+                rows.append(summary_row(f, "error", message))
+                continue
+            rows.append(summary_row(f, "ok", analysis=a))
+    except KeyboardInterrupt:
+        interrupted = True
+        rows += [summary_row(f, "interrupted", "the run was interrupted before this image was done")
+                 for f in files[len(rows):]]
+    rows += [summary_row(path, "skipped", reason) for path, reason in skipped]
+    try:
+        # convert_dtypes: integer columns stay integers beside the empty cells of error and skipped rows
+        write_atomic(out / SUMMARY_FILE, csv_text(pd.DataFrame(rows).convert_dtypes()))
+    except Exception as exc:
+        print(f"saemi: error: {out / SUMMARY_FILE} could not be written: {describe_error(exc)}", file=sys.stderr)
+        return 130 if interrupted else 1
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"{ok} of {len(files)} images analysed; results in {out}" + (f"; {failed} failed" if failed else "")
+          + (f"; {len(skipped)} paths skipped" if skipped else "") + ("; interrupted" if interrupted else ""))
+    if interrupted:
+        return 130
     return 1 if failed else 0
 
 
@@ -94,6 +373,13 @@ def _evaluate(args):
     from .pipeline import Settings, default_segmenter
     from .card import read_card
 
+    from .export import csv_text, write_atomic
+
+    csv_path = Path(args.csv)
+    if csv_path.is_dir() or not csv_path.parent.is_dir():
+        print(f"saemi: error: --csv {csv_path}: " + ("is a folder" if csv_path.is_dir() else
+              f"the folder {csv_path.parent} does not exist"), file=sys.stderr)
+        return 2
     names = evaluation_names(args.data, args.split, args.subset)
     if args.limit:
         names = names[:args.limit]
@@ -115,7 +401,7 @@ def _evaluate(args):
         seconds = dict(zip(per_image["name"], per_image["seconds"]))
         per_image, summary = rescore(args.data, segmentations, settings, seconds)
         write_card_postprocess(best, summary, args.weights)
-    per_image.to_csv(args.csv, index=False)
+    write_atomic(csv_path, csv_text(per_image))
     print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}, indent=1))
     print(f"per-image scores written to {args.csv}")
     return 0
@@ -140,6 +426,8 @@ def _serve(args):
 
 
 def build_parser():
+    from .measure import METRICS
+
     parser = argparse.ArgumentParser(prog="saemi", description="Size analysis of electron-microscopy images.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -162,7 +450,8 @@ def build_parser():
     a.add_argument("--nm-per-pixel", type=float, default=None, help="calibration: adds sizes in nm")
     a.add_argument("--scale", default="auto", choices=["auto", "none"],
                    help="auto: without --nm-per-pixel, calibrate from the scale bar read in the image")
-    a.add_argument("--metric", default=None, help="summary metric (default equivalent_diameter)")
+    a.add_argument("--metric", default=None, choices=list(METRICS),
+                   help="summary metric (default equivalent_diameter)")
     a.add_argument("--overlay", default="outline", choices=["outline", "filled"])
     a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a.add_argument("--weights", default=None, help="weights file or folder (default: bundled)")

@@ -1,7 +1,8 @@
 """Writing results: CSV text that is safe to open in a spreadsheet, and atomic file writes.
 
 Every CSV the product writes (the CLI's, the API's and the page's) goes through
-:func:`csv_text`, and every file the CLI writes through :func:`write_atomic`.
+:func:`csv_text`, and every file the CLI writes through :func:`write_atomic` or
+:func:`write_atomic_many` (an image's three outputs replaced together).
 """
 
 import os
@@ -74,7 +75,8 @@ def write_atomic(path, data):
     """Write bytes or text to ``path`` through a temporary file in the same folder and a rename.
 
     A reader never sees a half-written file, and a failure leaves any earlier
-    file at ``path`` as it was.
+    file at ``path`` as it was. An existing symbolic link at ``path`` is
+    replaced by the file, never written through.
 
     Parameters
     ----------
@@ -82,17 +84,61 @@ def write_atomic(path, data):
     data : bytes or str
         Text is written as UTF-8.
     """
-    path = Path(path)
-    if isinstance(data, str):
-        data = data.encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    write_atomic_many({path: data})
+
+
+def _new_file_mode(path):
+    """The permissions a plain ``open(path, "w")`` would give: the old file's, or 0o666 less the umask.
+
+    (``mkstemp`` makes its files private, 0o600.)
+    """
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/status") as f:
+            umask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)  # no /proc: read it by setting it, and put it back
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
+def write_atomic_many(files):
+    """Write several files so that either all of them are replaced or none is.
+
+    Every file is first written in full to a temporary file beside its target
+    (``.<name>.<random>.tmp``); only when all are written are they renamed
+    into place, in order. A failure while writing (disk full, I/O error,
+    interrupt) removes the temporary files and leaves every target as it was.
+    (A rename itself failing midway, which needs the folder to change under
+    the run, can still leave the earlier targets replaced.)
+
+    Parameters
+    ----------
+    files : dict of {str or Path: bytes or str}
+        Target path to contents; text is written as UTF-8.
+    """
+    staged = []
+    try:
+        for path, data in files.items():
+            path = Path(path)
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((tmp, path))
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), _new_file_mode(path))
+                f.write(data)
+        while staged:
+            tmp, path = staged[0]
+            os.replace(tmp, path)
+            staged.pop(0)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        for tmp, _ in staged:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         raise

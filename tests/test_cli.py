@@ -1,8 +1,10 @@
 """`saemi analyze` end to end, as a user runs it: a real process, the shipped weights."""
 
+import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -12,9 +14,17 @@ from PIL import Image
 from test_io import png_header_only
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(**extra):
+    """The environment of a CLI process: this tree's ``saemi`` first on the path."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]), **extra}
+
+
 def run_cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "saemi.cli", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, env=cli_env(), cwd=REPO)
 
 
 @pytest.fixture(scope="module")
@@ -25,6 +35,9 @@ def analysed(tmp_path_factory, emps_dir):
     (inputs / "notes.png").write_text("this is a text file renamed to .png")
     (inputs / "empty.tif").write_bytes(b"")
     (inputs / "huge.png").write_bytes(png_header_only(30000, 30000))
+    (inputs / "mem.png").symlink_to("/proc/self/mem")  # a regular file whose read fails with EIO
+    (inputs / "x.png").mkdir()
+    (inputs / "loop.png").symlink_to("loop.png")
     out = tmp_path_factory.mktemp("out")
     proc = run_cli("analyze", inputs, "--out", out, "--nm-per-pixel", "2.0", "--quiet")
     return inputs, out, proc
@@ -47,14 +60,17 @@ def test_good_images_write_the_contract_files(analysed):
 
 
 def test_bad_files_are_reported_skipped_and_fail_the_run(analysed):
-    _, out, proc = analysed
-    assert proc.returncode != 0
+    inputs, out, proc = analysed
+    assert proc.returncode == 1
     assert "notes.png" in proc.stderr and "not an image" in proc.stderr
     assert "empty" in proc.stderr and "megapixels" in proc.stderr
+    assert f"failed {inputs / 'mem.png'}: OSError: Input/output error" in proc.stderr
+    assert f"skipped {inputs / 'x.png'}: a folder" in proc.stderr
+    assert f"skipped {inputs / 'loop.png'}: symbolic link loop" in proc.stderr
     assert "Traceback" not in proc.stderr
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 5
-    assert sorted(summary.status) == ["error"] * 3 + ["ok"] * 2
+    assert len(summary) == 8
+    assert sorted(summary.status) == ["error"] * 4 + ["ok"] * 2 + ["skipped"] * 2
     ok = summary[summary.status == "ok"]
     for _, row in ok.iterrows():
         table = pd.read_csv(out / f"{row.file.rsplit('/', 1)[-1][:-4]}_particles.csv")
@@ -85,7 +101,6 @@ def test_bad_arguments_are_clear(tmp_path):
 
 def test_evaluate_and_tune_on_two_images(tmp_path, emps_dir):
     import json
-    import os
 
     from saemi.card import DEFAULT_WEIGHTS_DIR
 
@@ -93,7 +108,7 @@ def test_evaluate_and_tune_on_two_images(tmp_path, emps_dir):
     shutil.copytree(DEFAULT_WEIGHTS_DIR, weights)
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": [], "val": ["70f9f13af4", "0a30487a4e"]}))
-    env = {**os.environ, "SAEMI_WEIGHTS": str(weights)}
+    env = cli_env(SAEMI_WEIGHTS=str(weights))
     proc = subprocess.run([sys.executable, "-m", "saemi.cli", "evaluate", "--data", str(emps_dir), "--split",
                            str(split), "--tune", "--csv", str(tmp_path / "eval.csv")],
                           capture_output=True, text=True, timeout=600, env=env)
