@@ -74,7 +74,7 @@ def main(argv=None):
         sys.exit(f"need {n_new} images in {folder}, found {len(files)}")
     blobs = [f.read_bytes() for f in files]
 
-    env = {"SAEMI_DEVICE": args.device, "SAEMI_CACHE_SIZE": str(max(16, 2 * args.clients)),
+    env = {"SAEMI_DEVICE": args.device, "SAEMI_CACHE_BYTES": str(2**30),
            "SAEMI_ACCESS_LOG": ""}
     srv = start_backend(env=env, threads=args.threads, workers=args.workers, log_path="/tmp/saemi-bench-load.log")
     try:

@@ -35,6 +35,7 @@ import torch
 from . import budget
 from .card import DEFAULT_CARD, DEFAULT_WEIGHTS_DIR, WEIGHTS_FILE, read_card
 from .errors import SaemiError
+from .probability import resize_probability
 
 def build_unet(n_classes=3, img_size=(256, 256)):
     """Build the ResNet18 U-Net, randomly initialised.
@@ -129,8 +130,8 @@ class Segmenter:
                 logits = self.net(x)
             return torch.softmax(logits.float() - self.log_class_weights, dim=1).cpu().numpy()
 
-    def predict(self, image, deadline=None):
-        """Per-pixel class probabilities at the image's own resolution.
+    def predict_at_network_scale(self, image, deadline=None):
+        """Class probabilities at the scale the network works at (``input_scale`` of the card).
 
         Parameters
         ----------
@@ -140,8 +141,8 @@ class Segmenter:
 
         Returns
         -------
-        ndarray, shape (C, H, W), dtype float32
-            Probabilities of the card's classes; they sum to 1 over axis 0.
+        ndarray, shape (C, h, w), dtype float32
+            ``h, w`` = ``H, W`` times the card's ``input_scale`` (at least 32).
         """
         h, w = image.shape[:2]
         scale = float(self.card.get("input_scale", 1.0))
@@ -151,9 +152,22 @@ class Segmenter:
         prob = predict_tiled(self._forward, x, len(self.classes),
                              int(self.card.get("tile_size", 512)), int(self.card.get("tile_overlap", 64)),
                              deadline)
-        if (sh, sw) != (h, w):
-            prob = np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) for p in prob])
         return prob.astype(np.float32)
+
+    def predict(self, image, deadline=None):
+        """Per-pixel class probabilities at the image's own resolution.
+
+        Parameters
+        ----------
+        image : ndarray, shape (H, W, 3), dtype uint8
+        deadline : saemi.budget.Deadline, optional
+
+        Returns
+        -------
+        ndarray, shape (C, H, W), dtype float32
+            Probabilities of the card's classes; they sum to 1 over axis 0.
+        """
+        return resize_probability(self.predict_at_network_scale(image, deadline), image.shape[:2])
 
 
 def class_weight_correction(card, n_classes):

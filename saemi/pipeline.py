@@ -23,6 +23,7 @@ from .errors import SaemiError
 from .instances import SplitSettings, remove_labels, split_touching
 from .io import check_content, load_image
 from .measure import METRICS, particle_table, summarize
+from .probability import resize_probability
 from .scalebar import detect_scale
 
 #: More labels than this in one request is not a user clicking particles away.
@@ -171,6 +172,10 @@ class Segmentation:
         The scale bar read in the image (before banner removal), if any.
     timings : dict
         Seconds per stage: load, scale, banner, network.
+    network_probability : ndarray (C, h, w) float32 or None
+        The same probabilities at the network's working scale, where the network
+        has one; ``probability`` is this resized (see :mod:`saemi.probability`).
+        What the re-analysis cache stores.
     """
 
     image: np.ndarray
@@ -179,6 +184,7 @@ class Segmentation:
     banner_box: tuple = None
     timings: dict = field(default_factory=dict)
     scale: object = None
+    network_probability: np.ndarray = None
 
 
 @dataclass
@@ -267,11 +273,16 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, de
     t_banner = time.perf_counter()
     seg = segmenter if segmenter is not None else default_segmenter()
     budget.check(deadline, "the network")
-    prob = seg.predict(cleaned) if deadline is None else seg.predict(cleaned, deadline=deadline)
+    network_prob = None
+    if hasattr(seg, "predict_at_network_scale"):
+        network_prob = seg.predict_at_network_scale(cleaned, deadline=deadline)
+        prob = resize_probability(network_prob, cleaned.shape[:2])
+    else:
+        prob = seg.predict(cleaned) if deadline is None else seg.predict(cleaned, deadline=deadline)
     t_net = time.perf_counter()
     return Segmentation(img, cleaned, prob, box,
                         {"load": t_load - t, "scale": t_scale - t_load, "banner": t_banner - t_scale,
-                         "network": t_net - t_banner}, scale)
+                         "network": t_net - t_banner}, scale, network_prob)
 
 
 def particle_region(segmentation):

@@ -1,14 +1,16 @@
 """The prediction service: the layer the REST API and the in-process UI client share.
 
 It turns uploads into JSON-ready dicts and keeps each image's network output in a
-bounded cache, so a re-analysis with new splitting settings never runs the
-network again. No web framework is imported here.
+store shared by every worker (and, with Redis, every replica; see
+:mod:`saemi.cache`), bounded in bytes, so a re-analysis with new splitting settings
+never runs the network again, whichever worker it lands on. No web framework is
+imported here.
 
 JSON contract (what :meth:`AnalysisService.segment` and
 :meth:`AnalysisService.analyze` return, and what ``/api/v1`` sends):
 
 ``segment`` ->
-    ``image_id`` (str), ``filename`` (str), ``width``, ``height`` (int, pixels),
+    ``image_id`` (str: random, one per upload, never derived from the content), ``filename`` (str), ``width``, ``height`` (int, pixels),
     ``banner_box`` ({x0, y0, x1, y1} in pixels, or null), ``scale`` (the scale
     bar read, see :meth:`saemi.scalebar.Scale.to_dict`, or null), ``timings``
     (seconds per stage), ``cached`` (bool: the network output was already there).
@@ -22,12 +24,14 @@ JSON contract (what :meth:`AnalysisService.segment` and
 
 import base64
 import hashlib
+import secrets
 import threading
 import time
 from collections import OrderedDict
 
 import numpy as np
 
+from .cache import check_key, decode_handle, decode_segmentation, encode_handle, encode_segmentation, open_store
 from .card import read_card
 from .errors import SaemiError
 from .export import csv_text
@@ -35,6 +39,8 @@ from .overlay import draw_overlay, png_bytes
 from .pipeline import Settings, measure, segment
 
 OVERLAY_MODES = ("outline", "filled")
+#: Store keys: a segmentation under its content digest, a client's handle under its random id.
+SEG_PREFIX, ID_PREFIX = "seg-", "id-"
 
 
 def _box_dict(box):
@@ -69,22 +75,31 @@ def settings_dict(settings):
 
 
 class _Entry:
-    __slots__ = ("segmentation", "filename", "analysis")
+    """A client's handle on a cached segmentation (what ``image_id`` names)."""
 
-    def __init__(self, segmentation, filename):
-        self.segmentation, self.filename, self.analysis = segmentation, filename, None
+    __slots__ = ("image_id", "digest", "segmentation", "filename", "settings")
+
+    def __init__(self, image_id, digest, segmentation, filename, settings=None):
+        self.image_id, self.digest, self.segmentation = image_id, digest, segmentation
+        self.filename, self.settings = filename, settings
+
+
+#: Decoded segmentations each process keeps beside the shared store, most recent first:
+#: a slider move on the same worker then skips reading and decoding the record.
+MEMO_ENTRIES = 2
 
 
 class AnalysisService:
-    """Segment images once, analyse them many times.
+    """Segment images once, analyse them many times, from any worker.
 
     Parameters
     ----------
     segmenter_factory : callable, optional
         Returns a :class:`saemi.model.Segmenter`; called once, on first use
         (or at once with :meth:`load`). Default: the bundled weights.
-    cache_size : int
-        How many images' network outputs to keep (least recently used go first).
+    store : saemi.cache.DiskStore or saemi.cache.RedisStore, optional
+        Where segmentations and image handles live. Default: a disk store in
+        :func:`saemi.cache.default_cache_dir`, 256 MB, 24 h.
     max_pixels : int, optional
         Size limit for uploads (default ``$SAEMI_MAX_PIXELS`` or 50 megapixels).
     max_upload_bytes : int, optional
@@ -94,14 +109,15 @@ class AnalysisService:
     and :func:`upload_label`: one validation path.
     """
 
-    def __init__(self, segmenter_factory=None, cache_size=16, max_pixels=None, max_upload_bytes=None):
+    def __init__(self, segmenter_factory=None, store=None, max_pixels=None, max_upload_bytes=None):
         if segmenter_factory is None:
             from .pipeline import default_segmenter
             segmenter_factory = default_segmenter
         self._factory = segmenter_factory
         self._segmenter = None
-        self._cache = OrderedDict()
-        self._cache_size = max(1, int(cache_size))
+        self.store = store if store is not None else open_store()
+        self._memo = OrderedDict()      # digest -> Segmentation, decoded from the store
+        self._labels = OrderedDict()    # image_id -> labels of this process's last analysis of it
         self._lock = threading.Lock()
         # One forward pass at a time per process: a pass already uses every core,
         # and two at once only thrash the caches (and GPU memory).
@@ -130,7 +146,7 @@ class AnalysisService:
         seg = self._segmenter
         return {"model_loaded": seg is not None,
                 "device": str(seg.device) if seg is not None else None,
-                "cached_images": len(self._cache)}
+                "cached_images": self.store.count(SEG_PREFIX)}
 
     def default_settings(self):
         return Settings.from_dict(None, defaults=self.card.get("postprocess"))
@@ -141,14 +157,50 @@ class AnalysisService:
             raise SaemiError("settings must be a JSON object", code="bad_request")
         return Settings.from_dict(values, defaults=self.card.get("postprocess"))
 
-    def _get(self, image_id):
+    def _segmentation(self, digest):
+        """The decoded segmentation of a content digest, or None once the store has dropped it."""
+        key = SEG_PREFIX + digest
         with self._lock:
-            entry = self._cache.get(image_id)
-            if entry is None:
-                raise SaemiError(f"unknown image_id {image_id!r} (expired or never uploaded); upload the image again",
-                                 code="not_found")
-            self._cache.move_to_end(image_id)
-            return entry
+            seg = self._memo.get(digest)
+        if seg is not None:
+            if not self.store.touch(key):
+                with self._lock:
+                    self._memo.pop(digest, None)
+                return None
+        else:
+            blob = self.store.get(key)
+            if blob is None:
+                return None
+            seg = decode_segmentation(blob)
+        self._remember(digest, seg)
+        return seg
+
+    def _remember(self, digest, seg):
+        with self._lock:
+            self._memo[digest] = seg
+            self._memo.move_to_end(digest)
+            while len(self._memo) > MEMO_ENTRIES:
+                self._memo.popitem(last=False)
+
+    def _get(self, image_id):
+        """The handle and segmentation of ``image_id``; 404 ``not_found`` once either was evicted."""
+        gone = SaemiError(f"unknown image_id {str(image_id)[:40]!r} (expired or never uploaded); upload the image "
+                          "again", code="not_found")
+        try:
+            blob = self.store.get(ID_PREFIX + check_key(image_id))
+        except SaemiError:
+            raise gone from None
+        if blob is None:
+            raise gone
+        record = decode_handle(blob)
+        seg = self._segmentation(record["digest"])
+        if seg is None:
+            raise gone
+        return _Entry(image_id, record["digest"], seg, record.get("filename") or "image", record.get("settings"))
+
+    def _save_handle(self, entry):
+        self.store.put(ID_PREFIX + entry.image_id, encode_handle(
+            {"digest": entry.digest, "filename": entry.filename, "settings": entry.settings}))
 
     def check_upload(self, data):
         """Raise :class:`SaemiError` for upload bytes that are not bytes, empty or over the limit."""
@@ -168,7 +220,7 @@ class AnalysisService:
             deadline.check("the network (waiting for other analyses to finish)")
             raise SaemiError("the server is busy; try again shortly", code="timeout")
 
-    def segment(self, data, filename="image", remove_banner=True, deadline=None):
+    def segment(self, data, filename="image", remove_banner=True, deadline=None, image_id=None):
         """Run load, banner removal and the network on uploaded bytes; cache the result.
 
         Parameters
@@ -178,30 +230,49 @@ class AnalysisService:
             The client's name for the file: a label only (see :func:`upload_label`).
         remove_banner : bool
         deadline : saemi.budget.Deadline, optional
+        image_id : str, optional
+            Re-upload an image whose ``image_id`` expired under that same id (what
+            the page does after a 404, so its state stays valid). An id that is
+            still known is left as it is; without one a new random id is made.
+
+        Returns
+        -------
+        dict
+            See the module docstring.
         """
         self.check_upload(data)
         filename = upload_label(filename) or "image"
-        image_id = hashlib.sha256(bytes(data) + (b"1" if remove_banner else b"0")).hexdigest()[:24]
-        with self._lock:
-            entry = self._cache.get(image_id)
-            if entry is not None:
-                self._cache.move_to_end(image_id)
-                entry.filename = filename or entry.filename
-        cached = entry is not None
-        if entry is None:
+        digest = hashlib.sha256(bytes(data) + (b"1" if remove_banner else b"0")).hexdigest()[:40]
+        if image_id is not None:
+            try:
+                existing = self._get(image_id)
+            except SaemiError as exc:
+                if exc.code != "not_found":
+                    raise
+                existing = None
+            if existing is not None:
+                return {**self._describe(image_id, existing), "timings": {}, "cached": True}
+            check_key(image_id)
+        seg = self._segmentation(digest)
+        cached = seg is not None
+        if seg is None:
             segmenter = self.segmenter
             self._acquire_inference(deadline)
             try:
-                seg = segment(bytes(data), segmenter, remove_banner, self.max_pixels, deadline=deadline)
+                fresh = segment(bytes(data), segmenter, remove_banner, self.max_pixels, deadline=deadline)
             finally:
                 self._infer_lock.release()
-            entry = _Entry(seg, filename or "image")
-            with self._lock:
-                self._cache[image_id] = entry
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
-        return {**self._describe(image_id, entry),
-                "timings": {k: round(v, 4) for k, v in entry.segmentation.timings.items()}, "cached": cached}
+            blob = encode_segmentation(fresh)
+            self.store.put(SEG_PREFIX + digest, blob)
+            # every analysis, here or on another worker, runs on what the store holds
+            seg = decode_segmentation(blob)
+            seg.timings = fresh.timings
+            self._remember(digest, seg)
+        entry = _Entry(image_id or secrets.token_urlsafe(18), digest, seg, filename)
+        self._save_handle(entry)
+        return {**self._describe(entry.image_id, entry),
+                "timings": {k: round(v, 4) for k, v in seg.timings.items()} if not cached else {},
+                "cached": cached}
 
     @staticmethod
     def _describe(image_id, entry):
@@ -230,7 +301,13 @@ class AnalysisService:
         if not info:
             info = {**self._describe(image_id, entry), "cached": True}
         result = measure(entry.segmentation, s, deadline)
-        entry.analysis = result
+        entry.settings = settings_dict(s)
+        self._save_handle(entry)
+        with self._lock:
+            self._labels[image_id] = result.labels
+            self._labels.move_to_end(image_id)
+            while len(self._labels) > MEMO_ENTRIES:
+                self._labels.popitem(last=False)
         out = {**info, "settings": settings_dict(s), "nm_per_pixel": result.nm_per_pixel,
                "summary": {k: _json_number(v) for k, v in result.summary.items()},
                "particles": records(result.table),
@@ -248,18 +325,18 @@ class AnalysisService:
     def particles_csv(self, image_id):
         """The last analysis of ``image_id`` as CSV text and a download file name.
 
-        Analyses with the default settings first if the image was only segmented.
+        Re-measured from the cached segmentation with the settings of the last
+        analysis (on any worker), or the defaults if the image was only segmented.
         """
         entry = self._get(image_id)
-        if entry.analysis is None:
-            entry.analysis = measure(entry.segmentation, self.default_settings())
-        stem = safe_stem(entry.filename)
-        return csv_text(entry.analysis.table), f"{stem}_particles.csv"
+        settings = self.parse_settings(entry.settings) if entry.settings else self.default_settings()
+        table = measure(entry.segmentation, settings).table
+        return csv_text(table), f"{safe_stem(entry.filename)}_particles.csv"
 
     def labels_of(self, image_id):
-        """Label image of the last analysis of ``image_id`` (None if not analysed)."""
-        entry = self._get(image_id)
-        return None if entry.analysis is None else entry.analysis.labels
+        """Label image of this process's last analysis of ``image_id`` (None if there is none)."""
+        with self._lock:
+            return self._labels.get(image_id)
 
 
 #: Longest file name kept as a label; longer ones are shortened, keeping the suffix.

@@ -46,7 +46,8 @@ def server(tmp_path_factory):
         pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt (or $SAEMI_WEIGHTS) "
                     "must exist; the API tests run the real network")
     log = tmp_path_factory.mktemp("gunicorn") / "api.log"
-    srv = start_backend(env={"SAEMI_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB), "SAEMI_CACHE_SIZE": "6",
+    srv = start_backend(env={"SAEMI_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),
+                             "SAEMI_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
                              "SAEMI_DEVICE": "cpu", "SAEMI_ALLOWED_ORIGINS": "https://lab.example"},
                         threads=3, log_path=log)
     try:
@@ -195,14 +196,20 @@ def test_analyze_json_base64_with_calibration(server, spec, images):
 
 
 def test_data_url_and_raw_body_reuse_the_cache(server, spec, images):
-    data = images["2ee0518d7a"]  # segmented by an earlier test (same bytes, same image_id)
+    data = images["2ee0518d7a"]  # segmented by an earlier test
     r = requests.post(url(server, "/segment"), timeout=120,
                       json={"image": "data:image/png;base64," + base64.b64encode(data).decode()})
     first = check(spec, r, "/segment").json()
     r = requests.post(url(server, "/segment") + "?filename=raw.png", data=data,
                       headers={"Content-Type": "image/png"}, timeout=120)
     second = check(spec, r, "/segment").json()
-    assert second["image_id"] == first["image_id"] and second["cached"] is True
+    # the network ran once for both, but each upload gets its own unguessable id and keeps its name
+    assert second["cached"] is True and second["image_id"] != first["image_id"]
+    assert second["filename"] == "raw.png" and first["filename"] == "image"
+    for image_id, name in ((first["image_id"], "image"), (second["image_id"], "raw.png")):
+        r = requests.post(url(server, "/analyze"), json={"image_id": image_id, "include_images": False},
+                          timeout=60)
+        assert check(spec, r, "/analyze").json()["filename"] == name
 
 
 def test_16bit_tiff_works(server, spec, images):
@@ -382,7 +389,7 @@ def test_create_app_stores_the_service_and_loads_nothing_when_lazy():
     from saemi.api import create_app
     from saemi.service import AnalysisService
 
-    app = create_app({"SAEMI_LOAD": "lazy", "SAEMI_CACHE_SIZE": 3, "TESTING": True})
+    app = create_app({"SAEMI_LOAD": "lazy", "SAEMI_CACHE_BYTES": 3 * 2**20, "TESTING": True})
     service = app.extensions["saemi"]
     assert isinstance(service, AnalysisService) and not service.loaded
     assert app.config["TESTING"] is True
@@ -428,7 +435,7 @@ def test_background_loading_turns_ready():
 
 
 @pytest.mark.parametrize("bad", [{"SAEMI_DEVICE": "tpu"}, {"SAEMI_MAX_UPLOAD_MB": "lots"},
-                                 {"SAEMI_CACHE_SIZE": 0}, {"SAEMI_LOAD": "sometimes"}])
+                                 {"SAEMI_CACHE_BYTES": 0}, {"SAEMI_LOAD": "sometimes"}])
 def test_bad_configuration_refuses_to_start(bad):
     from saemi.api import create_app
 
@@ -440,12 +447,12 @@ def test_configuration_from_environment(monkeypatch):
     from saemi.api import create_app
 
     monkeypatch.setenv("SAEMI_MAX_UPLOAD_MB", "3")
-    monkeypatch.setenv("SAEMI_CACHE_SIZE", "2")
+    monkeypatch.setenv("SAEMI_CACHE_BYTES", "2000000")
     monkeypatch.setenv("SAEMI_ALLOWED_ORIGINS", "*")
     app = create_app({"SAEMI_LOAD": "lazy"})
     assert app.config["SAEMI_MAX_UPLOAD_MB"] == 3.0
     assert app.config["MAX_CONTENT_LENGTH"] >= 3 * 2**20 * 4 // 3
-    assert app.extensions["saemi"]._cache_size == 2
+    assert app.extensions["saemi"].store.max_bytes == 2_000_000
     r = app.test_client().get(API + "/health", headers={"Origin": "http://x.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "*"
 

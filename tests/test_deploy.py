@@ -259,7 +259,7 @@ class DashPage:
 def test_split_backend_and_frontend(tmp_path):
     """Backend and front end as two gunicorns; an upload analysed through the page's callbacks."""
     _need_runtime()
-    backend = start_backend(env={"SAEMI_DEVICE": "cpu"}, threads=2, log_path=tmp_path / "backend.log")
+    backend = start_backend(env={"SAEMI_DEVICE": "cpu", "SAEMI_CACHE_DIR": str(tmp_path / "cache")}, threads=2, log_path=tmp_path / "backend.log")
     port = free_port()
     frontend = None
     try:

@@ -91,7 +91,7 @@ def test_removed_labels_keep_other_ids(random_segmenter):
     assert sorted(after.table.label) == [1, 3]
 
 
-def test_service_runs_the_network_once_per_image(random_segmenter):
+def test_service_runs_the_network_once_per_image(random_segmenter, tmp_path):
     calls = []
 
     class Counting:
@@ -102,7 +102,10 @@ def test_service_runs_the_network_once_per_image(random_segmenter):
             calls.append(image.shape)
             return self.inner.predict(image)
 
-    svc = AnalysisService(lambda: Counting(random_segmenter), cache_size=2)
+    from saemi.cache import DiskStore
+
+    # room for two of these segmentations (about 50 kB each) and their handles
+    svc = AnalysisService(lambda: Counting(random_segmenter), store=DiskStore(tmp_path, 110_000, 3600))
     data = png(micrograph(disc_labels((100, 120), [(50, 60, 25)])))
     first = svc.analyze(data=data, filename="../../etc/passwd.png")
     again = svc.analyze(image_id=first["image_id"], settings={"min_distance": 3})
@@ -112,7 +115,7 @@ def test_service_runs_the_network_once_per_image(random_segmenter):
     csv_text, name = svc.particles_csv(first["image_id"])
     assert name == "passwd_particles.csv"
     assert csv_text.count("\n") == len(again["particles"]) + 1
-    # the cache is bounded: two more images push the first out
+    # the cache is bounded in bytes: two more images push the first out
     for k in range(2):
         svc.segment(png(micrograph(disc_labels((100, 120), [(50, 60, 10 + k)]))), "x.png")
     with pytest.raises(SaemiError, match="unknown image_id"):

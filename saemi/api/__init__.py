@@ -186,9 +186,12 @@ def register_api(app, config=None):
     app.config["MAX_FORM_MEMORY_SIZE"] = app.config["MAX_CONTENT_LENGTH"]
 
     weights = cfg["SAEMI_WEIGHTS"]
-    service = AnalysisService(_segmenter_factory(weights, cfg["SAEMI_DEVICE"]),
-                              cache_size=cfg["SAEMI_CACHE_SIZE"], max_pixels=cfg["SAEMI_MAX_PIXELS"],
-                              max_upload_bytes=max_bytes)
+    from ..cache import open_store
+
+    store = open_store(cfg["SAEMI_REDIS_URL"] or None, cfg["SAEMI_CACHE_DIR"] or None, cfg["SAEMI_CACHE_BYTES"],
+                       cfg["SAEMI_CACHE_TTL"])
+    service = AnalysisService(_segmenter_factory(weights, cfg["SAEMI_DEVICE"]), store=store,
+                              max_pixels=cfg["SAEMI_MAX_PIXELS"], max_upload_bytes=max_bytes)
     if weights:
         from pathlib import Path
 

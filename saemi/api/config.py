@@ -1,8 +1,8 @@
 """Backend configuration: environment variables with documented defaults.
 
 Every setting has the same name as a Flask config key and as an environment
-variable, so ``create_app({"SAEMI_CACHE_SIZE": 4})`` and
-``SAEMI_CACHE_SIZE=4 gunicorn ...`` mean the same thing. Precedence: the dict
+variable, so ``create_app({"SAEMI_TIMEOUT": 60})`` and
+``SAEMI_TIMEOUT=60 gunicorn ...`` mean the same thing. Precedence: the dict
 given to :func:`saemi.api.create_app`, then the environment, then the defaults
 below. Values are read when an app is created, never at import time, so tests
 and workers can each have their own.
@@ -32,8 +32,14 @@ SETTINGS = {
                                   "the API (health and ready stay open). Empty: no authentication."),
     "SAEMI_API_TOKEN": ("", str, "A bearer token API clients may send (Authorization: Bearer ...) instead of "
                                  "basic auth. Empty: none."),
-    "SAEMI_CACHE_SIZE": (8, int, "Images whose network output each worker keeps for re-analysis "
-                                 "(least recently used dropped first; about 20 bytes per pixel each)."),
+    "SAEMI_CACHE_BYTES": (256 * 2**20, int, "Bytes of segmentations kept for re-analysis, shared by all workers "
+                                            "(least recently used dropped first). About 1.75 bytes per pixel for "
+                                            "a grey image: 1.8 MB for 1 MP, 21 MB for 12 MP."),
+    "SAEMI_CACHE_DIR": ("", str, "Folder of the on-disk cache shared by the workers of one host. Default: "
+                                 "$TMPDIR/saemi-cache-<uid>."),
+    "SAEMI_CACHE_TTL": (24 * 3600.0, float, "Seconds a cached image may stay unused before it expires."),
+    "SAEMI_REDIS_URL": ("", str, "redis://host:port/db: keep the cache in Redis instead, shared by replicas on "
+                                 "several hosts. Empty: the on-disk cache."),
     "SAEMI_ALLOWED_ORIGINS": ("", str, "Comma-separated origins allowed to call the API from a browser "
                                        "(CORS), or * for any. Empty: same origin only."),
     "SAEMI_LOAD": ("eager", str, "When the model is loaded: eager (while the worker starts; it takes "
@@ -87,7 +93,7 @@ def load_config(overrides=None, environ=None):
         raise ValueError(f"SAEMI_DEVICE must be one of {', '.join(DEVICES)}, got {out['SAEMI_DEVICE']!r}")
     if out["SAEMI_LOAD"] not in LOAD_MODES:
         raise ValueError(f"SAEMI_LOAD must be one of {', '.join(LOAD_MODES)}, got {out['SAEMI_LOAD']!r}")
-    for name in ("SAEMI_MAX_UPLOAD_MB", "SAEMI_MEMORY_MB", "SAEMI_TIMEOUT", "SAEMI_CACHE_SIZE"):
+    for name in ("SAEMI_MAX_UPLOAD_MB", "SAEMI_MEMORY_MB", "SAEMI_TIMEOUT", "SAEMI_CACHE_BYTES", "SAEMI_CACHE_TTL"):
         if not out[name] > 0:
             raise ValueError(f"{name} must be positive, got {out[name]!r}")
     if out["SAEMI_MAX_PIXELS"] is None:

@@ -73,13 +73,17 @@ _ERRORS = {
     "503": _err("The model is not loaded (code no_model)."),
 }
 
+_REUPLOAD = ("/segment only: upload an image again under the image_id it had before the cache dropped it "
+             "(an id still known is left as it is).")
+
 _IMAGE_BODY = {
     "multipart/form-data": {"schema": {
         "type": "object", "required": ["file"],
         "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream",
                                 "description": "PNG, JPEG, TIFF (8/16 bit), BMP; grey, RGB or RGBA."},
                        "filename": {"type": "string", "description": "Label for the CSV name; never a path."},
-                       "remove_banner": {"type": "boolean"}}}},
+                       "remove_banner": {"type": "boolean"},
+                       "image_id": {"type": "string", "description": _REUPLOAD}}}},
     "application/json": {"schema": {"$ref": "#/components/schemas/SegmentRequest"}},
     "image/*": {"schema": {"type": "string", "contentMediaType": "image/*",
                            "description": "Raw image bytes; 'filename' may be given in the query string."}},
@@ -93,12 +97,12 @@ DOCUMENT = {
         "version": "1",
         "summary": "Particle segmentation and size analysis of electron-microscopy images.",
         "description": (
-            "Upload a micrograph once (`/segment` or `/analyze`); the network's output is cached per worker "
-            "under the returned `image_id`, and `/analyze` with that `image_id` re-splits and re-measures "
-            "without running the network again. Every error has the body "
-            "`{\"error\": {\"code\": ..., \"message\": ...}}`. With several workers or replicas the cache is "
-            "per process: a re-analysis that lands on another process answers 404 `not_found`, and the "
-            "client uploads the image again."),
+            "Upload a micrograph once (`/segment` or `/analyze`); the network's output is cached, shared by "
+            "every worker (and by replicas with Redis), under the returned random `image_id`, and `/analyze` "
+            "with that `image_id` re-splits and re-measures without running the network again. Every error "
+            "has the body `{\"error\": {\"code\": ..., \"message\": ...}}`. The cache is bounded in bytes: "
+            "once an image has been dropped, its `image_id` answers 404 `not_found`, and the client uploads "
+            "the image again (to `/segment`, with the same `image_id` to keep it)."),
         "license": {"name": "MIT", "identifier": "MIT"},
     },
     "servers": [{"url": "/api/v1"}],
@@ -199,7 +203,8 @@ DOCUMENT = {
             "type": "object", "required": ["image"], "additionalProperties": False,
             "properties": {"image": {"type": "string", "contentEncoding": "base64",
                                      "description": "Image file bytes, base64 (a data: URL prefix is accepted)."},
-                           "filename": {"type": "string"}, "remove_banner": {"type": "boolean"}}},
+                           "filename": {"type": "string"}, "remove_banner": {"type": "boolean"},
+                           "image_id": {"type": "string", "description": _REUPLOAD}}},
         "Settings": {"type": "object", "additionalProperties": False, "properties": _SETTINGS_PROPS,
                      "description": "Missing keys take the model card's tuned defaults."},
         "SettingsUsed": {"type": "object", "required": sorted(_SETTINGS_PROPS), "properties": _SETTINGS_PROPS},

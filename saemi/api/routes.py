@@ -218,14 +218,15 @@ def segment():
     data, filename, fields_ = _read_request()
     if data is None:
         raise SaemiError("no image: send multipart field 'file' or JSON {\"image\": base64}", code="bad_request")
-    extra = sorted(set(fields_) - {"remove_banner"})
+    extra = sorted(set(fields_) - {"remove_banner", "image_id"})
     if extra:
         raise SaemiError(f"unknown field(s) for /segment: {', '.join(extra)}", code="bad_parameter")
     remove_banner = True
     if "remove_banner" in fields_:
         remove_banner = Settings.from_dict({"remove_banner": fields_["remove_banner"]}).remove_banner
     _check_upload(data)
-    return jsonify(_service().segment(data, filename or "image", remove_banner, _deadline()))
+    return jsonify(_service().segment(data, filename or "image", remove_banner, _deadline(),
+                                      image_id=_image_id(fields_.get("image_id"))))
 
 
 @bp.post("/analyze")

@@ -100,6 +100,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     app.saemi_client = client
     app.layout = layout.page(client.default_settings(), client.description, max_upload_mb(server))
     upload.register(app, client, assets_folder)
+    upload.register_reupload(app, client, assets_folder)
     controls.register(app, client)
     calibration.register(app)
     image_view.register(app)

@@ -37,8 +37,11 @@ class AnalysisClient:
     #: Shown in the page footer ("in-process" or the backend's URL).
     description = ""
 
-    def segment(self, data, filename="image"):
-        """Upload image bytes; returns the ``segment`` dict (with ``image_id``)."""
+    def segment(self, data, filename="image", image_id=None):
+        """Upload image bytes; returns the ``segment`` dict (with ``image_id``).
+
+        ``image_id``: upload an image again under its expired id.
+        """
         raise NotImplementedError
 
     def analyze(self, image_id, settings=None, overlay="outline"):
@@ -87,8 +90,8 @@ class InProcessClient(AnalysisClient):
             raise ClientError(f"the analysis failed unexpectedly ({type(exc).__name__}: {exc})",
                               code="internal") from exc
 
-    def segment(self, data, filename="image"):
-        return self._call(self.service.segment, bytes(data), filename)
+    def segment(self, data, filename="image", image_id=None):
+        return self._call(self.service.segment, bytes(data), filename, image_id=image_id)
 
     def analyze(self, image_id, settings=None, overlay="outline"):
         """The ``analyze`` dict with ``labels_png`` (``overlay_png`` only when the fast path fails).
@@ -173,8 +176,9 @@ class RemoteClient(AnalysisClient):
                               "without a usable result", code="backend_error")
         return body
 
-    def segment(self, data, filename="image"):
-        return self._request("POST", "segment", files={"file": (filename or "image", bytes(data))})
+    def segment(self, data, filename="image", image_id=None):
+        return self._request("POST", "segment", files={"file": (filename or "image", bytes(data))},
+                             data={"image_id": image_id} if image_id else None)
 
     def segment_json(self, data, filename="image"):
         """The same as :meth:`segment`, with the image base64-encoded in a JSON body."""

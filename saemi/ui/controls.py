@@ -87,6 +87,7 @@ def register(app, client):
         Output("labels-store", "data"),
         Output("analysis-error", "children"),
         Output("analysis-status", "children"),
+        Output("expired-store", "data"),
         Input("image-store", "data"),
         Input("watershed", "value"),
         Input("min-distance", "value"),
@@ -107,11 +108,15 @@ def register(app, client):
             result = client.analyze(image["image_id"], settings)
             analysis, labels = logic.reduce_analysis(result, settings)
         except SaemiError as exc:
-            return no_update, no_update, f"Analysis failed: {exc.message}", ""
+            if exc.code == "not_found" and not image.get("restored"):
+                # dropped from the server's cache: upload.on_expired sends the image again
+                return no_update, no_update, "", "The server had dropped this image; uploading it again...", \
+                    {"image_id": image["image_id"], "at": time.time()}
+            return no_update, no_update, f"Analysis failed: {exc.message}", "", no_update
         except Exception as exc:  # a bug must still leave a readable page
             log.exception("analysis of %s failed", image.get("image_id"))
             return no_update, no_update, f"Analysis failed: unexpected error ({type(exc).__name__}); see the " \
-                                         "server log", ""
+                                         "server log", "", no_update
         n = len(analysis["particles"])
         status = f"{n} particle{'s' if n != 1 else ''} found ({time.perf_counter() - t0:.2f} s)"
-        return analysis, labels, "", status
+        return analysis, labels, "", status, no_update

@@ -33,4 +33,8 @@ def page(defaults, backend_description="", max_upload_mb=50.0):
         dcc.Store(id="labels-store"),
         dcc.Store(id="removed-store"),
         dcc.Store(id="calib-line-store"),
+        # the upload itself, kept in the browser (never sent back with a slider move) so that an
+        # image the server's cache has dropped is uploaded again without asking the user
+        dcc.Store(id="upload-data-store"),
+        dcc.Store(id="expired-store"),
     ])

@@ -14,6 +14,7 @@ from .client import ClientError
 log = logging.getLogger(__name__)
 
 DEMO_NAME = "demo.png"
+DEMO_FILENAME = "emps_demo.png"  # the name the demo is analysed under
 
 
 def layout(max_upload_mb=50.0):
@@ -84,7 +85,7 @@ def register(app, client, assets_folder):
         if ctx.triggered_id == "demo-button":
             if not demo_clicks:
                 raise PreventUpdate
-            filename = "emps_demo.png"
+            filename = DEMO_FILENAME
             try:
                 data = read_demo(assets_folder)
             except OSError:
@@ -108,6 +109,49 @@ def register(app, client, assets_folder):
         nm = logic.next_calibration(nm_value, (previous or {}).get("nm_per_pixel"), image.get("nm_per_pixel"))
         return (image, fig, "", status, None, no_update if nm == "keep" else nm,
                 logic.graph_style(image["width"], image["height"]))
+
+
+def register_reupload(app, client, assets_folder):
+    """Upload the current image again, under its own id, when the server's cache dropped it.
+
+    The browser keeps the upload in ``upload-data-store`` (copied there in the
+    browser, so it never travels with a slider move); a 404 ``not_found`` from an
+    analysis sets ``expired-store``, and this callback re-segments and hands the
+    image back to the analysis callback, which then runs again.
+    """
+    app.clientside_callback(
+        """function(contents, filename) {
+            if (!contents) { return window.dash_clientside.no_update; }
+            return {contents: contents, filename: filename};
+        }""",
+        Output("upload-data-store", "data"),
+        Input("upload", "contents"),
+        State("upload", "filename"),
+        prevent_initial_call=True,
+    )
+
+    @app.callback(
+        Output("image-store", "data", allow_duplicate=True),
+        Output("analysis-error", "children", allow_duplicate=True),
+        Input("expired-store", "data"),
+        State("upload-data-store", "data"),
+        State("image-store", "data"),
+        prevent_initial_call=True,
+    )
+    def on_expired(expired, held, image):
+        if not expired or not image or expired.get("image_id") != image.get("image_id"):
+            raise PreventUpdate
+        try:
+            if image.get("filename") == DEMO_FILENAME:
+                data = read_demo(assets_folder)
+            elif held and held.get("contents"):
+                data = logic.decode_upload(held["contents"], held.get("filename"))
+            else:
+                return no_update, "The server no longer holds this image; please upload it again."
+            client.segment(data, image.get("filename") or "image", image_id=image["image_id"])
+        except SaemiError as exc:
+            return no_update, f"Could not upload the image again: {logic.sentence_tail(exc.message)}"
+        return {**image, "restored": expired.get("at")}, ""
 
 
 def _message(filename, exc):
