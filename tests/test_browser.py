@@ -665,3 +665,39 @@ def test_remote_backend_mode(browser, emps, tmp_path):
     finally:
         front.stop()
         backend.stop()
+
+
+def test_page_uploads_again_when_the_server_dropped_the_image(browser, emps, tmp_path):
+    """The cache is bounded: once it has dropped the image, a slider move re-uploads it unasked."""
+    if not weights_available():
+        pytest.fail("model weights missing")
+    cache = tmp_path / "cache"
+    port = free_port()
+    srv = Server(gunicorn_command(port), port=port, log_path=OUT / "browser-expired-gunicorn.log",
+                 env={"SAEMI_DEVICE": "cpu", "SAEMI_CACHE_DIR": str(cache)})
+    try:
+        srv.wait("/api/v1/health", timeout=240)
+        ctx = browser.new_context(viewport={"width": 1366, "height": 768})
+        page = ctx.new_page()
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.set_default_timeout(120_000)
+        page.goto(srv.url + "/")
+        page.wait_for_selector("#demo-button")
+        upload(page, emps / UPLOAD_NAME)
+        before = count(page)
+        records = list(cache.glob("*.rec"))
+        assert records
+        for rec in records:  # what eviction or the TTL does
+            rec.unlink()
+        page.click("#exclude-edge input[type=checkbox]")
+        page.wait_for_function("() => /particles? found/.test(document.querySelector('#analysis-status').textContent)")
+        settle(page)
+        assert page.text_content("#analysis-error") == ""
+        assert list(cache.glob("seg-*.rec")), "the image is back in the cache"
+        shown = count(page)
+        assert shown == api_count(srv, emps / UPLOAD_NAME, control_settings(page)) and shown <= before
+        assert not errors, errors
+        ctx.close()
+    finally:
+        srv.stop()

@@ -100,8 +100,8 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     app.saemi_client = client
     app.layout = layout.page(client.default_settings(), client.description, max_upload_mb(server))
     upload.register(app, client, assets_folder)
-    upload.register_reupload(app, client, assets_folder)
-    controls.register(app, client)
+    upload.register_reupload(app)
+    controls.register(app, client, assets_folder)
     calibration.register(app)
     image_view.register(app)
     histogram.register(app)

@@ -4,10 +4,10 @@ import logging
 import math
 import time
 
-from dash import Input, Output, dcc, html, no_update
+from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import logic
+from . import logic, upload
 from ..errors import SaemiError
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,36 @@ def _percent(fraction):
     return round(v, 4) if math.isfinite(v) and v > 0 else 0.0
 
 
-def register(app, client):
+CONTROL_IDS = ("watershed", "min-distance", "threshold", "min-size", "exclude-edge", "merge-threshold",
+               "min-relative-size")
+
+
+def analyse(client, image, controls):
+    """Run one analysis for the page; returns (analysis, labels, error, status, expired).
+
+    ``expired`` is set (and the rest left alone) when the server's cache has
+    dropped the image: :func:`register`'s ``on_expired`` then uploads it again.
+    """
+    settings = logic.settings_from_controls(*controls)
+    t0 = time.perf_counter()
+    try:
+        result = client.analyze(image["image_id"], settings)
+        analysis, labels = logic.reduce_analysis(result, settings)
+    except SaemiError as exc:
+        if exc.code == "not_found":
+            return no_update, no_update, "", "The server had dropped this image; uploading it again...", \
+                {"image_id": image["image_id"], "at": time.time()}
+        return no_update, no_update, f"Analysis failed: {exc.message}", "", no_update
+    except Exception as exc:  # a bug must still leave a readable page
+        log.exception("analysis of %s failed", image.get("image_id"))
+        return no_update, no_update, f"Analysis failed: unexpected error ({type(exc).__name__}); see the " \
+                                     "server log", "", no_update
+    n = len(analysis["particles"])
+    status = f"{n} particle{'s' if n != 1 else ''} found ({time.perf_counter() - t0:.2f} s)"
+    return analysis, labels, "", status, no_update
+
+
+def register(app, client, assets_folder):
     @app.callback(
         Output("analysis-store", "data"),
         Output("labels-store", "data"),
@@ -98,25 +127,39 @@ def register(app, client):
         Input("min-relative-size", "value"),
         prevent_initial_call=True,
     )
-    def on_settings(image, watershed, min_distance, threshold, min_size, exclude_edge, merge, relative):
+    def on_settings(image, *controls):
         if not image or not image.get("image_id"):
             raise PreventUpdate
-        settings = logic.settings_from_controls(watershed, min_distance, threshold, min_size, exclude_edge, merge,
-                                                relative)
-        t0 = time.perf_counter()
+        return analyse(client, image, controls)
+
+    @app.callback(
+        Output("analysis-store", "data", allow_duplicate=True),
+        Output("labels-store", "data", allow_duplicate=True),
+        Output("analysis-error", "children", allow_duplicate=True),
+        Output("analysis-status", "children", allow_duplicate=True),
+        Input("expired-store", "data"),
+        State("upload-data-store", "data"),
+        State("image-store", "data"),
+        *(State(cid, "value") for cid in CONTROL_IDS),
+        prevent_initial_call=True,
+    )
+    def on_expired(expired, held, image, *controls):
+        """The server's cache dropped the image: upload it again under its id, then analyse.
+
+        The browser holds the upload (``upload-data-store``, filled in the browser, so
+        it never travels with a slider move); this is the only callback that sends it.
+        One try: if the image is dropped again at once, the error is shown.
+        """
+        if not expired or not image or expired.get("image_id") != image.get("image_id"):
+            raise PreventUpdate
         try:
-            result = client.analyze(image["image_id"], settings)
-            analysis, labels = logic.reduce_analysis(result, settings)
+            data = upload.held_bytes(held, image, assets_folder)
+            if data is None:
+                return no_update, no_update, "The server no longer holds this image; please upload it again.", ""
+            client.segment(data, image.get("filename") or "image", image_id=image["image_id"])
         except SaemiError as exc:
-            if exc.code == "not_found" and not image.get("restored"):
-                # dropped from the server's cache: upload.on_expired sends the image again
-                return no_update, no_update, "", "The server had dropped this image; uploading it again...", \
-                    {"image_id": image["image_id"], "at": time.time()}
-            return no_update, no_update, f"Analysis failed: {exc.message}", "", no_update
-        except Exception as exc:  # a bug must still leave a readable page
-            log.exception("analysis of %s failed", image.get("image_id"))
-            return no_update, no_update, f"Analysis failed: unexpected error ({type(exc).__name__}); see the " \
-                                         "server log", "", no_update
-        n = len(analysis["particles"])
-        status = f"{n} particle{'s' if n != 1 else ''} found ({time.perf_counter() - t0:.2f} s)"
-        return analysis, labels, "", status, no_update
+            return no_update, no_update, f"Could not upload the image again: {logic.sentence_tail(exc.message)}", ""
+        analysis, labels, error, status, again = analyse(client, image, controls)
+        if again is not no_update:
+            return no_update, no_update, "The server dropped this image again at once; please upload it again.", ""
+        return analysis, labels, error, status

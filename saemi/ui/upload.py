@@ -111,47 +111,36 @@ def register(app, client, assets_folder):
                 logic.graph_style(image["width"], image["height"]))
 
 
-def register_reupload(app, client, assets_folder):
-    """Upload the current image again, under its own id, when the server's cache dropped it.
+def register_reupload(app):
+    """Keep the upload in the browser (``upload-data-store``) for when the server drops it.
 
-    The browser keeps the upload in ``upload-data-store`` (copied there in the
-    browser, so it never travels with a slider move); a 404 ``not_found`` from an
-    analysis sets ``expired-store``, and this callback re-segments and hands the
-    image back to the analysis callback, which then runs again.
+    The copy is made in the browser, so it never travels with a slider move;
+    ``controls.on_expired`` sends it back only after a 404 ``not_found``.
     """
+    # Triggered by the file's name and date, not by ``contents``: on_upload outputs ``contents``
+    # (it clears it), and Dash holds back a callback whose input a pending callback will write,
+    # until after the clearing. These two are set with ``contents`` and nobody else writes them.
     app.clientside_callback(
-        """function(contents, filename) {
+        """function(filename, lastModified, contents) {
             if (!contents) { return window.dash_clientside.no_update; }
             return {contents: contents, filename: filename};
         }""",
         Output("upload-data-store", "data"),
-        Input("upload", "contents"),
-        State("upload", "filename"),
+        Input("upload", "filename"),
+        Input("upload", "last_modified"),
+        State("upload", "contents"),
         prevent_initial_call=True,
     )
 
-    @app.callback(
-        Output("image-store", "data", allow_duplicate=True),
-        Output("analysis-error", "children", allow_duplicate=True),
-        Input("expired-store", "data"),
-        State("upload-data-store", "data"),
-        State("image-store", "data"),
-        prevent_initial_call=True,
-    )
-    def on_expired(expired, held, image):
-        if not expired or not image or expired.get("image_id") != image.get("image_id"):
-            raise PreventUpdate
-        try:
-            if image.get("filename") == DEMO_FILENAME:
-                data = read_demo(assets_folder)
-            elif held and held.get("contents"):
-                data = logic.decode_upload(held["contents"], held.get("filename"))
-            else:
-                return no_update, "The server no longer holds this image; please upload it again."
-            client.segment(data, image.get("filename") or "image", image_id=image["image_id"])
-        except SaemiError as exc:
-            return no_update, f"Could not upload the image again: {logic.sentence_tail(exc.message)}"
-        return {**image, "restored": expired.get("at")}, ""
+
+
+def held_bytes(held, image, assets_folder):
+    """The bytes of the current image as the browser holds them (None when it holds none)."""
+    if image.get("filename") == DEMO_FILENAME:
+        return read_demo(assets_folder)
+    if held and held.get("contents") and held.get("filename") == image.get("filename"):
+        return logic.decode_upload(held["contents"], held.get("filename"))
+    return None
 
 
 def _message(filename, exc):
