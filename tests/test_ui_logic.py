@@ -797,7 +797,8 @@ def test_upload_callback_survives_a_bug_in_the_client():
 
 
 def test_analyze_callback_then_histogram(dash_app):
-    out = "..analysis-store.data...labels-store.data...analysis-error.children...analysis-status.children.."
+    out = ("..analysis-store.data...labels-store.data...analysis-error.children...analysis-status.children..."
+           "expired-store.data..")
     inputs = [{"id": "image-store", "property": "data", "value": {"image_id": "abc123"}},
               {"id": "watershed", "property": "value", "value": ["on"]},
               {"id": "min-distance", "property": "value", "value": 7},
@@ -815,7 +816,10 @@ def test_analyze_callback_then_histogram(dash_app):
     assert sent["merge_threshold"] == 0.4 and sent["min_relative_size"] == 0.125
     inputs[0]["value"] = {"image_id": "expired"}
     status, body = call(dash_app, out, inputs)
-    assert "unknown image_id" in body["response"]["analysis-error"]["children"]
+    # a 404 from the cache: no error shown, the page is told to upload the image again
+    assert body["response"]["expired-store"]["data"]["image_id"] == "expired"
+    assert "uploading it again" in body["response"]["analysis-status"]["children"]
+    assert body["response"]["analysis-error"]["children"] == ""
 
     out = "..histogram-graph.figure...summary.children...bin-width-label.children.."
     removed = {"key": analysis["key"], "labels": [1]}

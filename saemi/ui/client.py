@@ -91,7 +91,8 @@ class InProcessClient(AnalysisClient):
                               code="internal") from exc
 
     def segment(self, data, filename="image", image_id=None):
-        return self._call(self.service.segment, bytes(data), filename, image_id=image_id)
+        extra = {"image_id": image_id} if image_id else {}
+        return self._call(self.service.segment, bytes(data), filename, **extra)
 
     def analyze(self, image_id, settings=None, overlay="outline"):
         """The ``analyze`` dict with ``labels_png`` (``overlay_png`` only when the fast path fails).
