@@ -19,7 +19,6 @@ import argparse
 import concurrent.futures
 import json
 import os
-import statistics
 import sys
 import threading
 import time

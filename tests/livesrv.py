@@ -6,7 +6,6 @@ means to test.
 """
 
 import os
-import shlex
 import signal
 import socket
 import subprocess

@@ -36,3 +36,20 @@ def add_banner(image, height=40, where="bottom", bright=True, seed=0):
         out[ty + 2:ty + 7, x + 2:x + 5] = base
     out[y0 + height // 2:y0 + height // 2 + 3, w - 150:w - 30] = ink
     return out, (y0, y1, 0, w)
+
+
+def png_bytes(array):
+    """An array encoded as a PNG file (bytes)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def grid_of_discs_png(h, w, r=14, step=40, seed=0):
+    """PNG bytes of an (h, w) micrograph of discs of radius r on a square grid."""
+    discs = [(y, x, r) for y in range(step // 2, h, step) for x in range(step // 2, w, step)]
+    return png_bytes(micrograph(disc_labels((h, w), discs), seed=seed))

@@ -4,7 +4,6 @@ Real components: gunicorn with 3 workers, two app processes sharing a real
 ``redis-server`` started here on a free loopback port, and the real network.
 """
 
-import io
 import re
 import shutil
 import subprocess
@@ -14,10 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 
 from livesrv import REPO, Server, free_port, gunicorn_command, rss_kb, weights_available
-from synth import disc_labels, micrograph
+from synth import disc_labels, grid_of_discs_png, micrograph, png_bytes as png
 
 from saemi.cache import DiskStore, RedisStore, check_key, decode_segmentation, encode_segmentation
 from saemi.errors import SaemiError
@@ -26,15 +24,17 @@ API = "/api/v1"
 DEMO = (REPO / "assets" / "demo.png").read_bytes()
 
 
-def png(array):
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
+def discs_png(h, w, seed=0):
+    return grid_of_discs_png(h, w, r=12, step=34, seed=seed)
 
 
-def discs_png(h, w, r=12, step=34, seed=0):
-    discs = [(y, x, r) for y in range(step // 2, h, step) for x in range(step // 2, w, step)]
-    return png(micrograph(disc_labels((h, w), discs), seed=seed))
+def twelve_megapixels(seed):
+    """A 4000x3000 micrograph of about 3800 discs: a tile repeated, then its own noise."""
+    tile = micrograph(disc_labels((300, 400), [(y, x, 20) for y in range(28, 300, 56) for x in range(28, 400, 56)]),
+                      noise=0)[..., 0]
+    img = np.tile(tile, (10, 10)).astype(np.int16)
+    img += np.random.default_rng(seed).integers(-8, 9, img.shape, dtype=np.int16)
+    return png(np.clip(img, 0, 255).astype(np.uint8))
 
 
 # --- stores ------------------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_byte_bound_holds_under_30_uploads_of_12_megapixels(tmp_path):
         idle = rss_kb(worker) * 1024
         sizes, peaks = [], []
         for k in range(30):
-            data = discs_png(3000, 4000, r=20, step=56, seed=k)
+            data = twelve_megapixels(k)
             r = requests.post(srv.url + API + "/segment", files={"file": (f"{k}.png", data)}, timeout=300)
             assert r.status_code == 200, r.text
             sizes.append(sum(p.stat().st_size for p in cache.glob("*.rec")))

@@ -9,7 +9,6 @@ without ``../shared``.
 """
 
 import base64
-import io
 import json
 import socket
 import time
@@ -17,25 +16,17 @@ import time
 import numpy as np
 import pytest
 import requests
-from PIL import Image
 
 from livesrv import REPO, Server, free_port, procfile_command, weights_available
-from synth import disc_labels, micrograph
+from synth import disc_labels, grid_of_discs_png, png_bytes as png
 
 API = "/api/v1"
 DEMO = (REPO / "assets" / "demo.png").read_bytes()
 MAX_UPLOAD_MB = 2
 
 
-def png(array):
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def discs_png(h, w, r=14, step=40, seed=0):
-    discs = [(y, x, r) for y in range(step // 2, h, step) for x in range(step // 2, w, step)]
-    return png(micrograph(disc_labels((h, w), discs), seed=seed))
+def discs_png(h, w, seed=0):
+    return grid_of_discs_png(h, w, r=14, step=40, seed=seed)
 
 
 def procfile_server(tmp_path, name, **env):
