@@ -338,6 +338,25 @@ def test_a_stalled_request_is_answered_408_and_closed(server):
         s.close()
 
 
+def test_expect_100_continue_is_answered_while_the_body_is_buffered(server):
+    """curl sends a large body only after "100 Continue" (or after waiting 1 s for it)."""
+    body = b"\x89PNG\r\n\x1a\n" + bytes(100_000)
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        s.sendall(b"POST /api/v1/segment HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+                  b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        s.settimeout(0.5)
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue")
+        s.settimeout(30)
+        s.sendall(body)
+        reply = b""
+        while b"\r\n\r\n" not in reply.replace(b"HTTP/1.1 100 Continue\r\n\r\n", b""):
+            reply += s.recv(65536)
+        assert b"HTTP/1.1 415" in reply  # the body arrived whole: a PNG header without an image
+    finally:
+        s.close()
+
+
 def test_server_log_is_clean(server):
     """Runs last: after all of the above no traceback and no worker restart."""
     r = requests.get(server.url + API + "/health", timeout=10)

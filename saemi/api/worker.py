@@ -144,7 +144,17 @@ class BufferingThreadWorker(gthread.ThreadWorker):
             return
         pending.buf += chunk
         if pending.needed is None:
-            pending.needed = bytes_needed(bytes(pending.buf[:MAX_HEADER_BYTES + 4]), self.max_buffered_body)
+            head = bytes(pending.buf[:MAX_HEADER_BYTES + 4])
+            pending.needed = bytes_needed(head, self.max_buffered_body)
+            if pending.needed is not None and len(pending.buf) < pending.needed and \
+                    b"\r\nexpect: 100-continue" in head[:head.find(b"\r\n\r\n")].lower():
+                # the client waits for this before it sends the body we are waiting for (curl
+                # gives up waiting after 1 s); gunicorn's own 100 comes later, and a second
+                # interim response is harmless
+                try:
+                    sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
+                except OSError:
+                    pass
         if pending.needed is None or len(pending.buf) < pending.needed:
             return
         self.poller.unregister(sock)
