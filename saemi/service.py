@@ -115,6 +115,7 @@ class AnalysisService:
             segmenter_factory = default_segmenter
         self._factory = segmenter_factory
         self._segmenter = None
+        self._model_key_bytes = None
         self.store = store if store is not None else open_store()
         self._memo = OrderedDict()      # digest -> Segmentation, decoded from the store
         self._labels = OrderedDict()    # image_id -> labels of this process's last analysis of it
@@ -156,6 +157,26 @@ class AnalysisService:
         if values is not None and not isinstance(values, dict):
             raise SaemiError("settings must be a JSON object", code="bad_request")
         return Settings.from_dict(values, defaults=self.card.get("postprocess"))
+
+    def _model_key(self, segmenter):
+        """What identifies the network's output besides the image: weights file and model card.
+
+        The store outlives processes and may be shared by servers with other weights;
+        a segmentation is reused only for the same weights (path, size, date) and card.
+        """
+        if self._model_key_bytes is None:
+            import json
+            import os
+
+            path = str(getattr(segmenter, "weights_path", "") or "")
+            try:
+                st = os.stat(path)
+                stamp = f"{st.st_size}:{st.st_mtime_ns}"
+            except OSError:
+                stamp = type(segmenter).__qualname__
+            card = json.dumps(getattr(segmenter, "card", {}), sort_keys=True, default=str)
+            self._model_key_bytes = hashlib.sha256(f"{path}|{stamp}|{card}".encode()).digest()
+        return self._model_key_bytes
 
     def _segmentation(self, digest):
         """The decoded segmentation of a content digest, or None once the store has dropped it."""
@@ -242,7 +263,9 @@ class AnalysisService:
         """
         self.check_upload(data)
         filename = upload_label(filename) or "image"
-        digest = hashlib.sha256(bytes(data) + (b"1" if remove_banner else b"0")).hexdigest()[:40]
+        segmenter = self.segmenter  # a model that cannot load is a 503, even for a cached image
+        digest = hashlib.sha256(self._model_key(segmenter) + bytes(data) + (b"1" if remove_banner else b"0")
+                                ).hexdigest()[:40]
         if image_id is not None:
             try:
                 existing = self._get(image_id)
@@ -256,7 +279,6 @@ class AnalysisService:
         seg = self._segmentation(digest)
         cached = seg is not None
         if seg is None:
-            segmenter = self.segmenter
             self._acquire_inference(deadline)
             try:
                 fresh = segment(bytes(data), segmenter, remove_banner, self.max_pixels, deadline=deadline)

@@ -282,3 +282,26 @@ def test_byte_bound_holds_under_30_uploads_of_12_megapixels(tmp_path):
               f"{idle / 2**20:.0f} MB, peak {max(peaks) / 2**20:.0f} MB")
     finally:
         srv.stop()
+
+
+def test_a_segmentation_is_reused_only_for_the_same_model(tmp_path, random_segmenter):
+    """The store outlives processes and may be shared: other weights or card mean another pass."""
+    from saemi.service import AnalysisService
+
+    calls = []
+
+    class Counting:
+        def __init__(self, card):
+            self.card, self.device = card, random_segmenter.device
+
+        def predict(self, image):
+            calls.append(self.card["input_scale"])
+            return random_segmenter.predict(image)
+
+    store = DiskStore(tmp_path, 10**7, 3600)
+    data = discs_png(120, 160)
+    AnalysisService(lambda: Counting({**random_segmenter.card, "input_scale": 0.5}), store=store).segment(data)
+    AnalysisService(lambda: Counting({**random_segmenter.card, "input_scale": 0.5}), store=store).segment(data)
+    assert calls == [0.5]
+    AnalysisService(lambda: Counting({**random_segmenter.card, "input_scale": 1.0}), store=store).segment(data)
+    assert calls == [0.5, 1.0]
