@@ -156,6 +156,22 @@ class Calibration:
         d["text"] = self.describe()
         return d
 
+    @classmethod
+    def from_dict(cls, d):
+        """The inverse of :meth:`to_dict` (unknown keys, such as ``text``, are ignored).
+
+        >>> c = Calibration(7.344, "file", "Zeiss CZ_SEM", 1.0, warnings=["w"])
+        >>> Calibration.from_dict(c.to_dict()) == c
+        True
+        """
+        from dataclasses import fields
+
+        d = d or {}
+        known = {f.name for f in fields(cls)}
+        out = cls(**{k: v for k, v in d.items() if k in known})
+        out.warnings, out.notes = list(out.warnings or []), list(out.notes or [])
+        return out
+
     def describe(self):
         """One line for people.
 

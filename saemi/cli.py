@@ -6,7 +6,7 @@ import stat
 import sys
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif"}
+from .io import SUPPORTED_SUFFIXES as IMAGE_SUFFIXES  # noqa: E402  (one list: the page, the API, the CLI)
 
 #: What ``saemi analyze`` writes per input, as ``<stem>_<kind>``, and once per run.
 OUTPUT_KINDS = ("labels.png", "particles.csv", "overlay.png")
@@ -233,13 +233,15 @@ def summary_row(file, status, error="", analysis=None):
     analysis : saemi.pipeline.Analysis, optional
         Adds the image's size, banner, calibration, summary statistics and time.
     """
+    from .calibration import calibration_columns
+
     row = {"file": str(file), "status": status, "error": error}
     if analysis is not None:
         a = analysis
         h, w = a.labels.shape
         row.update({"width": w, "height": h,
                     "banner": "" if a.banner_box is None else "{}:{},{}:{}".format(*a.banner_box),
-                    "nm_per_pixel": a.nm_per_pixel or "",
+                    **calibration_columns(a.calibration),
                     **{k: v for k, v in a.summary.items()},
                     "seconds": round(sum(a.timings.values()), 3)})
     return row
@@ -281,6 +283,7 @@ def _png(array, kind):
 
 def _analyse_one(f, plan, settings, segmenter, overlay_mode):
     """Analyse one input and replace its three outputs together; returns the Analysis."""
+    from .calibration import with_calibration_columns
     from .errors import SaemiError
     from .export import csv_text, write_atomic_many
     from .overlay import draw_overlay
@@ -291,7 +294,7 @@ def _analyse_one(f, plan, settings, segmenter, overlay_mode):
     a = analyze(f, settings, segmenter)
     overlay = draw_overlay(a.segmentation.image, a.labels, overlay_mode, 0.7, a.banner_box)
     write_atomic_many({plan["labels.png"]: _png(a.labels, "labels"),
-                       plan["particles.csv"]: csv_text(a.table),
+                       plan["particles.csv"]: csv_text(with_calibration_columns(a.table, a.calibration)),
                        plan["overlay.png"]: _png(overlay, "overlay")})
     return a
 

@@ -18,10 +18,11 @@ import pandas as pd
 
 from . import budget
 from .banner import remove_banner
+from .calibration import Calibration, effective_calibration
 from .card import read_card
 from .errors import SaemiError
 from .instances import SplitSettings, remove_labels, split_touching
-from .io import check_content, load_image
+from .io import check_content, read_micrograph
 from .measure import METRICS, particle_table, summarize
 from .probability import resize_probability
 from .scalebar import detect_scale
@@ -39,7 +40,8 @@ class Settings(SplitSettings):
     Attributes
     ----------
     nm_per_pixel : float or None
-        Calibration; sizes are also reported in nm when given.
+        Calibration typed by the user; it wins over the file's and the scale
+        bar's. Sizes are also reported in nm when a calibration is in force.
     metric : str
         Metric of the summary: area, equivalent_diameter, feret_max, feret_min
         or perimeter.
@@ -49,8 +51,10 @@ class Settings(SplitSettings):
     remove_banner : bool
         Detect and fill the instrument data bar before segmentation.
     scale : {'auto', 'none'}
-        'auto': without ``nm_per_pixel``, calibrate from the scale bar read in
-        the image (when one is found and its label read); 'none': never.
+        'auto': without ``nm_per_pixel`` and without a calibration in the file,
+        calibrate from the scale bar read in the image (when one is found and
+        its label read); 'none': never from the scale bar (the file's own pixel
+        size still applies).
     """
 
     # 1e-3 nm (1 pm) to 1e7 nm (1 cm) per pixel spans every microscope there is.
@@ -155,6 +159,10 @@ def _whole_number(v):
     return int(number)
 
 
+#: How :mod:`saemi.cache` restores the Segmentation fields it stores as JSON (``to_dict``).
+SEGMENTATION_FIELD_DECODERS = {"calibration": Calibration.from_dict}
+
+
 @dataclass
 class Segmentation:
     """The expensive, settings-independent half of an analysis.
@@ -176,6 +184,9 @@ class Segmentation:
         The same probabilities at the network's working scale, where the network
         has one; ``probability`` is this resized (see :mod:`saemi.probability`).
         What the re-analysis cache stores.
+    calibration : saemi.calibration.Calibration
+        What the file itself carries (see :func:`saemi.io.read_micrograph`);
+        the calibration in force for some settings is :func:`effective_calibration_of`.
     """
 
     image: np.ndarray
@@ -185,6 +196,7 @@ class Segmentation:
     timings: dict = field(default_factory=dict)
     scale: object = None
     network_probability: np.ndarray = None
+    calibration: Calibration = field(default_factory=Calibration)
 
 
 @dataclass
@@ -221,17 +233,29 @@ class Analysis:
 
     @property
     def nm_per_pixel(self):
-        """The calibration used: the user's, else the scale bar's (auto), else None."""
-        return effective_nm_per_pixel(self.segmentation, self.settings)
+        """The calibration used: the user's, else the file's, else the scale bar's (auto), else None."""
+        return self.calibration.nm_per_pixel
+
+    @property
+    def calibration(self):
+        """The calibration record in force (:class:`saemi.calibration.Calibration`)."""
+        return effective_calibration_of(self.segmentation, self.settings)
+
+
+def effective_calibration_of(segmentation, settings):
+    """The calibration record for a segmentation under some settings.
+
+    The user's ``nm_per_pixel`` wins; else the file's pixel size; else the
+    detected scale bar's when ``scale='auto'``. Disagreements are warnings in
+    the record (see :func:`saemi.calibration.effective_calibration`).
+    """
+    return effective_calibration(getattr(segmentation, "calibration", None), segmentation.scale,
+                                 settings.nm_per_pixel, settings.scale)
 
 
 def effective_nm_per_pixel(segmentation, settings):
-    """The user's ``nm_per_pixel``, else the detected scale bar's when ``scale='auto'``."""
-    if settings.nm_per_pixel:
-        return settings.nm_per_pixel
-    if settings.scale == "auto" and segmentation.scale is not None:
-        return segmentation.scale.nm_per_pixel
-    return None
+    """The nm per pixel in force: the user's, else the file's, else the scale bar's (``scale='auto'``)."""
+    return effective_calibration_of(segmentation, settings).nm_per_pixel
 
 
 @functools.lru_cache(maxsize=4)
@@ -243,26 +267,28 @@ def default_segmenter(weights=None, device="auto"):
 
 
 def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, detect_scale_bar=True,
-            deadline=None):
-    """Load an image, read its scale bar, remove its data bar and run the network.
+            deadline=None, filename=None):
+    """Load an image and its calibration, read its scale bar, remove its data bar and run the network.
 
     Parameters
     ----------
     image : bytes, path or ndarray
-        Anything :func:`saemi.io.load_image` reads.
+        Anything :func:`saemi.io.read_micrograph` reads.
     segmenter : saemi.model.Segmenter, optional
         Default: the bundled trained weights on the best device.
     detect_scale_bar : bool
         Read the scale bar (before the banner holding it is filled).
     deadline : saemi.budget.Deadline, optional
         Checked between stages and network tiles (code ``timeout`` past it).
+    filename : str, optional
+        The upload's name, for bytes whose format only the suffix tells (MRC).
 
     Returns
     -------
     Segmentation
     """
     t = time.perf_counter()
-    img = load_image(image, max_pixels)
+    img, calibration = read_micrograph(image, filename=filename, max_pixels=max_pixels)
     check_content(img)
     t_load = time.perf_counter()
     budget.check(deadline, "reading the scale bar")
@@ -282,7 +308,7 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, de
     t_net = time.perf_counter()
     return Segmentation(img, cleaned, prob, box,
                         {"load": t_load - t, "scale": t_scale - t_load, "banner": t_banner - t_scale,
-                         "network": t_net - t_banner}, scale, network_prob)
+                         "network": t_net - t_banner}, scale, network_prob, calibration=calibration)
 
 
 def particle_region(segmentation):

@@ -12,11 +12,14 @@ JSON contract (what :meth:`AnalysisService.segment` and
 ``segment`` ->
     ``image_id`` (str: random, one per upload, never derived from the content), ``filename`` (str), ``width``, ``height`` (int, pixels),
     ``banner_box`` ({x0, y0, x1, y1} in pixels, or null), ``scale`` (the scale
-    bar read, see :meth:`saemi.scalebar.Scale.to_dict`, or null), ``timings``
-    (seconds per stage), ``cached`` (bool: the network output was already there).
+    bar read, see :meth:`saemi.scalebar.Scale.to_dict`, or null), ``calibration``
+    (the calibration record, :meth:`saemi.calibration.Calibration.to_dict`: the
+    file's pixel size, else the scale bar's), ``timings`` (seconds per stage),
+    ``cached`` (bool: the network output was already there).
 ``analyze`` -> all of the above, plus
     ``settings`` (the settings used, defaults filled in), ``nm_per_pixel`` (the
-    calibration used: the user's, else the scale bar's, else null), ``summary`` (see
+    calibration used: the user's, else the file's, else the scale bar's, else
+    null), ``calibration`` (its record under these settings), ``summary`` (see
     :func:`saemi.measure.summarize`), ``particles`` (list of row dicts, see
     :func:`saemi.measure.particle_table`), ``labels_png`` (base64 16-bit PNG
     of the labels), ``overlay_png`` (base64 RGB PNG).
@@ -32,6 +35,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .cache import check_key, decode_handle, decode_segmentation, encode_handle, encode_segmentation, open_store
+from .calibration import effective_calibration, with_calibration_columns
 from .card import read_card
 from .errors import SaemiError
 from .export import csv_text
@@ -281,7 +285,8 @@ class AnalysisService:
         if seg is None:
             self._acquire_inference(deadline)
             try:
-                fresh = segment(bytes(data), segmenter, remove_banner, self.max_pixels, deadline=deadline)
+                fresh = segment(bytes(data), segmenter, remove_banner, self.max_pixels, deadline=deadline,
+                                filename=filename)
             finally:
                 self._infer_lock.release()
             blob = encode_segmentation(fresh)
@@ -302,7 +307,8 @@ class AnalysisService:
         h, w = seg.image.shape[:2]
         return {"image_id": image_id, "filename": entry.filename, "width": w, "height": h,
                 "banner_box": _box_dict(seg.banner_box),
-                "scale": None if seg.scale is None else seg.scale.to_dict()}
+                "scale": None if seg.scale is None else seg.scale.to_dict(),
+                "calibration": effective_calibration(seg.calibration, seg.scale).to_dict()}
 
     def analyze(self, image_id=None, data=None, filename=None, settings=None,
                 overlay="outline", overlay_alpha=0.7, include_images=True, deadline=None):
@@ -331,6 +337,7 @@ class AnalysisService:
             while len(self._labels) > MEMO_ENTRIES:
                 self._labels.popitem(last=False)
         out = {**info, "settings": settings_dict(s), "nm_per_pixel": result.nm_per_pixel,
+               "calibration": result.calibration.to_dict(),
                "summary": {k: _json_number(v) for k, v in result.summary.items()},
                "particles": records(result.table),
                # only the stages this call ran: a cached image skips load, banner and network
@@ -352,7 +359,8 @@ class AnalysisService:
         """
         entry = self._get(image_id)
         settings = self.parse_settings(entry.settings) if entry.settings else self.default_settings()
-        table = measure(entry.segmentation, settings).table
+        analysis = measure(entry.segmentation, settings)
+        table = with_calibration_columns(analysis.table, analysis.calibration)
         return csv_text(table), f"{safe_stem(entry.filename)}_particles.csv"
 
     def labels_of(self, image_id):

@@ -199,6 +199,24 @@ DOCUMENT = {
                 "label_box": {"type": ["array", "null"], "items": {"type": "integer"}, "minItems": 4,
                               "maxItems": 4},
                 "confidence": {"type": "number", "minimum": 0, "maximum": 1}, "text": {"type": "string"}}},
+        "Calibration": {
+            "type": "object", "required": ["nm_per_pixel", "source", "details", "text", "warnings"],
+            "description": "What the sizes in nm rest on: the user's value, else the file's own pixel size, else "
+                           "the scale bar read in the image. Disagreements and unusable metadata are warnings.",
+            "properties": {
+                "nm_per_pixel": _NUM_OR_NULL,
+                "source": {"type": ["string", "null"], "enum": ["file", "scale_bar", "user", None]},
+                "details": {"type": "string", "description": "e.g. 'Zeiss CZ_SEM, 50.00 kX'."},
+                "text": {"type": "string", "description": "e.g. '7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)'."},
+                "confidence": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                "reader": {"type": "string", "description": "The metadata reader: zeiss_cz_sem, fei, tescan, "
+                                                            "olympus_sis, ome, imagej, digitalmicrograph, emd, "
+                                                            "mrc, hitachi_txt, jeol_txt, or ''."},
+                "instrument": {"type": ["string", "null"]}, "detector": {"type": ["string", "null"]},
+                "magnification": _NUM_OR_NULL, "high_voltage_kv": _NUM_OR_NULL,
+                "file_nm_per_pixel": _NUM_OR_NULL, "scale_bar_nm_per_pixel": _NUM_OR_NULL,
+                "warnings": {"type": "array", "items": {"type": "string"}},
+                "notes": {"type": "array", "items": {"type": "string"}}}},
         "SegmentRequest": {
             "type": "object", "required": ["image"], "additionalProperties": False,
             "properties": {"image": {"type": "string", "contentEncoding": "base64",
@@ -222,13 +240,15 @@ DOCUMENT = {
             "oneOf": [{"required": ["image"]}, {"required": ["image_id"]}]},
         "Segmentation": {
             "type": "object",
-            "required": ["image_id", "filename", "width", "height", "banner_box", "scale", "timings", "cached"],
+            "required": ["image_id", "filename", "width", "height", "banner_box", "scale", "calibration", "timings",
+                         "cached"],
             "properties": {
                 "image_id": {"type": "string", "description": "Handle for re-analysis and the CSV."},
                 "filename": {"type": "string"},
                 "width": {"type": "integer", "minimum": 1}, "height": {"type": "integer", "minimum": 1},
                 "banner_box": {"$ref": "#/components/schemas/BannerBox"},
                 "scale": {"$ref": "#/components/schemas/Scale"},
+                "calibration": {"$ref": "#/components/schemas/Calibration"},
                 "timings": {"type": "object", "additionalProperties": {"type": "number"},
                             "description": "Seconds per stage this request ran."},
                 "cached": {"type": "boolean", "description": "The network output was already cached."}}},
@@ -260,7 +280,8 @@ DOCUMENT = {
             "properties": {
                 "settings": {"$ref": "#/components/schemas/SettingsUsed"},
                 "nm_per_pixel": {"type": ["number", "null"],
-                                 "description": "Calibration used: the user's, else the scale bar's, else null."},
+                                 "description": "Calibration used: the user's, else the file's, else the scale "
+                                                "bar's, else null (its record: calibration)."},
                 "summary": {"$ref": "#/components/schemas/Summary"},
                 "particles": {"type": "array", "items": {"$ref": "#/components/schemas/Particle"}},
                 "labels_png": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",

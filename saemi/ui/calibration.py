@@ -1,4 +1,10 @@
-"""Manual calibration: measuring a scale bar by drawing a line along it.
+"""Calibration on the page: the line saying what sizes rest on, and measuring a scale bar by drawing.
+
+The calibration line (``#calibration-record``) always says where the nm per
+pixel in force comes from: "7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)",
+"from the scale bar (...)", or "set by you"; warnings (file and scale bar
+disagree, unusable metadata) are listed under it
+(:func:`saemi.ui.logic.page_calibration`).
 
 The user picks "Draw line" (the button here or the image toolbar), drags along
 the scale bar, and types the length it stands for; the page fills the
@@ -46,6 +52,9 @@ def layout():
                                value="nm", inline=True, className="radio"),
             ]),
         ]),
+        html.Div(id="calibration-record", className="calibration-record", role="status",
+                 **{"aria-live": "polite"}, children=logic.page_calibration(None, None)["text"]),
+        html.Ul(id="calibration-warnings", className="warning", hidden=True),
         html.Div(id="calib-message", className="hint", role="status",
                  children="Draw a line along the scale bar, type the length it stands for, and the nm per pixel "
                           "is filled in."),
@@ -53,6 +62,17 @@ def layout():
 
 
 def register(app):
+    @app.callback(
+        Output("calibration-record", "children"),
+        Output("calibration-warnings", "children"),
+        Output("calibration-warnings", "hidden"),
+        Input("nm-per-pixel", "value"),
+        Input("image-store", "data"),
+    )
+    def on_record(nm, image):
+        c = logic.page_calibration(nm, image)
+        return c["text"], [html.Li(w) for w in c["warnings"]], not c["warnings"]
+
     @app.callback(
         Output("calib-line-store", "data"),
         Input("image-graph", "relayoutData"),

@@ -39,7 +39,9 @@ METRIC_LABELS = {"area": "Area", "equivalent_diameter": "Equivalent diameter", "
 SPLIT_KEYS = ("watershed", "min_distance", "threshold", "min_size", "exclude_edge", "merge_threshold",
               "min_relative_size")
 #: Accepted upload types (checked again by the backend, which decodes the bytes).
-ACCEPT = ".png,.jpg,.jpeg,.tif,.tiff,.bmp,image/png,image/jpeg,image/tiff,image/bmp"
+#: The EM formats (.dm3, .dm4, .emd, .mrc) have no registered MIME type: browsers match them by suffix.
+ACCEPT = (".png,.jpg,.jpeg,.tif,.tiff,.bmp,.gif,.dm3,.dm4,.emd,.mrc,"
+          "image/png,image/jpeg,image/tiff,image/bmp,image/gif")
 
 OUTLINE_RGBA = (255, 110, 0, 255)
 REMOVED_RGBA = (20, 20, 20, 170)
@@ -162,11 +164,82 @@ def detected_scale(info):
     return {"nm_per_pixel": nm, "text": f"{text} ({format_number(nm)} nm/px)", "bar_box": scale.get("bar_box")}
 
 
+def file_calibration(info):
+    """The calibration record the backend sent for an upload (file's pixel size, else scale bar's), or None.
+
+    Returns
+    -------
+    dict or None
+        The record (see :class:`saemi.calibration.Calibration`) when it holds a
+        usable ``nm_per_pixel``.
+    """
+    record = (info or {}).get("calibration")
+    if not isinstance(record, dict) or not parse_nm_per_pixel(record.get("nm_per_pixel")):
+        return None
+    return record
+
+
+def page_calibration(nm_value, image):
+    """What the sizes on the page rest on, for the calibration line under the image.
+
+    Parameters
+    ----------
+    nm_value : number or str or None
+        The nm-per-pixel field.
+    image : dict or None
+        The image store; ``calibration`` is the record the backend sent on upload.
+
+    Returns
+    -------
+    dict
+        ``nm_per_pixel`` (float or None), ``source`` ("file", "scale_bar",
+        "user" or None), ``details`` (str), ``text`` (one line) and
+        ``warnings`` (list of str).
+
+    Examples
+    --------
+    >>> img = {"calibration": {"nm_per_pixel": 7.344, "source": "file", "details": "Zeiss CZ_SEM, 50.00 kX",
+    ...                        "text": "7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)", "warnings": []}}
+    >>> page_calibration(7.344, img)["text"]
+    'Calibration: 7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)'
+    >>> page_calibration(8, img)["warnings"][0][:34]
+    'The file says 7.344 nm/px (Zeiss C'
+    """
+    from ..calibration import AGREEMENT_TOLERANCE, format_nm
+
+    record = (image or {}).get("calibration") or {}
+    nm = parse_nm_per_pixel(nm_value)
+    rec_nm = parse_nm_per_pixel(record.get("nm_per_pixel"))
+    file_nm = parse_nm_per_pixel(record.get("file_nm_per_pixel")) or (
+        rec_nm if record.get("source") == "file" else None)
+    warnings = [w for w in record.get("warnings") or [] if isinstance(w, str)]
+    if nm is None:
+        return {"nm_per_pixel": None, "source": None, "details": "", "warnings": warnings,
+                "text": "Calibration: none, sizes in pixels. Type the nm per pixel or measure the scale bar."}
+    if rec_nm and abs(nm - rec_nm) <= 1e-9 * rec_nm:
+        return {"nm_per_pixel": nm, "source": record.get("source"), "details": record.get("details") or "",
+                "warnings": warnings, "text": f"Calibration: {record.get('text') or format_nm(nm) + ' nm/px'}"}
+    warnings = [w for w in warnings if not w.startswith("The scale bar reads")]
+    if file_nm and abs(nm - file_nm) / file_nm > AGREEMENT_TOLERANCE:
+        warnings.append(f"The file says {format_nm(file_nm)} nm/px ({record.get('details') or 'its metadata'}); "
+                        f"your {format_nm(nm)} nm/px differs by {100 * abs(nm - file_nm) / file_nm:.0f} % and is used")
+    return {"nm_per_pixel": nm, "source": "user", "details": "set by you", "warnings": warnings,
+            "text": f"Calibration: {format_nm(nm)} nm/px set by you (typed or measured on the scale bar)"}
+
+
+def calibration_csv_columns(nm_value, image):
+    """The page's calibration as CSV columns: nm_per_pixel, calibration_source, calibration_details."""
+    c = page_calibration(nm_value, image)
+    return {"nm_per_pixel": c["nm_per_pixel"], "calibration_source": c["source"] or "",
+            "calibration_details": c["details"]}
+
+
 def next_calibration(current, previous_detected, detected):
     """The nm-per-pixel field after a new upload.
 
-    The new image's scale bar wins when one was read; a value that only came
-    from the previous image's scale bar is cleared; a value the user typed stays.
+    The new image's own calibration (the file's pixel size, else its scale bar)
+    wins when there is one; a value that only came from the previous image is
+    cleared; a value the user typed stays.
 
     Returns
     -------
@@ -494,13 +567,22 @@ def summary_rows(summary):
     return rows
 
 
-def particles_csv(table):
-    """The per-particle table as CSV text (one row per kept particle)."""
+def particles_csv(table, calibration=None):
+    """The per-particle table as CSV text (one row per kept particle).
+
+    ``calibration`` (:func:`calibration_csv_columns`) adds its ``nm_per_pixel``
+    and ``calibration_source`` as constant columns, as the CLI and the API do
+    (see :func:`saemi.calibration.with_calibration_columns` for why columns).
+    """
+    if calibration is not None:
+        table = table.copy()
+        table["nm_per_pixel"] = calibration.get("nm_per_pixel")
+        table["calibration_source"] = calibration.get("calibration_source") or ""
     return csv_text(table, float_format="%.6g")
 
 
-def summary_csv(table, analysis, nm_per_pixel=None):
-    """One row per metric: count, mean, median, std, D10/D50/D90, plus the settings used."""
+def summary_csv(table, analysis, nm_per_pixel=None, calibration=None):
+    """One row per metric: count, mean, median, std, D10/D50/D90, plus the settings and calibration used."""
     analysis = analysis or {}
     settings = analysis.get("settings") or {}
     nm = parse_nm_per_pixel(nm_per_pixel)
@@ -509,6 +591,7 @@ def summary_csv(table, analysis, nm_per_pixel=None):
         s = summary_of(table, metric, nm)
         rows.append({"filename": analysis.get("filename", "image"), **s,
                      **{k: settings.get(k) for k in SPLIT_KEYS}, "nm_per_pixel": nm,
+                     **({k: v for k, v in calibration.items() if k != "nm_per_pixel"} if calibration else {}),
                      "removed_labels": " ".join(str(v) for v in removed_labels_from_table(analysis, table))})
     return csv_text(pd.DataFrame(rows), float_format="%.6g")
 

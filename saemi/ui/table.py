@@ -48,14 +48,15 @@ def register(app):
         State("analysis-store", "data"),
         State("removed-store", "data"),
         State("nm-per-pixel", "value"),
+        State("image-store", "data"),
         prevent_initial_call=True,
     )
-    def on_download_particles(n, analysis, removed, nm):
+    def on_download_particles(n, analysis, removed, nm, image):
         if not n or not analysis:
             raise PreventUpdate
         table = logic.kept_table(analysis, removed, nm)
-        return {"content": logic.particles_csv(table), "filename": logic.download_name(analysis["filename"], "particles"),
-                "type": "text/csv"}
+        return {"content": logic.particles_csv(table, logic.calibration_csv_columns(nm, image)),
+                "filename": logic.download_name(analysis["filename"], "particles"), "type": "text/csv"}
 
     @app.callback(
         Output("download-summary", "data"),
@@ -63,11 +64,12 @@ def register(app):
         State("analysis-store", "data"),
         State("removed-store", "data"),
         State("nm-per-pixel", "value"),
+        State("image-store", "data"),
         prevent_initial_call=True,
     )
-    def on_download_summary(n, analysis, removed, nm):
+    def on_download_summary(n, analysis, removed, nm, image):
         if not n or not analysis:
             raise PreventUpdate
         table = logic.kept_table(analysis, removed, nm)
-        return {"content": logic.summary_csv(table, analysis, nm),
+        return {"content": logic.summary_csv(table, analysis, nm, logic.calibration_csv_columns(nm, image)),
                 "filename": logic.download_name(analysis["filename"], "summary"), "type": "text/csv"}

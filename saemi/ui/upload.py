@@ -27,7 +27,8 @@ def layout(max_upload_mb=50.0):
                 html.Span("Drag and drop a micrograph here, or "),
                 html.Button("choose a file", className="link-button", type="button", id="upload-button",
                             **{"aria-label": "Choose an image file to upload"}),
-                html.Div(f"PNG, JPEG or TIFF, 8 or 16 bit, grey or colour, up to {max_upload_mb:g} MB",
+                html.Div(f"PNG, JPEG, TIFF (8/16/32-bit, float), DM3/DM4, EMD or MRC, grey or colour, "
+                         f"up to {max_upload_mb:g} MB; the pixel size the file carries is used",
                          className="hint"),
             ])),
         html.Div(className="upload-actions", children=[
@@ -50,12 +51,15 @@ def handle_upload(client, data, filename, opacity=0.9):
     t0 = time.perf_counter()
     info = client.segment(data, filename)
     display = logic.display_image(data)
-    image = {k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box")}
+    image = {k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box", "calibration")}
     scale = logic.detected_scale(info)
-    image["nm_per_pixel"] = scale["nm_per_pixel"] if scale else None
+    record = logic.file_calibration(info)  # the file's pixel size, else the scale bar's
+    image["nm_per_pixel"] = record["nm_per_pixel"] if record else (scale["nm_per_pixel"] if scale else None)
     fig = logic.base_figure(display, info.get("banner_box"), opacity, scale["bar_box"] if scale else None)
     status = f"{filename}: {info['width']} x {info['height']} px, segmented in {time.perf_counter() - t0:.1f} s"
-    if scale:
+    if record:
+        status += f"; {record.get('text')}"
+    elif scale:
         status += f"; {scale['text']}"
     return image, fig, status
 
