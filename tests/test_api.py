@@ -225,6 +225,56 @@ def test_16bit_tiff_works(server, spec, images):
     assert out["summary"]["count"] >= 0
 
 
+def _zeiss_tiff(png_bytes):
+    """A real EMPS micrograph saved as a 16-bit Zeiss SmartSEM TIFF (CZ_SEM tag, 7.344 nm per pixel)."""
+    import tifffile
+    from emfiles import zeiss_text
+
+    grey = np.asarray(Image.open(io.BytesIO(png_bytes)).convert("L")).astype(np.uint16) * 257
+    h, w = grey.shape
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, grey, extratags=[(34118, 2, 0, zeiss_text(store=f"{w} * {h}"), True)])
+    return buf.getvalue()
+
+
+def test_zeiss_tiff_upload_returns_the_calibration_record(server, spec, images):
+    data = _zeiss_tiff(images["2ee0518d7a"])
+    seg = check(spec, requests.post(url(server, "/segment"), files={"file": ("zeiss.tif", data)}, timeout=120),
+                "/segment").json()
+    cal = seg["calibration"]
+    assert cal["nm_per_pixel"] == 7.344 and cal["source"] == "file" and cal["reader"] == "zeiss_cz_sem"
+    assert cal["text"] == "7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)"
+    assert cal["magnification"] == 50000 and cal["high_voltage_kv"] == 5.0 and cal["detector"] == "InLens"
+    out = check(spec, requests.post(url(server, "/analyze"), timeout=60, json={
+        "image_id": seg["image_id"], "include_images": False}), "/analyze").json()
+    assert out["nm_per_pixel"] == 7.344 and out["calibration"]["source"] == "file"
+    assert out["summary"]["unit"] == "nm" and out["particles"]
+    for p in out["particles"]:
+        assert p["equivalent_diameter_nm"] == pytest.approx(p["equivalent_diameter_px"] * 7.344)
+    typed = check(spec, requests.post(url(server, "/analyze"), timeout=60, json={
+        "image_id": seg["image_id"], "nm_per_pixel": 8.0, "include_images": False}), "/analyze").json()
+    assert typed["nm_per_pixel"] == 8.0 and typed["calibration"]["source"] == "user"
+    assert any("7.344" in w for w in typed["calibration"]["warnings"])  # the file's value is not hidden
+    csv_text = requests.get(url(server, f"/analyses/{seg['image_id']}/particles.csv"), timeout=30).text
+    header, first = csv_text.splitlines()[:2]
+    assert header.endswith(",nm_per_pixel,calibration_source") and first.endswith(",8.0,user")
+
+
+def test_dm3_upload_keeps_its_calibration(server, spec, images):
+    import tempfile
+    from pathlib import Path
+
+    from emfiles import write_dm
+
+    grey = np.asarray(Image.open(io.BytesIO(images["aa309f6cec"])).convert("L")).astype(np.float32)
+    with tempfile.TemporaryDirectory() as d:
+        data = write_dm(Path(d) / "tem.dm3", grey, scale=0.0021, units="µm").read_bytes()
+    out = check(spec, requests.post(url(server, "/analyze"), files={"file": ("tem.dm3", data)},
+                                    data={"include_images": "false"}, timeout=120), "/analyze").json()
+    assert out["calibration"]["nm_per_pixel"] == 2.1 and out["calibration"]["reader"] == "digitalmicrograph"
+    assert out["nm_per_pixel"] == 2.1 and out["summary"]["unit"] == "nm"
+
+
 def test_rgba_png_works(server, spec, images):
     rgb = np.asarray(Image.open(io.BytesIO(images["7fabcfe23f"])).convert("RGB"))
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 200, np.uint8)])

@@ -19,6 +19,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import requests
 
@@ -617,6 +618,56 @@ def test_page_runs_under_its_content_security_policy(ui, server):
     caused = ui.errors[before:]
     assert all("Content Security Policy" in e for e in caused), caused
     del ui.errors[before:]
+
+
+def summary_value(page, name):
+    """The text the summary panel shows for one statistic ("Median" -> "12.34 nm")."""
+    return page.evaluate("""(name) => { for (const dt of document.querySelectorAll('#summary dt'))
+        if (dt.textContent.trim() === name) return dt.nextElementSibling.textContent.trim(); return null; }""", name)
+
+
+def test_zeiss_tiff_shows_the_file_calibration_and_sizes_in_nm(ui, server, emps, tmp_path):
+    """A Zeiss SmartSEM TIFF (CZ_SEM tag) calibrates the page by itself, and says so."""
+    import tifffile
+    from PIL import Image
+
+    from emfiles import zeiss_text
+
+    page = ui.page
+    grey = np.asarray(Image.open(emps / UPLOAD_NAME).convert("L")).astype(np.uint16) * 257
+    h, w = grey.shape
+    path = tmp_path / "zeiss_sem.tif"
+    tifffile.imwrite(path, grey, extratags=[(34118, 2, 0, zeiss_text(store=f"{w} * {h}"), True)])
+    upload(page, path)
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(nm)')")
+    settle(page)
+    line = page.text_content("#calibration-record")
+    assert line == "Calibration: 7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)"
+    assert page.input_value("#nm-per-pixel") == "7.344"
+    assert "7.344 nm/px from the file" in page.text_content("#upload-status")
+    # the page's nm sizes are the backend's for the same settings, with the file's calibration
+    body = {"image": base64.b64encode(path.read_bytes()).decode(), "filename": path.name,
+            **control_settings(page), "include_images": False}
+    api = requests.post(server.url + "/api/v1/analyze", json=body, timeout=300).json()
+    assert api["calibration"]["source"] == "file" and api["summary"]["unit"] == "nm"
+    median = summary_value(page, "Median")
+    assert median.endswith(" nm")
+    assert float(median.split()[0].replace(",", "")) == pytest.approx(api["summary"]["median"], rel=2e-3)
+    assert count(page) == api["summary"]["count"]
+    with page.expect_download() as dl:
+        page.click("#download-particles-button")
+    rows = list(csv.DictReader(io.StringIO(Path(dl.value.path()).read_text())))
+    assert rows and {r["nm_per_pixel"] for r in rows} == {"7.344"} and {r["calibration_source"] for r in rows} == {"file"}
+    # typing another value wins, and the page says the file disagrees
+    page.fill("#nm-per-pixel", "8")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => document.querySelector('#calibration-record').textContent.includes('set by you')")
+    assert "The file says 7.344 nm/px" in page.text_content("#calibration-warnings")
+    shot(page, "10-zeiss-calibrated.png")
+    page.fill("#nm-per-pixel", "")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => document.querySelector('#calibration-record').textContent.includes('none')")
+    settle(page)
 
 
 def test_no_javascript_errors(ui):
