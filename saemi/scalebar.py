@@ -3,7 +3,9 @@
 A scale bar is a long, thin, uniform horizontal bar or line (sometimes with end
 ticks), white on a dark surround or black on a light one, usually in the bottom
 data bar or in a corner, with a label such as "200 nm" or "2 µm" above, below
-or beside it.
+or beside it. A plain bar is measured end to end; a bracket bar (``|—|``, a line
+with a vertical tick at each end) is measured between the centres of its ticks,
+which is what the ticks mark.
 
 The search has two stages:
 
@@ -133,6 +135,7 @@ class _Bar:
     shade: float
     surround: float
     score: float
+    bracket: bool = False  # measured between end-tick centres
 
     @property
     def box(self):
@@ -267,13 +270,17 @@ def _bar_from_component(grey, comp, ox, oy, bright):
         return _reject(f"spill {spill:.2f}", ox, oy, comp)
     uniform = float(np.clip(1 - band.std() / contrast * 2, 0, 1))
     length_sub, x0, x1 = _subpixel_length(grey, y0, y1, x0, x1, shade, surround)
+    ticks = _tick_centres(grey, y0, y1, x0, x1, shade, surround)
+    if ticks is not None:  # a bracket |—|: the ticks mark the length
+        length_sub = ticks[1] - ticks[0]
     # Score: uniformity, contrast, isolation, aspect, and where bars usually are.
     aspect = min(1.0, length / (8.0 * thick))
     position = 1.0 if (y0 > 0.6 * h or y1 < 0.25 * h) else 0.8
     size = min(1.0, length / (0.1 * w))
     score = (0.25 * uniform + 0.2 * min(1.0, contrast / 150) + 0.2 * (1 - spill)
              + 0.15 * aspect + 0.2 * size) * position * (0.85 + 0.15 * fill)
-    return _Bar(int(y0), int(y1), int(x0), int(x1), length_sub, bright, shade, surround, float(score))
+    return _Bar(int(y0), int(y1), int(x0), int(x1), length_sub, bright, shade, surround, float(score),
+                ticks is not None)
 
 
 def _runs_through(on, cx):
@@ -299,6 +306,65 @@ def _reject(reason, ox, oy, comp):
     """Log why a bar candidate was dropped (``logging`` at DEBUG level); returns None."""
     log.debug("bar candidate at y=%d x=%d shape %s rejected: %s", oy, ox, comp.shape, reason)
     return None
+
+
+def _tick_centres(grey, y0, y1, x0, x1, shade, surround):
+    """Sub-pixel x of the centres of the end ticks of a bracket bar ``|—|``, or None when it has none.
+
+    A tick is a narrow vertical stroke of the bar's shade at an end of the bar,
+    joined to it (ink in the row next to the bar) and standing out above or
+    below it by at least 3 px and the bar's thickness, with the bar's middle
+    clear in those rows. Both ends need one. Each centre is the coverage-weighted
+    mean column (pixel ``c`` spans ``[c, c + 1)``) over the rows the tick spans.
+    """
+    h, w = grey.shape
+    thick = y1 - y0
+    reach = max(3, thick)          # how far a tick must stand out
+    max_width = max(6, 2 * thick)  # wider is no tick (a block, a letter)
+    span = max(reach + 2, 3 * thick + 4)
+    centres = []
+    for end in ("left", "right"):
+        best = None
+        for rows in (range(max(0, y0 - span), y0), range(y1, min(h, y1 + span))):
+            rows = list(rows)
+            if len(rows) < reach:
+                continue
+            a, b = (max(0, x0 - 2), min(w, x0 + max_width + 2)) if end == "left" else (
+                max(0, x1 - max_width - 2), min(w, x1 + 2))
+            cover = np.clip((grey[rows][:, a:b] - surround) / (shade - surround), 0, 1)
+            on = cover >= 0.5
+            # rows, counted from the bar outwards, in which the end columns hold ink
+            order = rows[::-1] if rows[0] < y0 else rows
+            idx = [rows.index(r) for r in order]
+            # grow the stroke outwards from the bar, row by row, keeping to the columns it holds
+            # (a label's glyphs nearby are not joined to it)
+            cols = on[idx[0]].copy()
+            run = 0
+            for i in idx:
+                grown = on[i] & (cols | np.roll(cols, 1) | np.roll(cols, -1))
+                if not grown.any():
+                    break
+                cols |= grown
+                run += 1
+            if run < reach:
+                continue
+            used = idx[:run]
+            if cols.sum() > max_width:
+                continue
+            mid = (x0 + x1) // 2
+            if (np.clip((grey[[rows[i] for i in used], mid] - surround) / (shade - surround), 0, 1) >= 0.5).any():
+                continue  # the bar itself is thicker there: no tick
+            near = cols | np.roll(cols, 1) | np.roll(cols, -1)  # the tick and its partly covered neighbours
+            prof = cover[used].mean(axis=0) * near  # background noise elsewhere would pull the centre inwards
+            xs = np.arange(a, b) + 0.5
+            centre = float((prof * xs).sum() / prof.sum())
+            best = centre if best is None else (best + centre) / 2
+        if best is None:
+            return None
+        centres.append(best)
+    if not centres[1] - centres[0] > 0.5 * (x1 - x0):
+        return None
+    return centres[0], centres[1]
 
 
 def _subpixel_length(grey, y0, y1, x0, x1, shade, surround):

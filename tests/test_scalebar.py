@@ -110,7 +110,9 @@ def make_case(case, h=512, w=640):
         box = [x0 - 14, y - 8, x0 + length + 14, y + thick + size + 24]
     img = draw_scale(img, x0, y, length, thick, rgb, value + unit_text, fnt, where, ticks, box)
     nm = float(value) * (1000.0 if unit == "µm" else 1.0)
-    return img, {"value": float(value), "unit": unit, "length": float(length), "nm_per_pixel": nm / length,
+    # a bracket bar |—| is measured between its tick centres: the 2 px ticks sit at the very ends
+    measured = float(length - 2 if ticks else length)
+    return img, {"value": float(value), "unit": unit, "length": measured, "nm_per_pixel": nm / measured,
                  "box": (y, y + thick, x0, x0 + length)}
 
 
@@ -137,6 +139,52 @@ def test_synthetic_scale_is_read(case):
     assert s.value == truth["value"], s.text
     assert s.nm_per_pixel == pytest.approx(truth["nm_per_pixel"], rel=0.01)
     assert s.label_box is not None and 0 < s.confidence <= 1
+
+
+def bracket_image(left, right, tick_width, thick=2, tick_reach=8, factor=4, bright=True, ticks=True, seed=11):
+    """A micrograph with a bracket bar |—| drawn at ``factor`` times the resolution and area-averaged down.
+
+    ``left``/``right`` are the outer ends, ``tick_width`` the tick width, all in
+    final pixels (fractions allowed); returns (image, distance between tick centres).
+    """
+    h, w = 256, 480
+    big = np.repeat(np.repeat(micrograph(h, w, seed=seed, bright_particles=not bright, n=12)[..., 0]
+                              .astype(np.float64), factor, 0), factor, 1)
+    ink = 255.0 if bright else 0.0
+    y = 220 * factor
+    L, R, T = (int(round(v * factor)) for v in (left, right, tick_width))
+    big[y:y + thick * factor, L:R] = ink
+    if ticks:
+        for tx in (L, R - T):
+            big[y - tick_reach * factor:y + (thick + tick_reach) * factor, tx:tx + T] = ink
+    small = big.reshape(h, factor, w, factor).mean(axis=(1, 3))
+    img = np.repeat(np.clip(np.round(small), 0, 255).astype(np.uint8)[..., None], 3, axis=2)
+    centres = (R - T / 2) / factor - (L + T / 2) / factor
+    return img, centres
+
+
+@pytest.mark.parametrize("left,right,tick_width,thick,bright", [
+    (300, 420, 2, 2, True), (300.25, 420.75, 1.5, 1, True), (250.5, 330, 3, 2, False), (200, 450.5, 2.25, 3, True),
+])
+def test_bracket_bar_is_measured_between_tick_centres(left, right, tick_width, thick, bright):
+    img, centres = bracket_image(left, right, tick_width, thick, bright=bright)
+    s = detect_scale(img, ocr=False)
+    assert s is not None
+    assert abs(s.bar_length_px - centres) <= 0.25, (s.bar_length_px, centres, right - left)
+    # a plain bar of the same outer length is still measured end to end
+    plain, _ = bracket_image(left, right, tick_width, thick, bright=bright, ticks=False)
+    p = detect_scale(plain, ocr=False)
+    assert abs(p.bar_length_px - (right - left)) <= 0.25, (p.bar_length_px, right - left)
+
+
+def test_text_beside_a_bar_end_is_no_tick():
+    img = micrograph(seed=9)
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    d.rectangle([420, 450, 579, 455], fill=(255, 255, 255))
+    d.text((540, 420), "1 µm", fill=(255, 255, 255), font=font("DejaVuSans.ttf", 22))  # label over the right end
+    s = detect_scale(np.asarray(pil), ocr=False)
+    assert s is not None and abs(s.bar_length_px - 160) <= 1
 
 
 @pytest.mark.parametrize("seed,bright", [(1, False), (2, True), (3, False)])
