@@ -292,3 +292,81 @@ def test_cli_folder_of_mixed_formats(tmp_path):
         assert p["nm_per_pixel"] == "0.7344" and p["calibration_source"] == "file"
         assert math.isclose(float(p["equivalent_diameter_nm"]), float(p["equivalent_diameter_px"]) * 0.7344,
                             rel_tol=1e-9)
+
+
+# --------------------------------------------------------------------------- no path loses the calibration
+
+def _grey16():
+    from synth import disc_labels, micrograph
+
+    discs = [(30 + 40 * (i // 4), 25 + 36 * (i % 4), 11) for i in range(12)]
+    return micrograph(disc_labels((128, 160), discs), seed=5)[..., 0].astype(np.uint16) * 200 + 1000
+
+
+def _imagej(path, a):
+    tifffile.imwrite(path, a, imagej=True, resolution=(1 / 2.5, 1 / 2.5), metadata={"unit": "nm"})
+    return path
+
+
+def _ome(path, a):
+    tifffile.imwrite(path, a, ome=True, metadata={"PhysicalSizeX": 1.5, "PhysicalSizeXUnit": "nm"})
+    return path
+
+
+#: name -> (writer(path, 16-bit image) -> path, expected nm per pixel)
+FORMATS = {
+    "zeiss.tif": (lambda p, a: write_tiff(p, a, 34118, zeiss_text(store="160 * 128")), 7.344),
+    "fei.tif": (lambda p, a: write_tiff(p, a, 34682, fei_text(3.37e-09, resolution_x=160)), 3.37e-09 * 1e9),
+    "tescan.tif": (lambda p, a: write_tiff(p, a, 50431, tescan_bytes(7.8125e-09)), 7.8125e-09 * 1e9),
+    "imagej.tif": (_imagej, 2.5),
+    "ome.tif": (_ome, 1.5),
+    "tem.dm3": (lambda p, a: write_dm(p, a, scale=0.7344), 0.7344),
+    "tem.dm4": (lambda p, a: write_dm(p, a.astype(np.float32), scale=0.002, units="µm", version=4), 2.0),
+    "velox.emd": (lambda p, a: write_emd(p, a.astype(np.float32), scale=0.25), 0.25),
+    "cryo.mrc": (lambda p, a: write_mrc(p, a.astype(np.int16), voxel_angstrom=12.5), 1.25),
+}
+
+
+@pytest.fixture(scope="module")
+def service(trained_segmenter):
+    from saemi.service import AnalysisService
+
+    return AnalysisService(lambda: trained_segmenter)
+
+
+@pytest.mark.parametrize("name", sorted(FORMATS))
+def test_no_path_loses_the_calibration(tmp_path, service, name):
+    """The same file through the service (what the API answers), the page's upload handler, and a path."""
+    from saemi.ui import logic, upload
+    from saemi.ui.client import InProcessClient
+
+    write, nm = FORMATS[name]
+    path = write(tmp_path / name, _grey16())
+    assert read_micrograph(path)[1].nm_per_pixel == nm
+    data = path.read_bytes()
+    seg = service.segment(data, name)
+    assert seg["calibration"]["nm_per_pixel"] == nm and seg["calibration"]["source"] == "file"
+    out = service.analyze(image_id=seg["image_id"], include_images=False)
+    assert out["nm_per_pixel"] == nm and out["calibration"]["source"] == "file" and out["summary"]["unit"] == "nm"
+    csv_text, _ = service.particles_csv(seg["image_id"])
+    rows = list(csv.DictReader(io.StringIO(csv_text)))
+    assert rows and all(float(r["nm_per_pixel"]) == nm and r["calibration_source"] == "file" for r in rows)
+    image, _, status = upload.handle_upload(InProcessClient(service), data, name)
+    assert image["nm_per_pixel"] == nm and "from the file" in status
+    assert logic.page_calibration(image["nm_per_pixel"], image)["source"] == "file"
+    assert logic.display_image(data)["width"] == 160  # the page can show it too
+
+
+def test_cli_reads_every_format(tmp_path):
+    from saemi import cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name, (write, _) in FORMATS.items():
+        write(folder / name, _grey16())
+    out = tmp_path / "out"
+    assert cli.main(["analyze", str(folder), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
+    rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    assert set(rows) == set(FORMATS)
+    for name, (_, nm) in FORMATS.items():
+        assert float(rows[name]["nm_per_pixel"]) == nm and rows[name]["calibration_source"] == "file", rows[name]
