@@ -204,7 +204,8 @@ def checked(record, value_nm, what):
     Returns
     -------
     Calibration
-        ``record``, changed in place.
+        ``record``, changed in place; the value is rounded to 10 significant
+        digits (unit-conversion noise, far below any calibration's precision).
     """
     try:
         v = float(value_nm)
@@ -215,7 +216,8 @@ def checked(record, value_nm, what):
         record.warnings.append(f"{what} gives {v:g} nm per pixel, which is implausible for a micrograph; "
                                "the file's calibration is not applied")
         return record
-    record.nm_per_pixel, record.source, record.confidence = v, "file", 1.0
+    # 10 significant digits: metres to nm (3.37e-09 * 1e9 = 3.3700000000000006) must read 3.37
+    record.nm_per_pixel, record.source, record.confidence = float(f"{v:.10g}"), "file", 1.0
     return record
 
 

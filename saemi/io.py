@@ -548,12 +548,13 @@ def _read_em(kind, data, path, filename, max_pixels):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                try:
+                try:  # lazily first: the shape is known before any pixel is read
                     signals = reader(str(path), lazy=True)
-                except ValueError as exc:
-                    if "RGBA" not in str(exc):
-                        raise
-                    signals = reader(str(path))  # DM colour images cannot be read lazily
+                except (ValueError, NotImplementedError) as exc:
+                    # DM colour images and contiguous (unchunked) EMD datasets cannot be read lazily;
+                    # their size is then checked after reading (an upload is bounded by its byte limit)
+                    log.info("%s: lazy read failed (%s); reading at once", _RSCIIO_NAMES[kind], exc)
+                    signals = reader(str(path))
                 sig, notes = _pick_image(signals, kind)
                 shape = tuple(sig["data"].shape)
                 check_size(shape[-2], shape[-1], max_pixels)

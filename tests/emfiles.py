@@ -153,3 +153,62 @@ def write_mrc(path, data, voxel_angstrom=None):
         if voxel_angstrom is not None:
             m.voxel_size = voxel_angstrom
     return path
+
+
+def write_velox_emd(path, data, pixel_m=2.5e-10, voltage=200000, magnification=2000000, model="Talos F200X",
+                    chunked=True):
+    """A Velox EMD file built with h5py in the layout RosettaSciIO's Velox reader parses.
+
+    Velox itself is closed software and RosettaSciIO writes only Berkeley EMD, so
+    this is a test-made file: ``Version`` (JSON, format "Velox"), the image in
+    ``Data/Image/<uuid>/Data`` as (y, x, frame), and its JSON metadata as bytes in
+    ``Data/Image/<uuid>/Metadata`` (``BinaryResult.PixelSize`` in ``PixelUnitX``,
+    ``Optics``, ``Instrument``, ``Detectors``).
+    """
+    import json
+
+    import h5py
+
+    meta = {"BinaryResult": {"PixelSize": {"width": str(pixel_m), "height": str(pixel_m)}, "PixelUnitX": "m",
+                             "PixelUnitY": "m", "Offset": {"x": "0", "y": "0"}, "DetectorIndex": "0"},
+            "Detectors": {"Detector-0": {"DetectorName": "HAADF"}},
+            "Acquisition": {"AcquisitionStartDatetime": {"DateTime": "1764583200"}},
+            "Optics": {"AccelerationVoltage": str(voltage), "NominalMagnification": str(magnification)},
+            "Instrument": {"InstrumentModel": model}, "Scan": {}}
+    raw = np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8)
+    block = np.zeros((len(raw) + 64, 1), np.uint8)
+    block[:len(raw), 0] = raw
+    with h5py.File(path, "w") as f:
+        f.create_dataset("Version", data=np.array([json.dumps({"format": "Velox", "version": "11"}).encode()]))
+        group = f.create_group("Data/Image/4b2c8f0e6a1d4e7f9c3b5a2d1e0f6a7b")
+        h, w = data.shape
+        group.create_dataset("Data", data=np.ascontiguousarray(data)[:, :, None],
+                             chunks=(h, w, 1) if chunked else None)  # Velox stores a chunk per frame
+        group.create_dataset("Metadata", data=block)
+    return path
+
+
+def write_sis_tiff(path, data, pixel_m=1.25e-08, magnification=40000.0, camera="Veleta"):
+    """A TIFF with an Olympus SIS tag (33560) in the binary layout tifffile's ``read_sis`` parses.
+
+    No specification is public; tifffile documents the few known fields
+    (``'<10xhdd8xd2x34s32s'`` at the offset the first sub-tag names: exponent,
+    x and y calibration, magnification, camera name). The sub-tag offset is
+    absolute in the file, so the file is written once, the tag's position read
+    back, and the offset patched in.
+    """
+    import math
+
+    exponent = int(math.floor(math.log10(pixel_m)))
+    xcal = pixel_m / 10 ** exponent
+    header = struct.pack("<4s6xhhhhh6x32sH", b"SIS0", 0, 12, 1, 11, 126, b"test".ljust(32, b"\x00"), 1)
+    general = struct.pack("<10xhdd8xd2x34s32s", exponent, xcal, xcal, magnification,
+                          camera.encode().ljust(34, b"\x00"), b"image".ljust(32, b"\x00"))
+    blob = header + struct.pack("<hhI", 1, 1, 0) + general
+    tifffile.imwrite(path, data, extratags=[(33560, 1, len(blob), blob, True)])
+    with tifffile.TiffFile(path) as tif:
+        start = tif.pages[0].tags[33560].valueoffset
+    with open(path, "r+b") as fh:
+        fh.seek(start + len(header) + 4)
+        fh.write(struct.pack("<I", start + len(header) + 8))
+    return path
