@@ -390,3 +390,38 @@ def test_cli_reads_every_format(tmp_path):
     assert set(rows) == set(FORMATS)
     for name, (_, nm) in FORMATS.items():
         assert float(rows[name]["nm_per_pixel"]) == nm and rows[name]["calibration_source"] == "file", rows[name]
+
+
+# --------------------------------------------------------------------------- the page's calibration line
+
+def test_page_calibration_line():
+    import pandas as pd
+
+    from saemi.ui import logic
+
+    bar = Scale(150.0, 200.0, "nm", 200 / 150, (1, 2, 3, 4), None, 0.8, "200 nm")
+    file = Calibration(7.344, "file", "Zeiss CZ_SEM, 50.00 kX", 1.0)
+    image = {"calibration": effective_calibration(file, bar).to_dict()}
+    line = logic.page_calibration(7.344, image)
+    assert line["text"] == "Calibration: 7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)"
+    assert line["source"] == "file" and "differ by" in line["warnings"][0]  # the scale bar disagrees
+    typed = logic.page_calibration("7.3", image)
+    assert typed["source"] == "user" and not typed["warnings"]  # within 3 % of the file: nothing to say
+    assert logic.page_calibration(None, image)["text"].startswith("Calibration: none")
+    only_bar = {"calibration": effective_calibration(None, bar).to_dict()}
+    assert logic.page_calibration(200 / 150, only_bar)["text"] == (
+        "Calibration: 1.333 nm/px from the scale bar (scale bar 200 nm = 150.0 px)")
+    unusable = {"calibration": effective_calibration(Calibration(warnings=["FEI ... implausible"]), None).to_dict()}
+    assert logic.page_calibration(None, unusable)["warnings"] == ["FEI ... implausible"]
+    cols = logic.calibration_csv_columns(7.344, image)
+    assert cols == {"nm_per_pixel": 7.344, "calibration_source": "file", "calibration_details": "Zeiss CZ_SEM, 50.00 kX"}
+    text = logic.particles_csv(pd.DataFrame({"label": [1, 2], "area_px": [10, 20]}), cols)
+    assert text.splitlines()[0] == "label,area_px,nm_per_pixel,calibration_source"
+    assert text.splitlines()[1] == "1,10,7.344,file"
+
+
+def test_upload_accepts_the_em_formats():
+    from saemi.ui import logic
+
+    accept = logic.ACCEPT.split(",")
+    assert {s for s in SUPPORTED_SUFFIXES} <= set(accept)
