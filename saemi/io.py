@@ -85,11 +85,12 @@ def to_uint8(array):
     finite = np.isfinite(a)
     if not finite.any():
         raise SaemiError("image holds no finite pixel values", code="not_an_image")
-    values = a[finite]
-    step = max(1, values.size // _PERCENTILE_SAMPLE)
-    lo, hi = (float(v) for v in np.percentile(values[::step], DISPLAY_PERCENTILES))
+    step = max(1, a.size // _PERCENTILE_SAMPLE)
+    sample = a.ravel()[::step]
+    sample = sample[np.isfinite(sample)]
+    lo, hi = (float(v) for v in np.percentile(sample, DISPLAY_PERCENTILES)) if sample.size else (0.0, 0.0)
     if hi <= lo:
-        lo, hi = float(values.min()), float(values.max())
+        lo, hi = float(a[finite].min()), float(a[finite].max())
     a = np.where(finite, a, lo)
     if hi <= lo:
         return np.zeros(a.shape, np.uint8)
