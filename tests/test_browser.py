@@ -638,6 +638,9 @@ def test_zeiss_tiff_shows_the_file_calibration_and_sizes_in_nm(ui, server, emps,
     h, w = grey.shape
     path = tmp_path / "zeiss_sem.tif"
     tifffile.imwrite(path, grey, extratags=[(34118, 2, 0, zeiss_text(store=f"{w} * {h}"), True)])
+    page.click("#metric")  # the summary is compared with the API's, whose default metric this is
+    page.get_by_role("option", name="Equivalent diameter").click()
+    settle(page)
     upload(page, path)
     page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(nm)')")
     settle(page)
