@@ -425,3 +425,15 @@ def test_upload_accepts_the_em_formats():
 
     accept = logic.ACCEPT.split(",")
     assert {s for s in SUPPORTED_SUFFIXES} <= set(accept)
+
+
+def test_calibration_survives_the_shared_cache(tmp_path, trained_segmenter):
+    """A segmentation read back from the re-analysis store (another worker) keeps its calibration."""
+    from saemi.cache import decode_segmentation, encode_segmentation
+    from saemi.pipeline import Settings, measure, segment
+
+    path = write_tiff(tmp_path / "zeiss.tif", _grey16(), 34118, zeiss_text(store="160 * 128"))
+    seg = segment(path, trained_segmenter)
+    again = decode_segmentation(encode_segmentation(seg))
+    assert again.calibration == seg.calibration and again.calibration.nm_per_pixel == 7.344
+    assert measure(again, Settings()).nm_per_pixel == 7.344
