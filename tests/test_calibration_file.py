@@ -292,7 +292,8 @@ def test_cli_folder_of_mixed_formats(tmp_path):
     rc = cli.main(["analyze", str(folder), "--out", str(out), "--quiet", "--device", "cpu", "--scale", "none"])
     assert rc == 0
     rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(out / "summary.csv"))}
-    assert set(rows) == {"tem.dm3", "stack.tif", "float.tif", "hitachi.tif", "velox.emd", "cryo.mrc"}
+    assert set(rows) == {"tem.dm3", "stack.tif", "float.tif", "hitachi.tif", "velox.emd", "cryo.mrc", "hitachi.txt"}
+    assert rows.pop("hitachi.txt")["status"] == "skipped"  # the sidecar is read with its image, not analysed
     expect = {"tem.dm3": ("0.7344", "file"), "stack.tif": ("7.344", "file"), "hitachi.tif": ("24.8", "file"),
               "velox.emd": ("0.25", "file"), "cryo.mrc": ("1.25", "file"), "float.tif": ("", "")}
     for name, (nm, source) in expect.items():
