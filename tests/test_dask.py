@@ -162,6 +162,28 @@ def test_at_most_two_images_per_worker_thread_are_in_flight(tmp_path, otsu, thre
     assert most[0] <= 2 * 2  # two worker threads
 
 
+def test_ctrl_c_on_the_client_writes_the_summary_and_exits_130(tmp_path, otsu, thread_cluster, monkeypatch):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for k in range(6):
+        synthetic(inputs / f"s{k}.png", k, shape=(96, 128))
+    real_write, calls = saemi.cli.write_outputs, [0]
+
+    def ctrl_c_at_the_second(plan, files):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise KeyboardInterrupt
+        return real_write(plan, files)
+
+    monkeypatch.setattr(saemi.cli, "write_outputs", ctrl_c_at_the_second)
+    code, out, err = otsu(inputs, "--out", tmp_path / "out", "--scheduler", thread_cluster.scheduler_address)
+    assert code == 130 and "interrupted" in out
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary.status.tolist().count("ok") == 1 and summary.status.tolist().count("interrupted") == 5
+    assert summary.file.tolist() == [str(inputs / f"s{k}.png") for k in range(6)]
+    assert len(list((tmp_path / "out").glob("*_labels.png"))) == 1
+
+
 def test_workers_that_cannot_load_the_model_stop_the_run_before_writing(tmp_path, thread_cluster):
     make_inputs(tmp_path / "in", 1, bad=False)
     (tmp_path / "w").mkdir()
