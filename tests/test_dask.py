@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 
 import numpy as np
 import pandas as pd
@@ -182,6 +183,29 @@ def test_ctrl_c_on_the_client_writes_the_summary_and_exits_130(tmp_path, otsu, t
     assert summary.status.tolist().count("ok") == 1 and summary.status.tolist().count("interrupted") == 5
     assert summary.file.tolist() == [str(inputs / f"s{k}.png") for k in range(6)]
     assert len(list((tmp_path / "out").glob("*_labels.png"))) == 1
+
+
+def test_an_image_its_workers_keep_dying_on_is_an_error_row(tmp_path, otsu, thread_cluster, monkeypatch):
+    import saemi.distributed
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for k in range(3):
+        synthetic(inputs / f"s{k}.png", k, shape=(96, 128))
+    real = saemi.distributed.analyse_image
+
+    def poison_s1(data, file, *args):
+        if file.endswith("s1.png"):  # what the client sees after allowed-failures + 1 worker deaths
+            raise distributed.KilledWorker("saemi-analyse-s1", types.SimpleNamespace(address="tcp://w:1"), 3)
+        return real(data, file, *args)
+
+    monkeypatch.setattr(saemi.distributed, "analyse_image", poison_s1)
+    code, out, err = otsu(inputs, "--out", tmp_path / "out", "--scheduler", thread_cluster.scheduler_address)
+    assert code == 1 and "2 of 3 images analysed" in out
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert summary.status.tolist() == ["ok", "error", "ok"]
+    assert summary.error[1].startswith("the Dask workers analysing it died repeatedly")
+    assert f"failed {inputs / 's1.png'}: the Dask workers analysing it died" in err
 
 
 def test_workers_that_cannot_load_the_model_stop_the_run_before_writing(tmp_path, thread_cluster):
