@@ -281,21 +281,56 @@ def _png(array, kind):
     return buf.getvalue()
 
 
-def _analyse_one(f, plan, settings, segmenter, overlay_mode):
-    """Analyse one input and replace its three outputs together; returns the Analysis."""
-    from .calibration import with_calibration_columns
+def _check_regular(f):
     from .errors import SaemiError
-    from .export import csv_text, write_atomic_many
-    from .overlay import draw_overlay
-    from .pipeline import analyze
 
     if not stat.S_ISREG(os.stat(f).st_mode):
         raise SaemiError("not a regular file (a device, pipe or socket); not read", code="not_an_image")
-    a = analyze(f, settings, segmenter)
+
+
+def read_input(f):
+    """An input's bytes, read as a serial run reads them (the same errors, the same messages).
+
+    Used by a run on a Dask cluster, whose client reads every image and sends the bytes.
+    """
+    from .errors import SaemiError
+
+    _check_regular(f)
+    if not Path(f).is_file():
+        raise SaemiError(f"no such file: {f}", code="not_found")
+    return Path(f).read_bytes()
+
+
+def encode_outputs(analysis, overlay_mode):
+    """``{kind: bytes}`` of the files written for one analysed input (see ``OUTPUT_KINDS``).
+
+    The one place they are made, for a serial run and on a Dask worker alike.
+    """
+    from .calibration import with_calibration_columns
+    from .export import csv_text
+    from .overlay import draw_overlay
+
+    a = analysis
     overlay = draw_overlay(a.segmentation.image, a.labels, overlay_mode, 0.7, a.banner_box)
-    write_atomic_many({plan["labels.png"]: _png(a.labels, "labels"),
-                       plan["particles.csv"]: csv_text(with_calibration_columns(a.table, a.calibration)),
-                       plan["overlay.png"]: _png(overlay, "overlay")})
+    return {"labels.png": _png(a.labels, "labels"),
+            "particles.csv": csv_text(with_calibration_columns(a.table, a.calibration)).encode("utf-8"),
+            "overlay.png": _png(overlay, "overlay")}
+
+
+def write_outputs(plan, files):
+    """Replace one input's outputs together (``plan``: :func:`output_paths`; ``files``: :func:`encode_outputs`)."""
+    from .export import write_atomic_many
+
+    write_atomic_many({plan[kind]: files[kind] for kind in OUTPUT_KINDS})
+
+
+def _analyse_one(f, plan, settings, segmenter, overlay_mode):
+    """Analyse one input and replace its three outputs together; returns the Analysis."""
+    from .pipeline import analyze
+
+    _check_regular(f)
+    a = analyze(f, settings, segmenter)
+    write_outputs(plan, encode_outputs(a, overlay_mode))
     return a
 
 
@@ -308,9 +343,14 @@ def _analyze(args):
     batch goes on. ``summary.csv`` is written at the end of every run that
     started, also after Ctrl-C (exit 130; the images not reached are rows
     with status ``interrupted``).
+
+    With ``--scheduler`` or ``--workers`` the images are analysed on a Dask
+    cluster (:mod:`saemi.distributed`); this process still checks, reads and
+    writes everything, so the files and rows are those of a serial run. The
+    cluster is reached (and its workers load the model) after the inputs and
+    outputs are checked and before the output folder is created.
     """
     import pandas as pd
-    from tqdm import tqdm
 
     from .card import read_card
     from .errors import SaemiError
@@ -318,6 +358,8 @@ def _analyze(args):
     from .pipeline import Settings, default_segmenter
 
     out = Path(args.out)
+    distributed = bool(args.scheduler or args.workers)
+    cluster = None
     try:
         overrides = {k: v for k, v in {
             "watershed": args.watershed, "min_distance": args.min_distance, "threshold": args.threshold,
@@ -332,27 +374,26 @@ def _analyze(args):
         if not files:
             raise SaemiError("no image files found in the given paths")
         plans = plan_outputs(files, out)
+        if distributed:
+            from .distributed import connect
+
+            cluster = connect(args.scheduler, args.workers, args.weights, args.device)
+            # the defaults that belong to the weights the workers run
+            settings = Settings.from_dict(overrides, defaults=cluster.card["postprocess"])
         prepare_out(out)
-        segmenter = default_segmenter(args.weights, args.device)
+        segmenter = None if distributed else default_segmenter(args.weights, args.device)
     except SaemiError as exc:
+        if cluster is not None:
+            cluster.close()
         print(f"saemi: error: {exc}", file=sys.stderr)
         return 2
-    rows, failed, interrupted = [], 0, False
-    try:
-        for f, plan in tqdm(list(zip(files, plans)), desc="analysing", unit="image", disable=args.quiet):
-            try:
-                a = _analyse_one(f, plan, settings, segmenter, args.overlay)
-            except Exception as exc:  # one bad file never stops the batch
-                failed += 1
-                message = describe_error(exc)
-                tqdm.write(f"saemi: failed {f}: {message}", file=sys.stderr)
-                rows.append(summary_row(f, "error", message))
-                continue
-            rows.append(summary_row(f, "ok", analysis=a))
-    except KeyboardInterrupt:
-        interrupted = True
-        rows += [summary_row(f, "interrupted", "the run was interrupted before this image was done")
-                 for f in files[len(rows):]]
+    if distributed:
+        from .distributed import run_batch
+
+        with cluster:
+            rows, failed, interrupted = run_batch(cluster, files, plans, settings, args.overlay, args.quiet)
+    else:
+        rows, failed, interrupted = _run_serial(files, plans, settings, segmenter, args.overlay, args.quiet)
     rows += [summary_row(path, "skipped", reason) for path, reason in skipped]
     try:
         # convert_dtypes: integer columns stay integers beside the empty cells of error and skipped rows
@@ -366,6 +407,29 @@ def _analyze(args):
     if interrupted:
         return 130
     return 1 if failed else 0
+
+
+def _run_serial(files, plans, settings, segmenter, overlay_mode, quiet):
+    """The images one after the other in this process; returns (rows in input order, failed, interrupted)."""
+    from tqdm import tqdm
+
+    rows, failed, interrupted = [], 0, False
+    try:
+        for f, plan in tqdm(list(zip(files, plans)), desc="analysing", unit="image", disable=quiet):
+            try:
+                a = _analyse_one(f, plan, settings, segmenter, overlay_mode)
+            except Exception as exc:  # one bad file never stops the batch
+                failed += 1
+                message = describe_error(exc)
+                tqdm.write(f"saemi: failed {f}: {message}", file=sys.stderr)
+                rows.append(summary_row(f, "error", message))
+                continue
+            rows.append(summary_row(f, "ok", analysis=a))
+    except KeyboardInterrupt:
+        interrupted = True
+        rows += [summary_row(f, "interrupted", "the run was interrupted before this image was done")
+                 for f in files[len(rows):]]
+    return rows, failed, interrupted
 
 
 def _evaluate(args):
@@ -428,6 +492,16 @@ def _serve(args):
     return run(mode, host=args.host, port=args.port, workers=args.workers)
 
 
+def _positive_int(text):
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return n
+
+
 def build_parser():
     from .measure import METRICS
 
@@ -459,6 +533,12 @@ def build_parser():
     a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a.add_argument("--weights", default=None, help="weights file or folder (default: bundled)")
     a.add_argument("--quiet", action="store_true", help="no progress bar")
+    where = a.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="analyse on the Dask cluster whose scheduler is at ADDRESS (tcp://HOST:8786); "
+                            "the workers need saemi and the weights")
+    where.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="analyse on N local worker processes (a Dask LocalCluster)")
     a.set_defaults(func=_analyze)
 
     e = sub.add_parser("evaluate", help="score the full pipeline on labelled images")

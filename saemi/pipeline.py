@@ -357,7 +357,7 @@ def measure(segmentation, settings=None, deadline=None):
     return Analysis(segmentation, labels, table, summary, settings, timings)
 
 
-def analyze(image, settings=None, segmenter=None, max_pixels=None):
+def analyze(image, settings=None, segmenter=None, max_pixels=None, filename=None):
     """Analyse one micrograph: load, banner, network, instances, measurements.
 
     Parameters
@@ -369,6 +369,9 @@ def analyze(image, settings=None, segmenter=None, max_pixels=None):
         Default: the bundled trained weights.
     max_pixels : int, optional
         Size limit; default ``$SAEMI_MAX_PIXELS`` or 50 megapixels.
+    filename : str, optional
+        The file's name, for image bytes: its suffix picks the reader where the
+        bytes do not tell (see :func:`saemi.io.read_micrograph`).
 
     Returns
     -------
@@ -382,5 +385,5 @@ def analyze(image, settings=None, segmenter=None, max_pixels=None):
     if settings is None or isinstance(settings, dict):
         settings = Settings.from_dict(settings, defaults=read_card()["postprocess"])
     seg = segment(image, segmenter, settings.remove_banner, max_pixels,
-                  detect_scale_bar=settings.scale == "auto" and not settings.nm_per_pixel)
+                  detect_scale_bar=settings.scale == "auto" and not settings.nm_per_pixel, filename=filename)
     return measure(seg, settings)
