@@ -4,6 +4,7 @@ Real components: gunicorn with 3 workers, two app processes sharing a real
 ``redis-server`` started here on a free loopback port, and the real network.
 """
 
+import json
 import re
 import shutil
 import subprocess
@@ -278,8 +279,12 @@ def test_byte_bound_holds_under_30_uploads_of_12_megapixels(tmp_path):
             peaks.append(rss_kb(worker, "VmHWM") * 1024)
         assert max(sizes) <= limit, sizes
         assert max(peaks) <= idle + DEFAULT_MEMORY_MB * 2**20, (idle, peaks)
-        print(f"cache bytes max {max(sizes) / 2**20:.1f} MB of {limit / 2**20:.0f}; worker RSS idle "
-              f"{idle / 2**20:.0f} MB, peak {max(peaks) / 2**20:.0f} MB")
+        figures = {"uploads": len(sizes), "cache_limit_mb": limit / 2**20, "cache_max_mb": max(sizes) / 2**20,
+                   "worker_rss_idle_mb": idle / 2**20, "worker_rss_peak_mb": max(peaks) / 2**20,
+                   "budget_mb": DEFAULT_MEMORY_MB}
+        (REPO / "test-output").mkdir(exist_ok=True)
+        (REPO / "test-output" / "cache-12mp.json").write_text(json.dumps(figures, indent=1))
+        print(figures)
     finally:
         srv.stop()
 
