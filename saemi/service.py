@@ -374,7 +374,7 @@ MAX_NAME_CHARS = 200
 
 
 def upload_label(filename):
-    """The client's file name as a label: its last path component, at most 200 characters.
+    r"""The client's file name as a label: its last path component, at most 200 characters.
 
     The name is never opened or used as a path; outputs are named with
     :func:`safe_stem`. Returns None for no name.
