@@ -46,3 +46,23 @@ def trained_segmenter():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def otsu_cli(monkeypatch, capsys):
+    """Run ``saemi analyze`` in-process with the Otsu baseline as the network: (exit code, stdout, stderr).
+
+    The patch also reaches Dask workers that are threads of this process.
+    """
+    import saemi.cli
+    import saemi.pipeline
+    from saemi.baseline import OtsuSegmenter
+
+    monkeypatch.setattr(saemi.pipeline, "default_segmenter", lambda *a, **k: OtsuSegmenter())
+
+    def run(*args):
+        code = saemi.cli.main(["analyze", *map(str, args), "--quiet"])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run

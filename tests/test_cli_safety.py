@@ -10,7 +10,6 @@ import errno
 import os
 
 import pandas as pd
-import pytest
 from PIL import Image
 
 from synth import disc_labels, micrograph
@@ -18,7 +17,6 @@ from test_cli import run_cli
 
 import saemi.cli
 import saemi.pipeline
-from saemi.baseline import OtsuSegmenter
 from saemi.export import FORMULA_PREFIXES
 
 
@@ -26,19 +24,6 @@ def write_image(path, seed=0):
     labels = disc_labels((96, 128), [(30, 30, 12), (60, 80, 16), (25, 100, 8)])
     Image.fromarray(micrograph(labels, seed=seed)).save(path)
     return path
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    """Run ``saemi analyze`` in-process on the Otsu baseline: returns (exit code, stdout, stderr)."""
-    monkeypatch.setattr(saemi.pipeline, "default_segmenter", lambda *a, **k: OtsuSegmenter())
-
-    def run(*args):
-        code = saemi.cli.main(["analyze", *map(str, args), "--quiet"])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 def snapshot(folder):
@@ -73,41 +58,41 @@ def test_refusals_in_a_real_process_write_nothing(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_outputs_onto_inputs_are_refused_however_they_are_reached(tmp_path, cli):
+def test_outputs_onto_inputs_are_refused_however_they_are_reached(tmp_path, otsu_cli):
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_image(inputs / "b.png")
     out = tmp_path / "out"
     out.mkdir()
     (out / "b_labels.png").symlink_to(inputs / "b.png")  # an output path that is a link to the input
-    code, _, err = cli(inputs / "b.png", "--out", out)
+    code, _, err = otsu_cli(inputs / "b.png", "--out", out)
     assert code == 2 and "would overwrite the input" in err
     (out / "b_labels.png").unlink()
     os.link(inputs / "b.png", out / "b_overlay.png")  # a hard link: the same file under another name
-    code, _, err = cli(inputs / "b.png", "--out", out)
+    code, _, err = otsu_cli(inputs / "b.png", "--out", out)
     assert code == 2 and "would overwrite the input" in err
     (out / "b_overlay.png").unlink()
     (out / "summary.csv").mkdir()
-    code, _, err = cli(inputs / "b.png", "--out", out)
+    code, _, err = otsu_cli(inputs / "b.png", "--out", out)
     assert code == 2 and "exists and is not a file" in err
     (out / "summary.csv").rmdir()
     (out / "summary.csv").write_bytes((inputs / "b.png").read_bytes())
-    code, _, err = cli(inputs / "b.png", out / "summary.csv", "--out", out)  # an input that is an output
+    code, _, err = otsu_cli(inputs / "b.png", out / "summary.csv", "--out", out)  # an input that is an output
     assert code == 2 and "would overwrite the input" in err
     assert sorted(p.name for p in out.iterdir()) == ["summary.csv"]
     assert (out / "summary.csv").read_bytes() == (inputs / "b.png").read_bytes()
 
 
-def test_rerun_into_the_input_folder_skips_earlier_outputs(tmp_path, cli):
+def test_rerun_into_the_input_folder_skips_earlier_outputs(tmp_path, otsu_cli):
     folder = tmp_path / "in"
     folder.mkdir()
     write_image(folder / "a.png")
     original = (folder / "a.png").read_bytes()
-    code, _, err = cli(folder, "--out", folder)
+    code, _, err = otsu_cli(folder, "--out", folder)
     assert code == 0, err
     first = snapshot(folder)
     assert {"a_labels.png", "a_overlay.png", "a_particles.csv", "summary.csv"} <= set(first)
-    code, _, err = cli(folder, "--out", folder)
+    code, _, err = otsu_cli(folder, "--out", folder)
     assert code == 0, err
     for name in ["a_labels.png", "a_overlay.png", "a_particles.csv", "summary.csv"]:
         assert f"skipped {folder / name}: an output of an earlier SAEMI run" in err
@@ -123,7 +108,7 @@ def test_rerun_into_the_input_folder_skips_earlier_outputs(tmp_path, cli):
         assert (folder / name).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
-def test_every_skipped_path_is_reported_and_listed(tmp_path, cli):
+def test_every_skipped_path_is_reported_and_listed(tmp_path, otsu_cli):
     folder = tmp_path / "in"
     folder.mkdir()
     write_image(folder / "good.png")
@@ -133,7 +118,7 @@ def test_every_skipped_path_is_reported_and_listed(tmp_path, cli):
     os.mkfifo(folder / "pipe.tif")  # reading it would block forever
     (folder / "good.txt").write_text("pixel size 2 nm")
     (folder / "same.png").symlink_to(folder / "good.png")
-    code, out, err = cli(folder, "--out", tmp_path / "out")
+    code, out, err = otsu_cli(folder, "--out", tmp_path / "out")
     assert code == 0, err
     reasons = {"x.png": "a folder", "loop.png": "symbolic link loop", "gone.png": "broken symbolic link",
                "pipe.tif": "not a regular file", "good.txt": "not an image file name",
@@ -149,7 +134,7 @@ def test_every_skipped_path_is_reported_and_listed(tmp_path, cli):
     assert "6 paths skipped" in out
 
 
-def test_per_file_errors_of_any_kind_are_rows_and_the_batch_goes_on(tmp_path, cli, monkeypatch):
+def test_per_file_errors_of_any_kind_are_rows_and_the_batch_goes_on(tmp_path, otsu_cli, monkeypatch):
     folder = tmp_path / "in"
     folder.mkdir()
     write_image(folder / "a.png")
@@ -165,7 +150,7 @@ def test_per_file_errors_of_any_kind_are_rows_and_the_batch_goes_on(tmp_path, cl
         return real(image, *args, **kwargs)
 
     monkeypatch.setattr(saemi.pipeline, "analyze", flaky)
-    code, out, err = cli(folder, "--out", tmp_path / "out")
+    code, out, err = otsu_cli(folder, "--out", tmp_path / "out")
     assert code == 1
     assert "Traceback" not in err
     summary = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False)
@@ -180,12 +165,12 @@ def test_per_file_errors_of_any_kind_are_rows_and_the_batch_goes_on(tmp_path, cl
         "summary.csv"]
     assert "2 of 5 images analysed" in out and "3 failed" in out
 
-    code, _, _ = cli(folder / "e.png", "--out", tmp_path / "all-failed")
+    code, _, _ = otsu_cli(folder / "e.png", "--out", tmp_path / "all-failed")
     assert code == 1
     assert pd.read_csv(tmp_path / "all-failed" / "summary.csv").status.tolist() == ["error"]
 
 
-def test_a_failed_write_leaves_earlier_outputs_whole(tmp_path, cli, monkeypatch):
+def test_a_failed_write_leaves_earlier_outputs_whole(tmp_path, otsu_cli, monkeypatch):
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_image(inputs / "a.png")
@@ -202,7 +187,7 @@ def test_a_failed_write_leaves_earlier_outputs_whole(tmp_path, cli, monkeypatch)
         return mkstemp(*args, prefix=prefix, **kwargs)
 
     monkeypatch.setattr(saemi.export.tempfile, "mkstemp", disk_full_for_a_overlay)
-    code, _, err = cli(inputs, "--out", out)
+    code, _, err = otsu_cli(inputs, "--out", out)
     assert code == 1
     for name in ["a_labels.png", "a_particles.csv", "a_overlay.png"]:
         assert (out / name).read_text() == "earlier"  # all three are replaced together, or none
@@ -213,7 +198,7 @@ def test_a_failed_write_leaves_earlier_outputs_whole(tmp_path, cli, monkeypatch)
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left behind
 
 
-def test_an_interrupted_run_still_writes_its_summary(tmp_path, cli, monkeypatch):
+def test_an_interrupted_run_still_writes_its_summary(tmp_path, otsu_cli, monkeypatch):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for name in "abc":
@@ -226,20 +211,20 @@ def test_an_interrupted_run_still_writes_its_summary(tmp_path, cli, monkeypatch)
         return real(image, *args, **kwargs)
 
     monkeypatch.setattr(saemi.pipeline, "analyze", ctrl_c_at_b)
-    code, out, _ = cli(inputs, "--out", tmp_path / "out")
+    code, out, _ = otsu_cli(inputs, "--out", tmp_path / "out")
     assert code == 130 and "interrupted" in out
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary.status.tolist() == ["ok", "interrupted", "interrupted"]
 
 
-def test_formula_like_cells_are_escaped_in_every_csv(tmp_path, cli, monkeypatch):
+def test_formula_like_cells_are_escaped_in_every_csv(tmp_path, otsu_cli, monkeypatch):
     monkeypatch.chdir(tmp_path)
     names = ["=1+2.png", "@SUM(A1).png", "+3.png"]
     for name in names:
         write_image(tmp_path / name)
     (tmp_path / "=HYPERLINK(x).txt").write_text("sidecar")
     (tmp_path / "-2.png").write_text("not an image")
-    code, _, err = cli(*names, "./-2.png", ".", "--out", "out")
+    code, _, err = otsu_cli(*names, "./-2.png", ".", "--out", "out")
     assert code == 1, err
     text = (tmp_path / "out" / "summary.csv").read_text()
     cells = [c for row in csv.reader(text.splitlines()) for c in row]

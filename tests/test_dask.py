@@ -9,7 +9,6 @@ weights, one of them killed mid-run.
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -21,12 +20,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from livesrv import free_port
 from synth import disc_labels, micrograph
 from test_cli import REPO, cli_env, run_cli
 
 import saemi.cli
 import saemi.pipeline
-from saemi.baseline import OtsuSegmenter
 
 distributed = pytest.importorskip("distributed")
 
@@ -62,25 +61,6 @@ def same_outputs(a, b):
     assert sa.columns.tolist() == sb.columns.tolist()
     pd.testing.assert_frame_equal(sa.drop(columns="seconds"), sb.drop(columns="seconds"))
     return sa
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def otsu(monkeypatch, capsys):
-    """Run ``saemi analyze`` in-process with the Otsu baseline as the network (also on in-process workers)."""
-    monkeypatch.setattr(saemi.pipeline, "default_segmenter", lambda *a, **k: OtsuSegmenter())
-
-    def run(*args):
-        code = saemi.cli.main(["analyze", *map(str, args), "--quiet"])
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 @pytest.fixture
@@ -119,11 +99,11 @@ def test_an_unreachable_scheduler_is_a_clear_error_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_cluster_run_writes_what_a_serial_run_writes(tmp_path, otsu, thread_cluster):
+def test_a_cluster_run_writes_what_a_serial_run_writes(tmp_path, otsu_cli, thread_cluster):
     inputs = make_inputs(tmp_path / "in", 4)
     (inputs / "sub.png").mkdir()  # skipped, listed after the images
-    code_serial, out_serial, err_serial = otsu(inputs, "--out", tmp_path / "serial")
-    code, out, err = otsu(inputs, "--out", tmp_path / "cluster", "--scheduler", thread_cluster.scheduler_address)
+    code_serial, out_serial, err_serial = otsu_cli(inputs, "--out", tmp_path / "serial")
+    code, out, err = otsu_cli(inputs, "--out", tmp_path / "cluster", "--scheduler", thread_cluster.scheduler_address)
     assert code == code_serial == 1
     assert out.replace(str(tmp_path / "cluster"), str(tmp_path / "serial")) == out_serial
     assert "Traceback" not in err
@@ -138,7 +118,7 @@ def test_a_cluster_run_writes_what_a_serial_run_writes(tmp_path, otsu, thread_cl
     assert summary.error[2] == "OSError: Input/output error"  # read by the client, reported as a serial run does
 
 
-def test_at_most_two_images_per_worker_thread_are_in_flight(tmp_path, otsu, thread_cluster, monkeypatch):
+def test_at_most_two_images_per_worker_thread_are_in_flight(tmp_path, otsu_cli, thread_cluster, monkeypatch):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for k in range(12):
@@ -157,13 +137,13 @@ def test_at_most_two_images_per_worker_thread_are_in_flight(tmp_path, otsu, thre
 
     monkeypatch.setattr(saemi.cli, "read_input", counting_read)
     monkeypatch.setattr(saemi.cli, "write_outputs", counting_write)
-    code, out, err = otsu(inputs, "--out", tmp_path / "out", "--scheduler", thread_cluster.scheduler_address)
+    code, out, err = otsu_cli(inputs, "--out", tmp_path / "out", "--scheduler", thread_cluster.scheduler_address)
     assert code == 0, err
     assert read[0] == written[0] == 12
     assert most[0] <= 2 * 2  # two worker threads
 
 
-def test_ctrl_c_on_the_client_writes_the_summary_and_exits_130(tmp_path, otsu, thread_cluster, monkeypatch):
+def test_ctrl_c_on_the_client_writes_the_summary_and_exits_130(tmp_path, otsu_cli, thread_cluster, monkeypatch):
     inputs = tmp_path / "in"
     inputs.mkdir()
     for k in range(6):
@@ -177,7 +157,7 @@ def test_ctrl_c_on_the_client_writes_the_summary_and_exits_130(tmp_path, otsu, t
         return real_write(plan, files)
 
     monkeypatch.setattr(saemi.cli, "write_outputs", ctrl_c_at_the_second)
-    code, out, err = otsu(inputs, "--out", tmp_path / "out", "--scheduler", thread_cluster.scheduler_address)
+    code, out, err = otsu_cli(inputs, "--out", tmp_path / "out", "--scheduler", thread_cluster.scheduler_address)
     assert code == 130 and "interrupted" in out
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary.status.tolist().count("ok") == 1 and summary.status.tolist().count("interrupted") == 5
@@ -185,7 +165,7 @@ def test_ctrl_c_on_the_client_writes_the_summary_and_exits_130(tmp_path, otsu, t
     assert len(list((tmp_path / "out").glob("*_labels.png"))) == 1
 
 
-def test_an_image_its_workers_keep_dying_on_is_an_error_row(tmp_path, otsu, thread_cluster, monkeypatch):
+def test_an_image_its_workers_keep_dying_on_is_an_error_row(tmp_path, otsu_cli, thread_cluster, monkeypatch):
     import saemi.distributed
 
     inputs = tmp_path / "in"
@@ -200,7 +180,7 @@ def test_an_image_its_workers_keep_dying_on_is_an_error_row(tmp_path, otsu, thre
         return real(data, file, *args)
 
     monkeypatch.setattr(saemi.distributed, "analyse_image", poison_s1)
-    code, out, err = otsu(inputs, "--out", tmp_path / "out", "--scheduler", thread_cluster.scheduler_address)
+    code, out, err = otsu_cli(inputs, "--out", tmp_path / "out", "--scheduler", thread_cluster.scheduler_address)
     assert code == 1 and "2 of 3 images analysed" in out
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary.status.tolist() == ["ok", "error", "ok"]
