@@ -197,15 +197,16 @@ class AnalysisService:
             if blob is None:
                 return None
             seg = decode_segmentation(blob)
-        self._remember(digest, seg)
+        self._remember(self._memo, digest, seg)
         return seg
 
-    def _remember(self, digest, seg):
+    def _remember(self, memo, key, value):
+        """Keep ``value`` in one of the per-process memos, the oldest beyond MEMO_ENTRIES dropped."""
         with self._lock:
-            self._memo[digest] = seg
-            self._memo.move_to_end(digest)
-            while len(self._memo) > MEMO_ENTRIES:
-                self._memo.popitem(last=False)
+            memo[key] = value
+            memo.move_to_end(key)
+            while len(memo) > MEMO_ENTRIES:
+                memo.popitem(last=False)
 
     def _get(self, image_id):
         """The handle and segmentation of ``image_id``; 404 ``not_found`` once either was evicted."""
@@ -265,6 +266,15 @@ class AnalysisService:
         dict
             See the module docstring.
         """
+        entry, cached = self._segment_entry(data, filename, remove_banner, deadline, image_id)
+        return self._segment_result(entry, cached)
+
+    def _segment_result(self, entry, cached):
+        timings = {k: round(v, 4) for k, v in entry.segmentation.timings.items()} if not cached else {}
+        return {**self._describe(entry.image_id, entry), "timings": timings, "cached": cached}
+
+    def _segment_entry(self, data, filename, remove_banner, deadline, image_id):
+        """:meth:`segment`'s work: returns the image's handle and whether the network was skipped."""
         self.check_upload(data)
         filename = upload_label(filename) or "image"
         segmenter = self.segmenter  # a model that cannot load is a 503, even for a cached image
@@ -278,7 +288,7 @@ class AnalysisService:
                     raise
                 existing = None
             if existing is not None:
-                return {**self._describe(image_id, existing), "timings": {}, "cached": True}
+                return existing, True
             check_key(image_id)
         seg = self._segmentation(digest)
         cached = seg is not None
@@ -294,12 +304,10 @@ class AnalysisService:
             # every analysis, here or on another worker, runs on what the store holds
             seg = decode_segmentation(blob)
             seg.timings = fresh.timings
-            self._remember(digest, seg)
+            self._remember(self._memo, digest, seg)
         entry = _Entry(image_id or secrets.token_urlsafe(18), digest, seg, filename)
         self._save_handle(entry)
-        return {**self._describe(entry.image_id, entry),
-                "timings": {k: round(v, 4) for k, v in seg.timings.items()} if not cached else {},
-                "cached": cached}
+        return entry, cached
 
     @staticmethod
     def _describe(image_id, entry):
@@ -323,20 +331,18 @@ class AnalysisService:
             raise SaemiError(f"overlay must be one of {', '.join(OVERLAY_MODES)}", code="bad_parameter")
         s = settings if isinstance(settings, Settings) else self.parse_settings(settings)
         t0 = time.perf_counter()
-        info = self.segment(data, filename, s.remove_banner, deadline) if data is not None else None
-        image_id = info["image_id"] if info else image_id
-        entry = self._get(image_id)
-        if not info:
+        if data is not None:
+            entry, cached = self._segment_entry(data, filename, s.remove_banner, deadline, None)
+            info = self._segment_result(entry, cached)
+        else:
+            entry = self._get(image_id)
             info = {**self._describe(image_id, entry), "cached": True}
+        image_id = entry.image_id
         result = measure(entry.segmentation, s, deadline)
         entry.settings = settings_dict(s)
         self._save_handle(entry)
-        with self._lock:
-            self._labels[image_id] = result.labels
-            self._labels.move_to_end(image_id)
-            while len(self._labels) > MEMO_ENTRIES:
-                self._labels.popitem(last=False)
-        out = {**info, "settings": settings_dict(s), "nm_per_pixel": result.nm_per_pixel,
+        self._remember(self._labels, image_id, result.labels)
+        out = {**info, "settings": entry.settings, "nm_per_pixel": result.nm_per_pixel,
                "calibration": result.calibration.to_dict(),
                "summary": {k: _json_number(v) for k, v in result.summary.items()},
                "particles": records(result.table),

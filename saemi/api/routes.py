@@ -122,11 +122,6 @@ def _read_request():
                      "application/json or an image body", code="unsupported_media_type")
 
 
-def _check_upload(data):
-    if data is not None:
-        _service().check_upload(data)
-
-
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -224,7 +219,7 @@ def segment():
     remove_banner = True
     if "remove_banner" in fields_:
         remove_banner = Settings.from_dict({"remove_banner": fields_["remove_banner"]}).remove_banner
-    _check_upload(data)
+    # the upload's size and name are checked by the service, for the page's uploads too
     return jsonify(_service().segment(data, filename or "image", remove_banner, _deadline(),
                                       image_id=_image_id(fields_.get("image_id"))))
 
@@ -249,7 +244,6 @@ def analyze():
         raise SaemiError("'overlay_alpha' must be a number from 0 to 1", code="bad_parameter")
     include_images = _bool(fields_.get("include_images", True), "include_images")
     settings = _settings_from(fields_)
-    _check_upload(data)
     out = _service().analyze(image_id=image_id, data=data, filename=filename or ("image" if data else None),
                              settings=settings, overlay=overlay, overlay_alpha=alpha,
                              include_images=include_images, deadline=_deadline())
