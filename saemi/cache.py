@@ -136,7 +136,14 @@ def decode_handle(blob):
     return json.loads(blob.decode())
 
 
-# --- stores ------------------------------------------------------------------------------------
+# --- stores -----------------------------------------------------------------------------------
+
+def check_fits(blob, max_bytes):
+    """Raise :class:`SaemiError` (``too_large``) for a record larger than the whole store."""
+    if len(blob) > max_bytes:
+        raise SaemiError(f"this image's analysis ({len(blob) / 2**20:.0f} MB) does not fit the server's cache "
+                         f"of {max_bytes / 2**20:.0f} MB (SAEMI_CACHE_BYTES)", code="too_large")
+
 
 class DiskStore:
     """Records as files in one folder, shared by every process on the host.
@@ -162,9 +169,7 @@ class DiskStore:
         return self.root / f"{check_key(key)}.rec"
 
     def put(self, key, blob):
-        if len(blob) > self.max_bytes:
-            raise SaemiError(f"this image's analysis ({len(blob) / 2**20:.0f} MB) does not fit the server's cache "
-                             f"of {self.max_bytes / 2**20:.0f} MB (SAEMI_CACHE_BYTES)", code="too_large")
+        check_fits(blob, self.max_bytes)
         path = self._path(key)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root)
         try:
@@ -267,9 +272,7 @@ class RedisStore:
         return self.prefix + "rec:" + check_key(key)
 
     def put(self, key, blob):
-        if len(blob) > self.max_bytes:
-            raise SaemiError(f"this image's analysis ({len(blob) / 2**20:.0f} MB) does not fit the server's cache "
-                             f"of {self.max_bytes / 2**20:.0f} MB (SAEMI_CACHE_BYTES)", code="too_large")
+        check_fits(blob, self.max_bytes)
         pipe = self.redis.pipeline()
         pipe.set(self._k(key), blob, ex=self.ttl)
         pipe.zadd(self._lru, {key: time.time()})
@@ -309,7 +312,6 @@ class RedisStore:
         return sum(int(v) for v in self.redis.hvals(self._sizes))
 
     def evict(self):
-        total = self.size_bytes()
         cutoff = time.time() - self.ttl
         for key in self.redis.zrangebyscore(self._lru, "-inf", cutoff):
             self.delete(key.decode())
