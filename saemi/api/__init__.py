@@ -93,8 +93,10 @@ def _load(service, state):
         seg = service.load()
         _release_free_memory()
         log.info("model loaded on %s from %s", seg.device, getattr(seg, "weights_path", "?"))
+    except SaemiError as exc:  # the factory has logged the reason; /health and /ready report it
+        state.load_error = exc.message
     except Exception as exc:  # keep serving /health and /ready; they report the problem
-        state.load_error = getattr(exc, "message", None) or str(exc)
+        state.load_error = str(exc)
         log.error("model could not be loaded: %s", state.load_error)
 
 
