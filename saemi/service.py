@@ -34,7 +34,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .cache import check_key, decode_handle, decode_segmentation, encode_handle, encode_segmentation, open_store
+from .cache import KEY_RE, check_key, decode_handle, decode_segmentation, encode_handle, encode_segmentation, open_store
 from .calibration import effective_calibration, with_calibration_columns
 from .card import read_card
 from .errors import SaemiError
@@ -281,6 +281,9 @@ class AnalysisService:
         digest = hashlib.sha256(self._model_key(segmenter) + bytes(data) + (b"1" if remove_banner else b"0")
                                 ).hexdigest()[:40]
         if image_id is not None:
+            if not isinstance(image_id, str) or not KEY_RE.match(image_id):
+                # an id no upload could have been given: a malformed request, not an expired one
+                raise SaemiError("'image_id' is not an id this server hands out", code="bad_request")
             try:
                 existing = self._get(image_id)
             except SaemiError as exc:
@@ -289,7 +292,6 @@ class AnalysisService:
                 existing = None
             if existing is not None:
                 return existing, True
-            check_key(image_id)
         seg = self._segmentation(digest)
         cached = seg is not None
         if seg is None:

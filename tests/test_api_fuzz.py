@@ -25,8 +25,9 @@ schema = schemathesis.openapi.from_dict(openapi_document("/api/v1"))
 def backend(tmp_path_factory):
     if not weights_available():
         pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt must exist")
-    srv = start_backend(env={"SAEMI_DEVICE": "cpu", "SAEMI_MAX_UPLOAD_MB": "2", "SAEMI_TIMEOUT": "30"},
-                        log_path=tmp_path_factory.mktemp("fuzz") / "backend.log")
+    folder = tmp_path_factory.mktemp("fuzz")
+    srv = start_backend(env={"SAEMI_DEVICE": "cpu", "SAEMI_MAX_UPLOAD_MB": "2", "SAEMI_TIMEOUT": "30",
+                             "SAEMI_CACHE_DIR": str(folder / "cache")}, log_path=folder / "backend.log")
     try:
         srv.wait("/api/v1/ready", timeout=240)
         yield srv

@@ -55,13 +55,15 @@ def emps():
 
 
 @pytest.fixture(scope="module")
-def server(emps):
+def server(emps, tmp_path_factory):
     if not weights_available():
         pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt (or $SAEMI_WEIGHTS) must exist")
     OUT.mkdir(exist_ok=True)
     port = free_port()
     srv = Server(gunicorn_command(port), port=port, log_path=OUT / "browser-gunicorn.log",
-                 env={"SAEMI_DEVICE": "cpu", "SAEMI_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB)})  # the default
+                 env={"SAEMI_DEVICE": "cpu", "SAEMI_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),  # the default
+                      # a cache of its own: a segmentation left by an earlier run would skip the network
+                      "SAEMI_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))})
     try:
         srv.wait("/api/v1/health", timeout=240)
         yield srv
@@ -688,7 +690,8 @@ def test_remote_backend_mode(browser, emps, tmp_path):
     bport, fport = free_port(), free_port()
     backend = Server([gunicorn_exe(), "-b", f"127.0.0.1:{bport}", "--workers", "1", "--threads", "2",
                       "--timeout", "300", "saemi.api:create_app()"], port=bport,
-                     log_path=OUT / "browser-remote-backend.log", env={"SAEMI_DEVICE": "cpu"})
+                     log_path=OUT / "browser-remote-backend.log",
+                     env={"SAEMI_DEVICE": "cpu", "SAEMI_CACHE_DIR": str(tmp_path / "cache")})
     front = Server(gunicorn_command(fport), port=fport, log_path=OUT / "browser-remote-front.log",
                    env={"SAEMI_BACKEND_URL": backend.url, "SAEMI_BACKEND_TIMEOUT": "60"})
     try:
@@ -745,6 +748,9 @@ def test_page_uploads_again_when_the_server_dropped_the_image(browser, emps, tmp
         for rec in records:  # what eviction or the TTL does
             rec.unlink()
         page.click("#exclude-edge input[type=checkbox]")
+        # the page says it is sending the image again, then shows the new analysis
+        page.wait_for_function("() => document.querySelector('#analysis-status').textContent"
+                               ".includes('uploading it again')")
         page.wait_for_function("() => /particles? found/.test(document.querySelector('#analysis-status').textContent)")
         settle(page)
         assert page.text_content("#analysis-error") == ""

@@ -188,6 +188,10 @@ def test_evicted_image_is_404_and_can_come_back_under_its_id(tmp_path, random_se
     # an id that is still known is left alone: nobody overwrites another upload's handle
     kept = svc.segment(discs_png(120, 160, seed=2), "other.png", image_id=first["image_id"])
     assert kept["filename"] == "first.png"
+    # an id that no upload could have had is a malformed request (400), not an expired one (404)
+    with pytest.raises(SaemiError) as err:
+        svc.segment(discs_png(120, 160, seed=2), "other.png", image_id="../../etc")
+    assert err.value.code == "bad_request"
 
 
 # --- several workers and replicas ---------------------------------------------------------------

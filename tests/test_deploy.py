@@ -201,7 +201,8 @@ def _need_runtime():
 def test_procfile_smoke(tmp_path):
     """Start the app exactly as the Procfile says; health, the page, and an analysis."""
     _need_runtime()
-    srv = Server(procfile_command("web"), env={"WEB_CONCURRENCY": "1", "SAEMI_THREADS": "2"},
+    srv = Server(procfile_command("web"), env={"WEB_CONCURRENCY": "1", "SAEMI_THREADS": "2",
+                                               "SAEMI_CACHE_DIR": str(tmp_path / "cache")},
                  log_path=tmp_path / "procfile.log")
     try:
         srv.wait("/api/v1/health", timeout=240)

@@ -34,7 +34,7 @@ def procfile_server(tmp_path, name, **env):
         pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt must exist")
     port = free_port()
     return Server(procfile_command("web"), port=port, log_path=tmp_path / f"{name}.log",
-                  env={"SAEMI_DEVICE": "cpu", **env})
+                  env={"SAEMI_DEVICE": "cpu", "SAEMI_CACHE_DIR": str(tmp_path / f"{name}-cache"), **env})
 
 
 @pytest.fixture(scope="module")
