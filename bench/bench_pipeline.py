@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 
 from saemi.instances import SplitSettings, split_touching  # noqa: E402
 from saemi.measure import particle_table  # noqa: E402
-from saemi.pipeline import Settings, measure, segment  # noqa: E402
+from saemi.pipeline import Settings, segment, split_and_measure  # noqa: E402
 
 
 def demo_image(path):
@@ -82,7 +82,7 @@ def main():
         stage = {k: [] for k in STAGES}
         for _ in range(args.repeats):
             s = segment(data, seg_model)
-            a = measure(s, Settings.from_dict(None, defaults=seg_model.card["postprocess"]))
+            a = split_and_measure(s, Settings.from_dict(None, defaults=seg_model.card["postprocess"]))
             for k in stage:
                 stage[k].append(a.timings[k])
         results[precision] = ({k: min(v) for k, v in stage.items()}, a)

@@ -2,7 +2,7 @@
 
 What is stored
 --------------
-Two kinds of record, both as bytes under string keys:
+Three kinds of record, all as bytes under string keys:
 
 * a **segmentation**, under the SHA-256 of the upload (a de-duplication key that
   never leaves the server): the image (one grey channel when its three are
@@ -12,7 +12,10 @@ Two kinds of record, both as bytes under string keys:
 * a **handle**, under a random id that the client gets (``image_id``): which
   segmentation it points to, the client's file name and its last settings.
   Two users who upload the same file get two handles and share one
-  segmentation; neither can guess the other's id.
+  segmentation; neither can guess the other's id;
+* the **labels** of one analysis (a segmentation under some splitting
+  settings), so that a click, an overlay change or a CSV download never splits
+  again or sends labels to the browser; :func:`encode_labels`.
 
 Stores
 ------
@@ -126,6 +129,24 @@ def _restore_field(name, value):
 
     restore = getattr(pipeline, "SEGMENTATION_FIELD_DECODERS", {}).get(name)
     return restore(value) if restore and value is not None else value
+
+
+def encode_labels(labels):
+    """A label image as compact bytes: uint16 where it fits, zlib-compressed (labels compress ~20x)."""
+    import zlib
+
+    lab = np.asarray(labels)
+    lab = lab.astype(np.uint16) if lab.max(initial=0) <= 65535 else lab.astype(np.int32)
+    buf = io.BytesIO()
+    np.save(buf, lab, allow_pickle=False)
+    return zlib.compress(buf.getvalue(), 1)
+
+
+def decode_labels(blob):
+    """The int32 label image :func:`encode_labels` stored."""
+    import zlib
+
+    return np.load(io.BytesIO(zlib.decompress(blob)), allow_pickle=False).astype(np.int32)
 
 
 def encode_handle(record):

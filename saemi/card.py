@@ -4,6 +4,8 @@ import json
 import os
 from pathlib import Path
 
+from .settings import defaults, tuned_names
+
 DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "model_weights"
 WEIGHTS_FILE = "saemi_unet_resnet18.pt"
 CARD_FILE = "model_card.json"
@@ -20,8 +22,8 @@ DEFAULT_CARD = {
     # which pushed every outline outward by about a pixel; inference divides the
     # weights back out (see saemi.model.Segmenter).
     "loss_class_weights": [1.0, 1.0, 2.0],
-    "postprocess": {"watershed": True, "threshold": 0.5, "min_distance": 15, "min_size": 20,
-                    "merge_threshold": 0.0, "min_relative_size": 0.0},
+    # The built-in defaults of the tuned settings, until `saemi evaluate --tune` records others.
+    "postprocess": {k: v for k, v in defaults().items() if k in tuned_names()},
 }
 
 

@@ -355,18 +355,14 @@ def _analyze(args):
     from .card import read_card
     from .errors import SaemiError
     from .export import csv_text, write_atomic
-    from .pipeline import Settings, default_segmenter
+    from .pipeline import default_segmenter
+    from .settings import Settings, from_cli_arguments
 
     out = Path(args.out)
     distributed = bool(args.scheduler or args.workers)
     cluster = None
     try:
-        overrides = {k: v for k, v in {
-            "watershed": args.watershed, "min_distance": args.min_distance, "threshold": args.threshold,
-            "min_size": args.min_size, "exclude_edge": args.exclude_edge or None,
-            "merge_threshold": args.merge_threshold, "min_relative_size": args.min_relative_size,
-            "nm_per_pixel": args.nm_per_pixel, "metric": args.metric, "scale": args.scale}.items()
-            if v is not None}
+        overrides = from_cli_arguments(args)
         settings = Settings.from_dict(overrides, defaults=read_card(args.weights)["postprocess"])
         files, skipped = collect_inputs(args.inputs)
         for path, reason in skipped:
@@ -435,10 +431,11 @@ def _run_serial(files, plans, settings, segmenter, overlay_mode, quiet):
 def _evaluate(args):
     import json
 
+    from .card import read_card
     from .evaluate import (TUNED_KEYS, cross_validated_ap, evaluate, evaluation_names, rescore, tune_postprocess,
                            write_card_postprocess)
-    from .pipeline import Settings, default_segmenter
-    from .card import read_card
+    from .pipeline import default_segmenter
+    from .settings import Settings
 
     from .export import csv_text, write_atomic
 
@@ -486,7 +483,7 @@ def _train(args):
 
 
 def _serve(args):
-    from .serve import run
+    from .launch import run
 
     mode = "backend" if args.backend else "frontend" if args.frontend else "all"
     return run(mode, host=args.host, port=args.port, workers=args.workers)
@@ -503,7 +500,7 @@ def _positive_int(text):
 
 
 def build_parser():
-    from .measure import METRICS
+    from .settings import add_cli_arguments
 
     parser = argparse.ArgumentParser(prog="saemi", description="Size analysis of electron-microscopy images.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -511,24 +508,7 @@ def build_parser():
     a = sub.add_parser("analyze", help="analyse images or folders of images")
     a.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     a.add_argument("--out", required=True, help="output folder")
-    a.add_argument("--watershed", dest="watershed", action="store_true", default=None,
-                   help="split touching particles (default: the model card's setting)")
-    a.add_argument("--no-watershed", dest="watershed", action="store_false")
-    a.add_argument("--min-distance", type=int, default=None, help="minimum distance between watershed markers, px")
-    a.add_argument("--threshold", type=float, default=None, help="particle probability cut, 0..1")
-    a.add_argument("--min-size", type=int, default=None, help="drop particles smaller than this, px")
-    a.add_argument("--min-relative-size", type=float, default=None, metavar="FRACTION",
-                   help="drop particles smaller than this fraction of the image's typical particle area "
-                        "(0 keeps all; default from the model card)")
-    a.add_argument("--merge-threshold", type=float, default=None,
-                   help="merge touching pieces whose shared border has a mean non-interior probability "
-                        "below this (0 disables; default from the model card)")
-    a.add_argument("--exclude-edge", action="store_true", help="drop particles touching the image border")
-    a.add_argument("--nm-per-pixel", type=float, default=None, help="calibration: adds sizes in nm")
-    a.add_argument("--scale", default="auto", choices=["auto", "none"],
-                   help="auto: without --nm-per-pixel, calibrate from the scale bar read in the image")
-    a.add_argument("--metric", default=None, choices=list(METRICS),
-                   help="summary metric (default equivalent_diameter)")
+    add_cli_arguments(a)  # one flag per setting, from saemi.settings
     a.add_argument("--overlay", default="outline", choices=["outline", "filled"])
     a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     a.add_argument("--weights", default=None, help="weights file or folder (default: bundled)")

@@ -9,11 +9,11 @@ import numpy as np
 import pandas as pd
 
 from .card import CARD_FILE, read_card, weights_dir
-from .instances import (SplitSettings, boundary_evidence, drop_fragments, merge_weak_borders, remove_small,
-                        split_touching)
+from .dataset import list_pairs, read_label_image
+from .instances import boundary_evidence, filter_particles, label_particles, merge_stage, remove_small
 from .metrics import score_image
-from .pipeline import Settings, measure, particle_region, segment
-from .train import list_pairs, read_label_image
+from .pipeline import particle_region, segment, split_and_measure
+from .settings import Settings, tuned_names
 
 
 def evaluation_names(data_dir, split_file=None, subset="val"):
@@ -34,7 +34,7 @@ def evaluation_names(data_dir, split_file=None, subset="val"):
 
 
 def evaluate(data_dir, names, segmenter, settings=None, progress=True):
-    """Run ``segment`` + ``measure`` on each image and score it against its labels.
+    """Run ``segment`` + ``split_and_measure`` on each image and score it against its labels.
 
     Returns
     -------
@@ -55,7 +55,7 @@ def evaluate(data_dir, names, segmenter, settings=None, progress=True):
     for name in tqdm(names, desc="evaluate", disable=not progress, mininterval=5):
         t = time.perf_counter()
         seg = segment(data_dir / "images" / f"{name}.png", segmenter)
-        analysis = measure(seg, settings)
+        analysis = split_and_measure(seg, settings)
         seconds = time.perf_counter() - t
         truth = read_label_image(data_dir / "segmaps" / f"{name}.png")
         rows.append({"name": name, **score_image(truth, analysis.labels), "seconds": seconds})
@@ -72,7 +72,7 @@ def rescore(data_dir, segmentations, settings, seconds=None):
     rows = []
     for name, seg in segmentations.items():
         truth = read_label_image(Path(data_dir) / "segmaps" / f"{name}.png")
-        labels = measure(seg, settings).labels
+        labels = split_and_measure(seg, settings).labels
         rows.append({"name": name, **score_image(truth, labels), "seconds": (seconds or {}).get(name, np.nan)})
     per_image = pd.DataFrame(rows)
     return per_image, summarize_scores(per_image)
@@ -89,7 +89,7 @@ def summarize_scores(per_image):
             "seconds_per_image": float(per_image["seconds"].mean())}
 
 
-TUNED_KEYS = ("watershed", "threshold", "min_distance", "min_size", "merge_threshold", "min_relative_size")
+TUNED_KEYS = tuned_names()
 
 #: The tuning grid. On the first shipped weights a wider one (threshold 0.7, min_size 160,
 #: min_relative_size 0.05) never won, and the best AP moved by < 0.01 across min_distance
@@ -126,7 +126,7 @@ def tune_postprocess(data_dir, segmentations, grid=None):
     grid = {**DEFAULT_GRID, **(grid or {})}
     names = list(segmentations)
     truths = {n: read_label_image(Path(data_dir) / "segmaps" / f"{n}.png") for n in names}
-    settings, scores = [], []
+    tried, scores = [], []
     for n in names:
         seg = segmentations[n]
         prob = np.asarray(seg.probability)
@@ -137,20 +137,21 @@ def tune_postprocess(data_dir, segmentations, grid=None):
             distances = grid["min_distance"] if watershed else [grid["min_distance"][0]]
             merges = grid["merge_threshold"] if watershed and edge is not None else [0.0]
             for thr, md in itertools.product(grid["threshold"], distances):
-                base = split_touching(prob, SplitSettings(watershed, thr, md, min_size=0), valid)
+                base = label_particles(prob, thr, watershed, md, valid)
                 for mt in merges:
-                    merged = merge_weak_borders(base, edge, mt) if mt > 0 else base
+                    merged = merge_stage(base, edge, mt)
                     for ms in grid["min_size"]:
                         sized = remove_small(merged, ms)
                         for rel in grid["min_relative_size"]:
-                            labels = drop_fragments(sized, rel) if rel > 0 else sized
+                            # min_size is already applied; exclude_edge is never tuned (a choice, not a fit)
+                            labels = filter_particles(sized, 0, rel, Settings().exclude_edge)
                             row.append(score_image(truths[n], labels)["ap50"])
                             if n == names[0]:
-                                settings.append({"watershed": watershed, "threshold": thr, "min_distance": md,
-                                                 "merge_threshold": mt, "min_size": ms, "min_relative_size": rel})
+                                tried.append({"watershed": watershed, "threshold": thr, "min_distance": md,
+                                              "merge_threshold": mt, "min_size": ms, "min_relative_size": rel})
         scores.append(row)
     per_image = pd.DataFrame(np.array(scores).T, columns=names)
-    table = pd.DataFrame(settings)
+    table = pd.DataFrame(tried)
     table["ap50"] = per_image.mean(axis=1)
     table = table.sort_values("ap50", ascending=False, kind="stable")
     best = _settings_row(table.iloc[0])
@@ -187,10 +188,9 @@ def cross_validated_ap(per_image, folds=2):
 
 
 def _settings_row(row):
-    return {"watershed": bool(row["watershed"]), "threshold": float(row["threshold"]),
-            "min_distance": int(row["min_distance"]), "min_size": int(row["min_size"]),
-            "merge_threshold": float(row["merge_threshold"]), "min_relative_size": float(row["min_relative_size"]),
-            "ap50": float(row["ap50"])}
+    """A row of the tuning table as typed settings (:func:`saemi.settings.tuned_names`) and its ``ap50``."""
+    tuned = Settings.from_dict({k: row[k].item() if hasattr(row[k], "item") else row[k] for k in TUNED_KEYS})
+    return {**{k: getattr(tuned, k) for k in TUNED_KEYS}, "ap50": float(row["ap50"])}
 
 
 def write_card_postprocess(best, metrics, folder=None):

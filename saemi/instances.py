@@ -1,7 +1,5 @@
 """From per-pixel probabilities (or a plain mask) to labelled particles."""
 
-from dataclasses import dataclass, field, fields
-
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
@@ -10,72 +8,7 @@ from scipy.sparse.csgraph import connected_components
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
-from .errors import SaemiError
-
-
-@dataclass(frozen=True)
-class SplitSettings:
-    """How probabilities become particles.
-
-    Attributes
-    ----------
-    watershed : bool
-        Split touching particles with a marker-based watershed (True) or keep
-        plain connected components (False).
-    threshold : float
-        Probability cut in (0, 1) for "particle" (and for the interior markers).
-    min_distance : int
-        Minimum distance in pixels between two watershed markers; larger values
-        split less.
-    min_size : int
-        Particles smaller than this many pixels are dropped.
-    exclude_edge : bool
-        Drop particles that touch the image border.
-    merge_threshold : float
-        Merge neighbouring pieces when the mean "not interior" probability along
-        their shared border is below this value, i.e. where the network saw no
-        boundary between them (see :func:`merge_weak_borders`); 0 disables. Only
-        a three-class probability stack carries this evidence.
-    min_relative_size : float
-        Drop particles smaller than this fraction of the image's typical particle
-        area (see :func:`drop_fragments`); 0 disables.
-    """
-
-    watershed: bool = True
-    threshold: float = field(default=0.5, metadata={"range": (0.0, 1.0, False, False)})
-    # Capped so that no request can buy minutes of work: a 1000 px minimum distance is
-    # already wider than any particle the network is meant to see.
-    min_distance: int = field(default=15, metadata={"range": (1, 1000, True, True), "unit": "px"})
-    min_size: int = field(default=20, metadata={"range": (0, 100_000_000, True, True), "unit": "px"})
-    exclude_edge: bool = False
-    merge_threshold: float = field(default=0.0, metadata={"range": (0.0, 1.0, True, False)})
-    min_relative_size: float = field(default=0.0, metadata={"range": (0.0, 1.0, True, False)})
-
-    def validated(self):
-        """Return self, or raise :class:`SaemiError` naming the bad value."""
-        check_ranges(self)
-        return self
-
-
-def check_ranges(settings):
-    """Raise :class:`SaemiError` for a dataclass field outside its declared ``range``.
-
-    A field's ``metadata["range"]`` is ``(low, high, low_inclusive, high_inclusive)``;
-    ``None`` values are not checked (an unset optional setting).
-    """
-    for f in fields(settings):
-        bounds = f.metadata.get("range")
-        value = getattr(settings, f.name)
-        if bounds is None or value is None:
-            continue
-        lo, hi, lo_in, hi_in = bounds
-        v = float(value)
-        ok = (v >= lo if lo_in else v > lo) and (v <= hi if hi_in else v < hi)
-        if not ok:
-            unit = f.metadata.get("unit", "")
-            raise SaemiError(f"{f.name} must be {'from' if lo_in else 'above'} {lo:g} "
-                             f"{'to' if hi_in else 'and below'} {hi:g}{' ' + unit if unit else ''}, got {value}",
-                             code="bad_parameter")
+from .settings import SplitSettings
 
 
 def foreground_and_interior(prob, threshold=0.5):
@@ -146,20 +79,53 @@ def split_touching(prob, settings=SplitSettings(), valid=None):
     2
     """
     s = settings.validated()
-    fg, interior = foreground_and_interior(prob, s.threshold)
+    labels = label_particles(prob, s.threshold, s.watershed, s.min_distance, valid)
+    labels = merge_stage(labels, boundary_evidence(prob) if s.merge_threshold > 0 else None, s.merge_threshold)
+    return filter_particles(labels, s.min_size, s.min_relative_size, s.exclude_edge)
+
+
+# The three stages of split_touching. Tuning (saemi.evaluate.tune_postprocess) calls the
+# same functions, caching each stage's output across the settings of the later ones.
+
+def label_particles(prob, threshold, watershed, min_distance, valid=None):
+    """Stage 1 of :func:`split_touching`: threshold, then watershed or connected components.
+
+    Returns
+    -------
+    ndarray of int, shape (H, W)
+        Labels, not necessarily consecutive.
+    """
+    fg, interior = foreground_and_interior(prob, threshold)
     if valid is not None:
         fg, interior = fg & valid, interior & valid
-    if not s.watershed:
-        labels, _ = ndi.label(fg)
-    else:
-        labels = _watershed(fg, interior, int(s.min_distance))
-    edge = boundary_evidence(prob) if s.merge_threshold > 0 else None
-    if edge is not None:
-        labels = merge_weak_borders(labels, edge, s.merge_threshold)
-    labels = remove_small(labels, int(s.min_size))
-    if s.min_relative_size > 0:
-        labels = drop_fragments(labels, s.min_relative_size)
-    return _filter(labels, 0, s.exclude_edge)
+    if not watershed:
+        return ndi.label(fg)[0]
+    return _watershed(fg, interior, int(min_distance))
+
+
+def merge_stage(labels, edge, merge_threshold):
+    """Stage 2 of :func:`split_touching`: :func:`merge_weak_borders` when it applies.
+
+    ``edge`` is :func:`boundary_evidence` (None for a model without a boundary
+    class, or when ``merge_threshold`` is 0: nothing is merged).
+    """
+    if merge_threshold > 0 and edge is not None:
+        return merge_weak_borders(labels, edge, merge_threshold)
+    return labels
+
+
+def filter_particles(labels, min_size=0, min_relative_size=0.0, exclude_edge=False):
+    """Stage 3 of :func:`split_touching`: size filters, then the image edge; labels renumbered 1..N.
+
+    Particles under ``min_size`` pixels go first, then those under
+    ``min_relative_size`` of the typical area of what is left
+    (:func:`drop_fragments`), then, with ``exclude_edge``, those touching the
+    border.
+    """
+    labels = remove_small(labels, int(min_size))
+    if min_relative_size > 0:
+        labels = drop_fragments(labels, min_relative_size)
+    return _filter(labels, 0, exclude_edge)
 
 
 def boundary_evidence(prob):

@@ -51,6 +51,33 @@ def feret_diameters(mask):
     return fmax, fmin
 
 
+def kept_particles(table, removed):
+    """The rows of a particle table the user did not exclude: the one place exclusions apply.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        From :func:`particle_table` (a ``label`` column).
+    removed : iterable of int
+        Excluded labels (see ``Settings.removed_labels``); unknown ones are ignored.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The other rows, index renumbered.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> kept_particles(pd.DataFrame({"label": [1, 2, 3]}), [2, 9])["label"].tolist()
+    [1, 3]
+    """
+    removed = {int(v) for v in removed or ()}
+    if not removed or not len(table):
+        return table
+    return table[~table["label"].isin(removed)].reset_index(drop=True)
+
+
 def particle_table(labels, nm_per_pixel=None):
     """One row per particle with its size and shape.
 

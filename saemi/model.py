@@ -148,8 +148,25 @@ class Segmenter:
         scale = float(self.card.get("input_scale", 1.0))
         sh, sw = max(32, round(h * scale)), max(32, round(w * scale))
         small = image if (sh, sw) == (h, w) else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-        x = standardize(small)
-        prob = predict_tiled(self._forward, x, len(self.classes),
+        return self.predict_resized(small, deadline)
+
+    def predict_resized(self, small, deadline=None):
+        """Class probabilities of an image already at the network's working scale.
+
+        The network's half of :meth:`predict_at_network_scale` (standardise, tile,
+        blend); training validates through it, so its scores are those of the
+        shipped inference path.
+
+        Parameters
+        ----------
+        small : ndarray, shape (h, w, 3), dtype uint8
+        deadline : saemi.budget.Deadline, optional
+
+        Returns
+        -------
+        ndarray, shape (C, h, w), dtype float32
+        """
+        prob = predict_tiled(self._forward, standardize(small), len(self.classes),
                              int(self.card.get("tile_size", 512)), int(self.card.get("tile_overlap", 64)),
                              deadline)
         return prob.astype(np.float32)

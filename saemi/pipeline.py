@@ -3,15 +3,15 @@
 The work splits in two so that the web layers can cache the expensive half:
 
 * :func:`segment` — load, banner removal, network: the per-pixel probabilities.
-* :func:`measure` — instance splitting, removed particles, table and summary;
-  cheap, re-run whenever a slider moves.
+* :func:`split_and_measure` — instance splitting, removed particles, table and
+  summary; cheap, re-run whenever a slider moves.
 
 :func:`analyze` runs both.
 """
 
 import functools
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -20,144 +20,12 @@ from . import budget
 from .banner import remove_banner
 from .calibration import Calibration, effective_calibration
 from .card import read_card
-from .errors import SaemiError
-from .instances import SplitSettings, remove_labels, split_touching
+from .instances import remove_labels, split_touching
 from .io import check_content, read_micrograph
-from .measure import METRICS, particle_table, summarize
+from .measure import kept_particles, particle_table, summarize
 from .probability import resize_probability
 from .scalebar import detect_scale
-
-#: More labels than this in one request is not a user clicking particles away.
-MAX_REMOVED_LABELS = 100_000
-
-
-@dataclass(frozen=True)
-class Settings(SplitSettings):
-    """Everything a user can set about one analysis.
-
-    Adds to :class:`saemi.instances.SplitSettings`:
-
-    Attributes
-    ----------
-    nm_per_pixel : float or None
-        Calibration typed by the user; it wins over the file's and the scale
-        bar's. Sizes are also reported in nm when a calibration is in force.
-    metric : str
-        Metric of the summary: area, equivalent_diameter, feret_max, feret_min
-        or perimeter.
-    removed_labels : tuple of int
-        Particles the user excluded, by label; ids refer to the labelling made
-        under the same splitting settings.
-    remove_banner : bool
-        Detect and fill the instrument data bar before segmentation.
-    scale : {'auto', 'none'}
-        'auto': without ``nm_per_pixel`` and without a calibration in the file,
-        calibrate from the scale bar read in the image (when one is found and
-        its label read); 'none': never from the scale bar (the file's own pixel
-        size still applies).
-    """
-
-    # 1e-3 nm (1 pm) to 1e7 nm (1 cm) per pixel spans every microscope there is.
-    nm_per_pixel: float = field(default=None, metadata={"range": (0.0, 1e7, False, True), "unit": "nm"})
-    metric: str = field(default="equivalent_diameter", metadata={"choices": tuple(METRICS)})
-    removed_labels: tuple = ()
-    remove_banner: bool = True
-    scale: str = field(default="auto", metadata={"choices": ("auto", "none")})
-
-    @classmethod
-    def from_dict(cls, values, defaults=None):
-        """Build settings from a JSON-like dict, rejecting unknown or mistyped keys.
-
-        Parameters
-        ----------
-        values : dict or None
-        defaults : dict, optional
-            Used for keys missing from ``values`` (e.g. the model card's tuned
-            post-processing settings).
-
-        Raises
-        ------
-        SaemiError
-            Naming the offending key and value.
-        """
-        values = dict(values or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise SaemiError(f"unknown setting(s): {', '.join(unknown)}; known: {', '.join(known)}",
-                             code="bad_parameter")
-        merged = {**{k: v for k, v in (defaults or {}).items() if k in known}, **values}
-        out = {}
-        for name, value in merged.items():
-            out[name] = _coerce(name, value, type(getattr(cls, name, None)) if name != "nm_per_pixel" else float)
-        settings = cls(**out)
-        settings.validated()
-        for f in fields(cls):
-            choices = f.metadata.get("choices")
-            if choices and getattr(settings, f.name) not in choices:
-                raise SaemiError(f"{f.name} must be one of {', '.join(choices)}, got {getattr(settings, f.name)!r}",
-                                 code="bad_parameter")
-        if len(settings.removed_labels) > MAX_REMOVED_LABELS:
-            raise SaemiError(f"removed_labels lists {len(settings.removed_labels)} labels; at most "
-                             f"{MAX_REMOVED_LABELS} can be removed", code="bad_parameter")
-        return settings
-
-    def split_settings(self):
-        return SplitSettings(**{f.name: getattr(self, f.name) for f in fields(SplitSettings)})
-
-
-def _coerce(name, value, kind):
-    bad = SaemiError(f"setting {name!r} has an invalid value {value!r}", code="bad_parameter")
-    if value is None:
-        if name == "nm_per_pixel":
-            return None
-        raise bad
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no", "on", "off"):
-            return value.lower() in ("true", "1", "yes", "on")
-        raise bad
-    if kind is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split() if v]
-        try:
-            labels = [_whole_number(v) for v in value]
-        except (TypeError, ValueError):
-            raise bad from None
-        if any(v < 1 for v in labels):
-            raise bad
-        return tuple(sorted(set(labels)))
-    if kind is str:
-        if not isinstance(value, str):
-            raise bad
-        return value
-    if isinstance(value, bool):
-        raise bad
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise bad from None
-    if not np.isfinite(number):
-        raise bad
-    if kind is int:
-        if number != int(number):
-            raise bad
-        return int(number)
-    return number
-
-
-def _whole_number(v):
-    """An int from an int, a whole float or a digit string; ValueError for 1.5, True or 'x'."""
-    if isinstance(v, bool):
-        raise ValueError(v)
-    if isinstance(v, str):
-        return int(v.strip())
-    number = float(v)
-    if not np.isfinite(number) or number != int(number):
-        raise ValueError(v)
-    return int(number)
-
+from .settings import Settings
 
 #: How :mod:`saemi.cache` restores the Segmentation fields it stores as JSON (``to_dict``).
 SEGMENTATION_FIELD_DECODERS = {"calibration": Calibration.from_dict}
@@ -214,6 +82,8 @@ class Analysis:
     summary : dict
         See :func:`saemi.measure.summarize`.
     settings : Settings
+    split_labels : ndarray (H, W) int32
+        The labels before the user's exclusions (every particle found).
     """
 
     segmentation: Segmentation
@@ -222,6 +92,7 @@ class Analysis:
     summary: dict
     settings: Settings
     timings: dict = field(default_factory=dict)
+    split_labels: np.ndarray = None
 
     @property
     def probability(self):
@@ -246,15 +117,15 @@ def effective_calibration_of(segmentation, settings):
     """The calibration record for a segmentation under some settings.
 
     The user's ``nm_per_pixel`` wins; else the file's pixel size; else the
-    detected scale bar's when ``scale='auto'``. Disagreements are warnings in
+    detected scale bar's when ``scale_bar='auto'``. Disagreements are warnings in
     the record (see :func:`saemi.calibration.effective_calibration`).
     """
     return effective_calibration(getattr(segmentation, "calibration", None), segmentation.scale,
-                                 settings.nm_per_pixel, settings.scale)
+                                 settings.nm_per_pixel, settings.scale_bar)
 
 
 def effective_nm_per_pixel(segmentation, settings):
-    """The nm per pixel in force: the user's, else the file's, else the scale bar's (``scale='auto'``)."""
+    """The nm per pixel in force: the user's, else the file's, else the scale bar's (``scale_bar='auto'``)."""
     return effective_calibration_of(segmentation, settings).nm_per_pixel
 
 
@@ -327,7 +198,7 @@ def particle_region(segmentation):
     return valid
 
 
-def measure(segmentation, settings=None, deadline=None):
+def split_and_measure(segmentation, settings=None, deadline=None, split_labels=None):
     """Particles, table and summary of a segmentation under some settings.
 
     Parameters
@@ -336,6 +207,9 @@ def measure(segmentation, settings=None, deadline=None):
     settings : Settings, optional
     deadline : saemi.budget.Deadline, optional
         Checked before splitting and before measuring.
+    split_labels : ndarray of int, shape (H, W), optional
+        The labels :func:`saemi.instances.split_touching` gives for these
+        settings, when a cache already holds them (the split is skipped).
 
     Returns
     -------
@@ -344,17 +218,19 @@ def measure(segmentation, settings=None, deadline=None):
     settings = settings or Settings.from_dict(None, defaults=read_card()["postprocess"])
     t = time.perf_counter()
     budget.check(deadline, "splitting touching particles")
-    labels = split_touching(segmentation.probability, settings.split_settings(), particle_region(segmentation))
-    labels = remove_labels(labels, settings.removed_labels, renumber=False)
+    if split_labels is None:
+        split_labels = split_touching(segmentation.probability, settings.split_settings(),
+                                      particle_region(segmentation))
     t_split = time.perf_counter()
     budget.check(deadline, "measuring the particles")
     nm_per_pixel = effective_nm_per_pixel(segmentation, settings)
-    table = particle_table(labels, nm_per_pixel)
+    table = kept_particles(particle_table(split_labels, nm_per_pixel), settings.removed_labels)
     unit = "nm" if nm_per_pixel else "px"
     summary = summarize(table, settings.metric, unit)
+    labels = remove_labels(split_labels, settings.removed_labels, renumber=False)
     t_table = time.perf_counter()
     timings = {**segmentation.timings, "watershed": t_split - t, "table": t_table - t_split}
-    return Analysis(segmentation, labels, table, summary, settings, timings)
+    return Analysis(segmentation, labels, table, summary, settings, timings, split_labels)
 
 
 def analyze(image, settings=None, segmenter=None, max_pixels=None, filename=None):
@@ -384,6 +260,7 @@ def analyze(image, settings=None, segmenter=None, max_pixels=None, filename=None
     """
     if settings is None or isinstance(settings, dict):
         settings = Settings.from_dict(settings, defaults=read_card()["postprocess"])
+    # a typed calibration makes the scale bar moot: its OCR is skipped
     seg = segment(image, segmenter, settings.remove_banner, max_pixels,
-                  detect_scale_bar=settings.scale == "auto" and not settings.nm_per_pixel, filename=filename)
-    return measure(seg, settings)
+                  detect_scale_bar=settings.scale_bar == "auto" and not settings.nm_per_pixel, filename=filename)
+    return split_and_measure(seg, settings)

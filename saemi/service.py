@@ -21,30 +21,42 @@ JSON contract (what :meth:`AnalysisService.segment` and
     calibration used: the user's, else the file's, else the scale bar's, else
     null), ``calibration`` (its record under these settings), ``summary`` (see
     :func:`saemi.measure.summarize`), ``particles`` (list of row dicts, see
-    :func:`saemi.measure.particle_table`), ``labels_png`` (base64 16-bit PNG
-    of the labels), ``overlay_png`` (base64 RGB PNG).
+    :func:`saemi.measure.particle_table`: the particles not excluded),
+    ``labels_png`` (base64 16-bit PNG of the labels, excluded ones zeroed) and
+    ``overlay_png`` (base64 RGB PNG), unless ``include_images`` is false.
+``particle_layer`` -> what the page draws over the image, from the labels kept
+    in the store (see :meth:`AnalysisService.particle_layer`).
+
+Settings follow :mod:`saemi.settings`: ``segment`` takes the segment-stage ones
+(part of the cache key), ``analyze`` all of them; a re-analysis by
+``image_id`` keeps the segment-stage settings the image was segmented with.
 """
 
 import base64
 import hashlib
+import json
 import secrets
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import asdict, replace
 
 import numpy as np
 
-from .cache import KEY_RE, check_key, decode_handle, decode_segmentation, encode_handle, encode_segmentation, open_store
+from .cache import (KEY_RE, check_key, decode_handle, decode_labels, decode_segmentation, encode_handle, encode_labels,
+                    encode_segmentation, open_store)
 from .calibration import effective_calibration, with_calibration_columns
 from .card import read_card
 from .errors import SaemiError
 from .export import csv_text
-from .overlay import draw_overlay, png_bytes
-from .pipeline import Settings, measure, segment
+from .overlay import draw_overlay, hover_grid, particle_layer, png_bytes, preview_jpeg
+from .pipeline import segment, split_and_measure
+from .settings import Settings, names as setting_names
 
 OVERLAY_MODES = ("outline", "filled")
-#: Store keys: a segmentation under its content digest, a client's handle under its random id.
-SEG_PREFIX, ID_PREFIX = "seg-", "id-"
+#: Store keys: a segmentation under its content digest, a client's handle under its random id,
+#: the labels of an analysis under its segmentation's digest and splitting settings.
+SEG_PREFIX, ID_PREFIX, LABELS_PREFIX = "seg-", "id-", "lab-"
 
 
 def _box_dict(box):
@@ -69,23 +81,16 @@ def records(table):
     return [{k: _json_number(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
 
 
-def settings_dict(settings):
-    return {"watershed": settings.watershed, "threshold": settings.threshold,
-            "min_distance": settings.min_distance, "min_size": settings.min_size,
-            "exclude_edge": settings.exclude_edge, "merge_threshold": settings.merge_threshold,
-            "min_relative_size": settings.min_relative_size, "nm_per_pixel": settings.nm_per_pixel,
-            "metric": settings.metric, "removed_labels": list(settings.removed_labels),
-            "remove_banner": settings.remove_banner, "scale": settings.scale}
-
-
 class _Entry:
     """A client's handle on a cached segmentation (what ``image_id`` names)."""
 
-    __slots__ = ("image_id", "digest", "segmentation", "filename", "settings")
+    __slots__ = ("image_id", "digest", "segmentation", "filename", "settings", "segment_settings")
 
-    def __init__(self, image_id, digest, segmentation, filename, settings=None):
+    def __init__(self, image_id, digest, segmentation, filename, settings=None, segment_settings=None):
         self.image_id, self.digest, self.segmentation = image_id, digest, segmentation
         self.filename, self.settings = filename, settings
+        # what the image was segmented with (saemi.settings stage "segment")
+        self.segment_settings = segment_settings or Settings().segment_settings()
 
 
 #: Decoded segmentations each process keeps beside the shared store, most recent first:
@@ -122,7 +127,7 @@ class AnalysisService:
         self._model_key_bytes = None
         self.store = store if store is not None else open_store()
         self._memo = OrderedDict()      # digest -> Segmentation, decoded from the store
-        self._labels = OrderedDict()    # image_id -> labels of this process's last analysis of it
+        self._labels = OrderedDict()    # label key -> labels of an analysis, decoded from the store
         self._lock = threading.Lock()
         # One forward pass at a time per process: a pass already uses every core,
         # and two at once only thrash the caches (and GPU memory).
@@ -222,11 +227,13 @@ class AnalysisService:
         seg = self._segmentation(record["digest"])
         if seg is None:
             raise gone
-        return _Entry(image_id, record["digest"], seg, record.get("filename") or "image", record.get("settings"))
+        return _Entry(image_id, record["digest"], seg, record.get("filename") or "image", record.get("settings"),
+                      record.get("segment_settings"))
 
     def _save_handle(self, entry):
         self.store.put(ID_PREFIX + entry.image_id, encode_handle(
-            {"digest": entry.digest, "filename": entry.filename, "settings": entry.settings}))
+            {"digest": entry.digest, "filename": entry.filename, "settings": entry.settings,
+             "segment_settings": entry.segment_settings}))
 
     def check_upload(self, data):
         """Raise :class:`SaemiError` for upload bytes that are not bytes, empty or over the limit."""
@@ -246,40 +253,57 @@ class AnalysisService:
             deadline.check("the network (waiting for other analyses to finish)")
             raise SaemiError("the server is busy; try again shortly", code="timeout")
 
-    def segment(self, data, filename="image", remove_banner=True, deadline=None, image_id=None):
-        """Run load, banner removal and the network on uploaded bytes; cache the result.
+    def segment(self, data, filename="image", settings=None, deadline=None, image_id=None, preview=False):
+        """Run load, scale-bar reading, banner removal and the network on uploaded bytes; cache the result.
 
         Parameters
         ----------
         data : bytes
         filename : str
             The client's name for the file: a label only (see :func:`upload_label`).
-        remove_banner : bool
+        settings : dict, optional
+            Settings of the ``segment`` stage (``remove_banner``, ``scale_bar``);
+            the others belong to :meth:`analyze`.
         deadline : saemi.budget.Deadline, optional
         image_id : str, optional
             Re-upload an image whose ``image_id`` expired under that same id (what
             the page does after a 404, so its state stays valid). An id that is
             still known is left as it is; without one a new random id is made.
+        preview : bool
+            Add ``preview``: the image as a JPEG for a browser (see
+            :func:`saemi.overlay.preview_jpeg`), so the page never decodes the
+            upload a second time.
 
         Returns
         -------
         dict
             See the module docstring.
         """
-        entry, cached = self._segment_entry(data, filename, remove_banner, deadline, image_id)
-        return self._segment_result(entry, cached)
+        values = dict(settings or {})
+        other = sorted(set(values) - set(setting_names("segment")))
+        if other:
+            raise SaemiError(f"not settings of the segmentation: {', '.join(other)} (they belong to analyze); "
+                             f"segment takes {', '.join(setting_names('segment'))}", code="bad_parameter")
+        seg_settings = self.parse_settings(values).segment_settings()
+        entry, cached = self._segment_entry(data, filename, seg_settings, deadline, image_id)
+        out = self._segment_result(entry, cached)
+        if preview:
+            jpeg, stride = preview_jpeg(entry.segmentation.image)
+            out["preview"] = {"jpeg": base64.b64encode(jpeg).decode(), "stride": stride}
+        return out
 
     def _segment_result(self, entry, cached):
         timings = {k: round(v, 4) for k, v in entry.segmentation.timings.items()} if not cached else {}
         return {**self._describe(entry.image_id, entry), "timings": timings, "cached": cached}
 
-    def _segment_entry(self, data, filename, remove_banner, deadline, image_id):
+    def _segment_entry(self, data, filename, seg_settings, deadline, image_id):
         """:meth:`segment`'s work: returns the image's handle and whether the network was skipped."""
         self.check_upload(data)
         filename = upload_label(filename) or "image"
         segmenter = self.segmenter  # a model that cannot load is a 503, even for a cached image
-        digest = hashlib.sha256(self._model_key(segmenter) + bytes(data) + (b"1" if remove_banner else b"0")
-                                ).hexdigest()[:40]
+        # the segmentation depends on the weights, the bytes and the segment-stage settings
+        digest = hashlib.sha256(self._model_key(segmenter) + bytes(data)
+                                + json.dumps(seg_settings, sort_keys=True).encode()).hexdigest()[:40]
         if image_id is not None:
             if not isinstance(image_id, str) or not KEY_RE.match(image_id):
                 # an id no upload could have been given: a malformed request, not an expired one
@@ -297,7 +321,8 @@ class AnalysisService:
         if seg is None:
             self._acquire_inference(deadline)
             try:
-                fresh = segment(bytes(data), segmenter, remove_banner, self.max_pixels, deadline=deadline,
+                fresh = segment(bytes(data), segmenter, seg_settings["remove_banner"], self.max_pixels,
+                                detect_scale_bar=seg_settings["scale_bar"] == "auto", deadline=deadline,
                                 filename=filename)
             finally:
                 self._infer_lock.release()
@@ -307,7 +332,7 @@ class AnalysisService:
             seg = decode_segmentation(blob)
             seg.timings = fresh.timings
             self._remember(self._memo, digest, seg)
-        entry = _Entry(image_id or secrets.token_urlsafe(18), digest, seg, filename)
+        entry = _Entry(image_id or secrets.token_urlsafe(18), digest, seg, filename, None, seg_settings)
         self._save_handle(entry)
         return entry, cached
 
@@ -320,30 +345,77 @@ class AnalysisService:
                 "scale": None if seg.scale is None else seg.scale.to_dict(),
                 "calibration": effective_calibration(seg.calibration, seg.scale).to_dict()}
 
+    def _settings_for(self, entry, values):
+        """The settings of a re-analysis of ``entry``: ``values`` over the defaults, segment stage as segmented.
+
+        A segment-stage setting that differs from what the image was segmented
+        with is refused (422): it would change what the network saw.
+        """
+        s = self.parse_settings(values)
+        given = {k: getattr(s, k) for k in setting_names("segment") if k in values}
+        clash = {k: v for k, v in given.items() if v != entry.segment_settings.get(k)}
+        if clash:
+            k, v = next(iter(clash.items()))
+            raise SaemiError(f"{k} applies when an image is segmented, and this one was segmented with {k}="
+                             f"{json.dumps(entry.segment_settings.get(k))}; upload it again with {k}={json.dumps(v)}, "
+                             "or leave it out of a re-analysis by image_id", code="bad_parameter")
+        return replace(s, **entry.segment_settings)
+
+    def _label_key(self, entry, settings):
+        split = json.dumps(asdict(settings.split_settings()), sort_keys=True)
+        return LABELS_PREFIX + hashlib.sha256(f"{entry.digest}|{split}".encode()).hexdigest()[:40]
+
+    def _cached_labels(self, key):
+        with self._lock:
+            labels = self._labels.get(key)
+        if labels is None:
+            blob = self.store.get(key)
+            if blob is None:
+                return None
+            labels = decode_labels(blob)
+        self._remember(self._labels, key, labels)
+        return labels
+
+    def _measure(self, entry, settings, deadline=None):
+        """:func:`split_and_measure` of a cached image, splitting only if no worker did it yet."""
+        key = self._label_key(entry, settings)
+        labels = self._cached_labels(key)
+        result = split_and_measure(entry.segmentation, settings, deadline, split_labels=labels)
+        if labels is None:
+            self.store.put(key, encode_labels(result.split_labels))
+            self._remember(self._labels, key, result.split_labels)
+        return result
+
     def analyze(self, image_id=None, data=None, filename=None, settings=None,
                 overlay="outline", overlay_alpha=0.7, include_images=True, deadline=None):
         """Split, measure and summarise; runs the network only for new image data.
 
-        Exactly one of ``image_id`` and ``data`` is needed. ``deadline``
+        Exactly one of ``image_id`` and ``data`` is needed. ``settings`` is a
+        dict (keys of :class:`saemi.settings.Settings`; missing ones take the
+        model card's defaults). With ``image_id``, the segment-stage settings are
+        those the image was segmented with. ``deadline``
         (:class:`saemi.budget.Deadline`) bounds the whole call.
         """
         if (image_id is None) == (data is None):
             raise SaemiError("give either an image or an image_id", code="bad_request")
         if overlay not in OVERLAY_MODES:
             raise SaemiError(f"overlay must be one of {', '.join(OVERLAY_MODES)}", code="bad_parameter")
-        s = settings if isinstance(settings, Settings) else self.parse_settings(settings)
+        if settings is not None and not isinstance(settings, dict):
+            raise SaemiError("settings must be a JSON object", code="bad_request")
+        values = dict(settings or {})
+        s = self.parse_settings(values)
         t0 = time.perf_counter()
         if data is not None:
-            entry, cached = self._segment_entry(data, filename, s.remove_banner, deadline, None)
+            entry, cached = self._segment_entry(data, filename, s.segment_settings(), deadline, None)
             info = self._segment_result(entry, cached)
         else:
             entry = self._get(image_id)
+            s = self._settings_for(entry, values)
             info = {**self._describe(image_id, entry), "cached": True}
         image_id = entry.image_id
-        result = measure(entry.segmentation, s, deadline)
-        entry.settings = settings_dict(s)
+        result = self._measure(entry, s, deadline)
+        entry.settings = s.to_dict()
         self._save_handle(entry)
-        self._remember(self._labels, image_id, result.labels)
         out = {**info, "settings": entry.settings, "nm_per_pixel": result.nm_per_pixel,
                "calibration": result.calibration.to_dict(),
                "summary": {k: _json_number(v) for k, v in result.summary.items()},
@@ -359,22 +431,62 @@ class AnalysisService:
         out["timings"]["total"] = round(time.perf_counter() - t0, 4)
         return out
 
+    def particle_layer(self, image_id, settings=None, mode="outline", grid=True):
+        """What the page draws over the image for one analysis: the particle layer and the hover grid.
+
+        The labels come from the cache (split again only if it dropped them),
+        so the browser never holds or sends a label image.
+
+        Parameters
+        ----------
+        image_id : str
+        settings : dict, optional
+            Splitting settings and ``removed_labels`` (drawn darkened, to click back).
+        mode : {'outline', 'filled'}
+        grid : bool
+            Add the hover grid (it changes only with the splitting settings).
+
+        Returns
+        -------
+        dict
+            ``layer_png`` (base64 RGBA PNG, the image's size), ``width``,
+            ``height``, ``count`` (particles found) and, with ``grid``,
+            ``grid``: ``z`` (base64 little-endian integers), ``dtype``,
+            ``shape``, ``x0``, ``dx``, ``y0``, ``dy`` (see
+            :func:`saemi.overlay.hover_grid`).
+        """
+        if mode not in OVERLAY_MODES:
+            raise SaemiError(f"overlay must be one of {', '.join(OVERLAY_MODES)}", code="bad_parameter")
+        if settings is not None and not isinstance(settings, dict):
+            raise SaemiError("settings must be a JSON object", code="bad_request")
+        values = dict(settings or {})
+        entry = self._get(image_id)
+        s = self._settings_for(entry, values)
+        key = self._label_key(entry, s)
+        labels = self._cached_labels(key)
+        if labels is None:
+            labels = self._measure(entry, s).split_labels
+        h, w = labels.shape
+        out = {"layer_png": base64.b64encode(png_bytes(particle_layer(labels, s.removed_labels, mode), 3)).decode(),
+               "width": w, "height": h, "count": int(np.count_nonzero(np.bincount(labels.ravel())[1:]))}
+        if grid:
+            g = hover_grid(labels)
+            z = np.ascontiguousarray(g.pop("z"))
+            out["grid"] = {**g, "z": base64.b64encode(z.astype(z.dtype.newbyteorder("<")).tobytes()).decode(),
+                           "dtype": z.dtype.name, "shape": list(z.shape)}
+        return out
+
     def particles_csv(self, image_id):
         """The last analysis of ``image_id`` as CSV text and a download file name.
 
-        Re-measured from the cached segmentation with the settings of the last
+        Re-measured from the cached labels with the settings of the last
         analysis (on any worker), or the defaults if the image was only segmented.
         """
         entry = self._get(image_id)
-        settings = self.parse_settings(entry.settings) if entry.settings else self.default_settings()
-        analysis = measure(entry.segmentation, settings)
+        values = {k: v for k, v in (entry.settings or {}).items() if k not in setting_names("segment")}
+        analysis = self._measure(entry, self._settings_for(entry, values))
         table = with_calibration_columns(analysis.table, analysis.calibration)
         return csv_text(table), f"{safe_stem(entry.filename)}_particles.csv"
-
-    def labels_of(self, image_id):
-        """Label image of this process's last analysis of ``image_id`` (None if there is none)."""
-        with self._lock:
-            return self._labels.get(image_id)
 
 
 #: Longest file name kept as a label; longer ones are shortened, keeping the suffix.

@@ -34,27 +34,8 @@ from scipy import ndimage as ndi
 from .instances import SplitSettings, split_touching
 from .metrics import score_image
 from .card import CARD_FILE, DEFAULT_CARD, WEIGHTS_FILE
-from .model import Segmenter, build_unet, choose_device, predict_tiled, standardize
-
-
-def read_label_image(path):
-    """Read a 16-bit instance label PNG as int32 (H, W)."""
-    lab = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if lab is None:
-        raise FileNotFoundError(path)
-    if lab.ndim == 3:
-        lab = lab[..., 0]
-    return lab.astype(np.int32)
-
-
-def list_pairs(data_dir):
-    """Names (stems) of images in ``data_dir/images`` that have a ``segmaps`` twin."""
-    data_dir = Path(data_dir)
-    names = sorted(p.stem for p in (data_dir / "images").glob("*.png")
-                   if (data_dir / "segmaps" / p.name).exists())
-    if not names:
-        raise FileNotFoundError(f"no images/*.png with matching segmaps/*.png under {data_dir}")
-    return names
+from .dataset import list_pairs, read_label_image  # noqa: F401  (the loaders train reads with)
+from .model import Segmenter, build_unet, choose_device, standardize
 
 
 def make_split(names, val_fraction=0.15, seed=0):
@@ -171,10 +152,11 @@ def validate(net, items, device, precision, settings, tile=512):
     """Full-image scores at the network's scale: mean AP@0.5, Dice, diameter error."""
     net.eval()
     # the inference path of the shipped model, on the network being trained
-    forward = Segmenter(net=net, card=DEFAULT_CARD, device=device, precision=precision)._forward
+    segmenter = Segmenter(net=net, card={**DEFAULT_CARD, "tile_size": tile, "tile_overlap": 64}, device=device,
+                          precision=precision)
     scores = []
     for item in items:
-        prob = predict_tiled(forward, standardize(item["image"]), 3, tile, 64)
+        prob = segmenter.predict_resized(item["image"])
         scores.append(score_image(item["labels"], split_touching(prob, settings)))
     net.train()
     out = {k: float(np.nanmean([s[k] for s in scores])) for k in ("ap50", "f1", "dice")}

@@ -388,7 +388,7 @@ def segmented(server, images):
     {"threshold": 2}, {"threshold": "high"}, {"min_distance": 0}, {"min_size": -1}, {"min_size": 2.5},
     {"watershed": "maybe"}, {"nm_per_pixel": -1}, {"metric": "volume"}, {"removed_labels": "a,b"},
     {"settings": {"threshold": 0}}, {"min_sise": 3}, {"overlay": "sparkles"}, {"overlay_alpha": 3},
-    {"include_images": "yes please"}, {"exclude_edge": None}, {"scale": "maybe"},
+    {"include_images": "yes please"}, {"exclude_edge": None}, {"scale_bar": "maybe"},
 ])
 def test_bad_settings_are_422(server, spec, segmented, extra):
     r = requests.post(url(server, "/analyze"), json={"image_id": segmented, **extra}, timeout=30)

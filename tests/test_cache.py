@@ -122,7 +122,7 @@ def test_redis_store_has_the_same_contract(redis_url):
 def test_compact_record_reanalyses_like_the_full_probabilities(emps_images, trained_segmenter):
     """uint8 probabilities at the network's scale: counts identical, areas within 0.1 %."""
     from saemi.card import read_card
-    from saemi.pipeline import Settings, measure, segment
+    from saemi.pipeline import Settings, segment, split_and_measure
 
     settings = Settings.from_dict(None, defaults=read_card()["postprocess"])
     for path in emps_images:
@@ -132,7 +132,7 @@ def test_compact_record_reanalyses_like_the_full_probabilities(emps_images, trai
         h, w = seg.image.shape[:2]
         assert len(blob) < 1.2 * h * w * 3 + 2 * 3 * (h // 2 + 1) * (w // 2 + 1)  # vs 12 B/px as float32
         for s in (settings, Settings(**{**settings.__dict__, "min_distance": 7, "merge_threshold": 0.0})):
-            full, compact = measure(seg, s), measure(back, s)
+            full, compact = split_and_measure(seg, s), split_and_measure(back, s)
             assert compact.summary["count"] == full.summary["count"], path.name
             a, b = full.table.area_px.sum(), compact.table.area_px.sum()
             assert abs(a - b) <= 0.001 * a, (path.name, a, b)

@@ -5,6 +5,7 @@ the calibration unset and the reason in the record; precedence and
 disagreement warnings; and the CLI over a folder of mixed formats, in-process.
 """
 
+import base64
 import csv
 import io
 import math
@@ -12,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import tifffile
+from PIL import Image
 
 from emfiles import (fei_text, tescan_bytes, write_dm, write_emd, write_mrc, write_sis_tiff, write_tiff,
                      write_velox_emd, zeiss_text)
@@ -289,7 +291,7 @@ def test_cli_folder_of_mixed_formats(tmp_path):
     write_emd(folder / "velox.emd", img.astype(np.float32), scale=0.25)
     write_mrc(folder / "cryo.mrc", img.astype(np.int16), voxel_angstrom=12.5)
     out = tmp_path / "out"
-    rc = cli.main(["analyze", str(folder), "--out", str(out), "--quiet", "--device", "cpu", "--scale", "none"])
+    rc = cli.main(["analyze", str(folder), "--out", str(out), "--quiet", "--device", "cpu", "--scale-bar", "none"])
     assert rc == 0
     rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(out / "summary.csv"))}
     assert set(rows) == {"tem.dm3", "stack.tif", "float.tif", "hitachi.tif", "velox.emd", "cryo.mrc", "hitachi.txt"}
@@ -358,7 +360,7 @@ def service(trained_segmenter):
 @pytest.mark.parametrize("name", sorted(FORMATS))
 def test_no_path_loses_the_calibration(tmp_path, service, name):
     """The same file through the service (what the API answers), the page's upload handler, and a path."""
-    from saemi.ui import logic, upload
+    from saemi.ui import calibration, upload
     from saemi.ui.client import InProcessClient
 
     write, nm = FORMATS[name]
@@ -374,8 +376,9 @@ def test_no_path_loses_the_calibration(tmp_path, service, name):
     assert rows and all(float(r["nm_per_pixel"]) == nm and r["calibration_source"] == "file" for r in rows)
     image, _, status = upload.handle_upload(InProcessClient(service), data, name)
     assert image["nm_per_pixel"] == nm and "from the file" in status
-    assert logic.page_calibration(image["nm_per_pixel"], image)["source"] == "file"
-    assert logic.display_image(data)["width"] == 160  # the page can show it too
+    assert calibration.page_calibration(image["nm_per_pixel"], image)["source"] == "file"
+    preview = service.segment(data, name, preview=True)["preview"]  # the page can show it too
+    assert preview["stride"] == 1 and Image.open(io.BytesIO(base64.b64decode(preview["jpeg"]))).size[0] == 160
 
 
 def test_cli_reads_every_format(tmp_path):
@@ -398,43 +401,43 @@ def test_cli_reads_every_format(tmp_path):
 def test_page_calibration_line():
     import pandas as pd
 
-    from saemi.ui import logic
+    from saemi.ui import calibration, particles
 
     bar = Scale(150.0, 200.0, "nm", 200 / 150, (1, 2, 3, 4), None, 0.8, "200 nm")
     file = Calibration(7.344, "file", "Zeiss CZ_SEM, 50.00 kX", 1.0)
     image = {"calibration": effective_calibration(file, bar).to_dict()}
-    line = logic.page_calibration(7.344, image)
+    line = calibration.page_calibration(7.344, image)
     assert line["text"] == "Calibration: 7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)"
     assert line["source"] == "file" and "differ by" in line["warnings"][0]  # the scale bar disagrees
-    typed = logic.page_calibration("7.3", image)
+    typed = calibration.page_calibration("7.3", image)
     assert typed["source"] == "user" and not typed["warnings"]  # within 3 % of the file: nothing to say
-    assert logic.page_calibration(None, image)["text"].startswith("Calibration: none")
+    assert calibration.page_calibration(None, image)["text"].startswith("Calibration: none")
     only_bar = {"calibration": effective_calibration(None, bar).to_dict()}
-    assert logic.page_calibration(200 / 150, only_bar)["text"] == (
+    assert calibration.page_calibration(200 / 150, only_bar)["text"] == (
         "Calibration: 1.333 nm/px from the scale bar (scale bar 200 nm = 150.0 px)")
     unusable = {"calibration": effective_calibration(Calibration(warnings=["FEI ... implausible"]), None).to_dict()}
-    assert logic.page_calibration(None, unusable)["warnings"] == ["FEI ... implausible"]
-    cols = logic.calibration_csv_columns(7.344, image)
+    assert calibration.page_calibration(None, unusable)["warnings"] == ["FEI ... implausible"]
+    cols = calibration.calibration_csv_columns(7.344, image)
     assert cols == {"nm_per_pixel": 7.344, "calibration_source": "file", "calibration_details": "Zeiss CZ_SEM, 50.00 kX"}
-    text = logic.particles_csv(pd.DataFrame({"label": [1, 2], "area_px": [10, 20]}), cols)
+    text = particles.particles_csv(pd.DataFrame({"label": [1, 2], "area_px": [10, 20]}), cols)
     assert text.splitlines()[0] == "label,area_px,nm_per_pixel,calibration_source"
     assert text.splitlines()[1] == "1,10,7.344,file"
 
 
 def test_upload_accepts_the_em_formats():
-    from saemi.ui import logic
+    from saemi.ui import upload
 
-    accept = logic.ACCEPT.split(",")
+    accept = upload.ACCEPT.split(",")
     assert {s for s in SUPPORTED_SUFFIXES} <= set(accept)
 
 
 def test_calibration_survives_the_shared_cache(tmp_path, trained_segmenter):
     """A segmentation read back from the re-analysis store (another worker) keeps its calibration."""
     from saemi.cache import decode_segmentation, encode_segmentation
-    from saemi.pipeline import Settings, measure, segment
+    from saemi.pipeline import Settings, segment, split_and_measure
 
     path = write_tiff(tmp_path / "zeiss.tif", _grey16(), 34118, zeiss_text(store="160 * 128"))
     seg = segment(path, trained_segmenter)
     again = decode_segmentation(encode_segmentation(seg))
     assert again.calibration == seg.calibration and again.calibration.nm_per_pixel == 7.344
-    assert measure(again, Settings()).nm_per_pixel == 7.344
+    assert split_and_measure(again, Settings()).nm_per_pixel == 7.344

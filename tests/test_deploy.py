@@ -176,7 +176,7 @@ def test_deploy_doc_lists_every_setting():
 
 
 def test_saemi_serve_builds_the_gunicorn_commands():
-    from saemi.serve import gunicorn_command as serve_cmd
+    from saemi.launch import gunicorn_command as serve_cmd
 
     backend = serve_cmd("backend", "0.0.0.0", 8000, workers=2)
     assert backend[-1] == "saemi.api:create_app()" and "0.0.0.0:8000" in backend

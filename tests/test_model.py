@@ -72,7 +72,7 @@ def test_state_dict_round_trip(tmp_path, random_segmenter):
 def test_shipped_weights_segment_real_images(trained_segmenter, emps_dir):
     from saemi.metrics import dice
     from saemi.pipeline import analyze
-    from saemi.train import read_label_image
+    from saemi.dataset import read_label_image
 
     scores = []
     for name in ["2ee0518d7a", "70f9f13af4", "5c1cd79e2e"]:

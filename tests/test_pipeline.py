@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from saemi.errors import SaemiError
-from saemi.pipeline import Settings, analyze, measure, segment
+from saemi.pipeline import Settings, analyze, segment, split_and_measure
 from saemi.service import AnalysisService, safe_stem
 from synth import add_banner, disc_labels, micrograph
 from test_io import png_header_only
@@ -85,8 +85,8 @@ def test_removed_labels_keep_other_ids(random_segmenter):
     truth = disc_labels((100, 200), [(50, 40, 20), (50, 100, 20), (50, 160, 20)])
     seg = segment(micrograph(truth), random_segmenter)
     seg.probability = np.stack([truth == 0, truth > 0, np.zeros_like(truth)]).astype(np.float32)
-    before = measure(seg, Settings(min_size=0))
-    after = measure(seg, Settings(min_size=0, removed_labels=(2,)))
+    before = split_and_measure(seg, Settings(min_size=0))
+    after = split_and_measure(seg, Settings(min_size=0, removed_labels=(2,)))
     assert before.summary["count"] == 3 and after.summary["count"] == 2
     assert sorted(after.table.label) == [1, 3]
 
@@ -135,10 +135,10 @@ def test_scale_bar_calibrates_unless_told_otherwise(random_segmenter):
     seg.probability = np.stack([truth == 0, truth > 0, np.zeros_like(truth)]).astype(np.float32)
     seg.scale = Scale(bar_length_px=50.0, value=100.0, unit="nm", nm_per_pixel=2.0, bar_box=(90, 93, 10, 60),
                       label_box=None, confidence=0.9, text="100 nm")
-    auto = measure(seg, Settings(min_size=0))
+    auto = split_and_measure(seg, Settings(min_size=0))
     assert auto.nm_per_pixel == 2.0 and auto.summary["unit"] == "nm"
     assert "equivalent_diameter_nm" in auto.table
-    assert measure(seg, Settings(min_size=0, scale="none")).summary["unit"] == "px"
-    assert measure(seg, Settings(min_size=0, nm_per_pixel=5.0)).nm_per_pixel == 5.0
+    assert split_and_measure(seg, Settings(min_size=0, scale_bar="none")).summary["unit"] == "px"
+    assert split_and_measure(seg, Settings(min_size=0, nm_per_pixel=5.0)).nm_per_pixel == 5.0
     with pytest.raises(SaemiError, match="scale"):
-        Settings.from_dict({"scale": "guess"})
+        Settings.from_dict({"scale_bar": "guess"})

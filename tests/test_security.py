@@ -184,17 +184,17 @@ def test_page_uploads_pass_the_same_checks():
 
 def test_csv_cells_that_look_like_formulas_are_escaped():
     from saemi.measure import particle_table
-    from saemi.ui import logic
+    from saemi.ui import particles
 
     table = particle_table(disc_labels((60, 60), [(30, 30, 10)]))
     for name in ['=HYPERLINK("http:\\\\evil.example","x").png', "@SUM(1+1)cmd.png", "+1.png", "-1.png",
                  "\tx.png", "\rx.png"]:
-        text = logic.summary_csv(table, {"filename": name})
+        text = particles.summary_csv(table, {"filename": name})
         row = next(line for line in text.splitlines()[1:] if line)
         first = row.split(",")[0].lstrip('"')
         assert first.startswith("'"), (name, row)
     negative = table.assign(centroid_x_px=-3.5)
-    assert ",-3.5," in logic.particles_csv(negative)  # numbers stay numbers
+    assert ",-3.5," in particles.particles_csv(negative)  # numbers stay numbers
 
 
 # --- JSON errors, headers and leaks under app:server -------------------------------------------

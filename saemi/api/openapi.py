@@ -6,9 +6,8 @@ its schemas with ``jsonschema`` (OpenAPI 3.1 schemas are JSON Schema 2020-12).
 """
 
 import copy
-from dataclasses import fields
 
-from ..pipeline import MAX_REMOVED_LABELS, Settings
+from ..settings import openapi_properties
 
 _NUM_OR_NULL = {"type": ["number", "null"]}
 
@@ -18,49 +17,10 @@ def _err(description):
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 
 
-_SETTINGS_PROPS = {
-    "watershed": {"type": "boolean", "description": "Split touching particles with a marker-based watershed."},
-    "threshold": {"type": "number",
-                  "description": "Particle probability cut."},
-    "min_distance": {"type": "integer",
-                     "description": "Minimum distance between watershed markers, pixels; larger splits less."},
-    "min_size": {"type": "integer", "description": "Drop particles smaller than this, pixels."},
-    "exclude_edge": {"type": "boolean", "description": "Drop particles touching the image border."},
-    "merge_threshold": {"type": "number",
-                        "description": "Merge touching pieces whose shared border has a mean non-interior "
-                                       "probability below this; 0 disables."},
-    "min_relative_size": {"type": "number",
-                          "description": "Drop particles smaller than this fraction of the image's typical "
-                                         "(area-weighted median) particle area; 0 disables."},
-    "nm_per_pixel": {"type": ["number", "null"],
-                     "description": "Calibration; adds *_nm columns and nm statistics."},
-    "metric": {"type": "string",
-               "description": "Metric of the summary statistics."},
-    "removed_labels": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                       "maxItems": MAX_REMOVED_LABELS,
-                       "description": "Particle labels the user excluded (labels of the same settings)."},
-    "remove_banner": {"type": "boolean", "description": "Detect and fill the instrument data bar first."},
-    "scale": {"type": "string",
-              "description": "auto: without nm_per_pixel, calibrate from the scale bar read in the image."},
-}
-
-
-
-def _with_bounds(props):
-    """Add each setting's range and choices, declared once on the dataclass, to its schema."""
-    out = copy.deepcopy(props)
-    for f in fields(Settings):
-        schema = out[f.name]
-        if "range" in f.metadata:
-            lo, hi, lo_in, hi_in = f.metadata["range"]
-            schema["minimum" if lo_in else "exclusiveMinimum"] = lo
-            schema["maximum" if hi_in else "exclusiveMaximum"] = hi
-        if "choices" in f.metadata:
-            schema["enum"] = list(f.metadata["choices"])
-    return out
-
-
-_SETTINGS_PROPS = _with_bounds(_SETTINGS_PROPS)
+#: Every setting's schema, generated from saemi.settings (the one place each is declared).
+_SETTINGS_PROPS = openapi_properties()
+#: The settings /segment takes: those that change what the network sees.
+_SEGMENT_PROPS = openapi_properties(stage=("segment",))
 
 _ERRORS = {
     "400": _err("Malformed request: bad JSON, missing image, invalid base64, empty file (code bad_request "
@@ -76,14 +36,17 @@ _ERRORS = {
 _REUPLOAD = ("/segment only: upload an image again under the image_id it had before the cache dropped it "
              "(an id still known is left as it is).")
 
+_PREVIEW = {"type": "boolean", "default": False,
+            "description": "/segment only: add `preview`, the image as a JPEG a browser can show."}
+
 _IMAGE_BODY = {
     "multipart/form-data": {"schema": {
         "type": "object", "required": ["file"],
         "properties": {"file": {"type": "string", "contentMediaType": "application/octet-stream",
                                 "description": "PNG, JPEG, TIFF (8/16 bit), BMP; grey, RGB or RGBA."},
                        "filename": {"type": "string", "description": "Label for the CSV name; never a path."},
-                       "remove_banner": {"type": "boolean"},
-                       "image_id": {"type": "string", "description": _REUPLOAD}}}},
+                       "image_id": {"type": "string", "description": _REUPLOAD},
+                       "preview": _PREVIEW, **_SEGMENT_PROPS}}},
     "application/json": {"schema": {"$ref": "#/components/schemas/SegmentRequest"}},
     "image/*": {"schema": {"type": "string", "contentMediaType": "image/*",
                            "description": "Raw image bytes; 'filename' may be given in the query string."}},
@@ -147,6 +110,24 @@ DOCUMENT = {
                                              "description": "Any setting name, as text (e.g. min_size=30)."}}}}},
             "responses": {"200": {"description": "Analysed.", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Analysis"}}}},
+                "404": _err("Unknown or expired image_id (code not_found): upload the image again."),
+                **_ERRORS}}},
+        "/layer": {"post": {
+            "operationId": "particleLayer",
+            "summary": "What a page draws over the image: the particle layer and the hover grid of an analysis.",
+            "description": "Drawn from the labels the server keeps for the image and these splitting settings "
+                           "(split again only if the cache dropped them); removed_labels are drawn darkened. "
+                           "A client never needs the label image to show or edit a result.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["image_id"], "additionalProperties": False,
+                "properties": {"image_id": {"type": "string"},
+                               "overlay": {"type": "string", "enum": ["outline", "filled"], "default": "outline"},
+                               "grid": {"type": "boolean", "default": True,
+                                        "description": "Include the hover grid (it changes only with the "
+                                                       "splitting settings)."},
+                               "settings": {"$ref": "#/components/schemas/Settings"}, **_SETTINGS_PROPS}}}}},
+            "responses": {"200": {"description": "The layer.", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Layer"}}}},
                 "404": _err("Unknown or expired image_id (code not_found): upload the image again."),
                 **_ERRORS}}},
         "/analyses/{image_id}/particles.csv": {"get": {
@@ -221,8 +202,26 @@ DOCUMENT = {
             "type": "object", "required": ["image"], "additionalProperties": False,
             "properties": {"image": {"type": "string", "contentEncoding": "base64",
                                      "description": "Image file bytes, base64 (a data: URL prefix is accepted)."},
-                           "filename": {"type": "string"}, "remove_banner": {"type": "boolean"},
-                           "image_id": {"type": "string", "description": _REUPLOAD}}},
+                           "filename": {"type": "string"},
+                           "image_id": {"type": "string", "description": _REUPLOAD},
+                           "preview": _PREVIEW, **_SEGMENT_PROPS}},
+        "Layer": {
+            "type": "object", "required": ["layer_png", "width", "height", "count"],
+            "properties": {
+                "layer_png": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
+                              "description": "RGBA PNG of the image's size: outlines or filled labels, excluded "
+                                             "particles darkened."},
+                "width": {"type": "integer"}, "height": {"type": "integer"},
+                "count": {"type": "integer", "minimum": 0, "description": "Particles found (before exclusions)."},
+                "grid": {"type": "object", "required": ["z", "dtype", "shape", "x0", "dx", "y0", "dy"],
+                         "description": "Subsampled labels for hover look-ups: cell (i, j) is centred on pixel "
+                                        "(y0 + i dy, x0 + j dx).",
+                         "properties": {"z": {"type": "string", "contentEncoding": "base64",
+                                              "description": "Little-endian integers, row-major."},
+                                        "dtype": {"type": "string", "enum": ["uint16", "int32"]},
+                                        "shape": {"type": "array", "items": {"type": "integer"}},
+                                        "x0": {"type": "number"}, "dx": {"type": "number"},
+                                        "y0": {"type": "number"}, "dy": {"type": "number"}}}}},
         "Settings": {"type": "object", "additionalProperties": False, "properties": _SETTINGS_PROPS,
                      "description": "Missing keys take the model card's tuned defaults."},
         "SettingsUsed": {"type": "object", "required": sorted(_SETTINGS_PROPS), "properties": _SETTINGS_PROPS},
@@ -251,7 +250,11 @@ DOCUMENT = {
                 "calibration": {"$ref": "#/components/schemas/Calibration"},
                 "timings": {"type": "object", "additionalProperties": {"type": "number"},
                             "description": "Seconds per stage this request ran."},
-                "cached": {"type": "boolean", "description": "The network output was already cached."}}},
+                "cached": {"type": "boolean", "description": "The network output was already cached."},
+                "preview": {"type": "object", "required": ["jpeg", "stride"],
+                            "description": "With preview=true: the image as a JPEG, every stride-th pixel.",
+                            "properties": {"jpeg": {"type": "string", "contentEncoding": "base64"},
+                                           "stride": {"type": "integer", "minimum": 1}}}}},
         "Summary": {
             "type": "object",
             "required": ["metric", "unit", "count", "mean", "median", "std", "d10", "d50", "d90"],

@@ -10,20 +10,18 @@ import base64
 import binascii
 import json
 import re
-from dataclasses import fields
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..errors import SaemiError
-from ..measure import METRICS
-from ..pipeline import Settings
+from ..settings import names as setting_names
 from ..service import OVERLAY_MODES, upload_label
 from .errors import error_response
 from .openapi import openapi_document
 
 bp = Blueprint("saemi_api", __name__)
 
-SETTING_NAMES = frozenset(f.name for f in fields(Settings))
+SEGMENT_SETTINGS = setting_names("segment")
 #: Request keys that are not settings; any other key must be a setting name.
 REQUEST_KEYS = frozenset({"image", "filename", "image_id", "settings", "overlay", "overlay_alpha",
                           "include_images"})
@@ -141,7 +139,11 @@ def _deadline():
 
 
 def _settings_from(fields_):
-    """Settings dict from a nested ``settings`` object plus top-level setting keys."""
+    """The settings dict of a request: a nested ``settings`` object plus top-level setting keys.
+
+    Validated here (unknown names and bad values are a 422 before any work),
+    and passed on as given: the service tells given settings from defaults.
+    """
     nested = fields_.get("settings", {})
     if nested is None:
         nested = {}
@@ -153,12 +155,8 @@ def _settings_from(fields_):
         raise SaemiError(f"setting(s) given twice (top level and in 'settings'): {', '.join(clash)}",
                          code="bad_request")
     values = {**nested, **top}
-    settings = _service().parse_settings(values)  # rejects unknown names and bad values (422)
-    # checked here, not after the network ran, so a typo costs nothing
-    if settings.metric not in METRICS:
-        raise SaemiError(f"unknown metric {settings.metric!r}; choose one of {', '.join(METRICS)}",
-                         code="bad_parameter")
-    return settings
+    _service().parse_settings(values)
+    return values
 
 
 def _image_id(value):
@@ -213,15 +211,15 @@ def segment():
     data, filename, fields_ = _read_request()
     if data is None:
         raise SaemiError("no image: send multipart field 'file' or JSON {\"image\": base64}", code="bad_request")
-    extra = sorted(set(fields_) - {"remove_banner", "image_id"})
+    extra = sorted(set(fields_) - {"image_id", "preview", *SEGMENT_SETTINGS})
     if extra:
-        raise SaemiError(f"unknown field(s) for /segment: {', '.join(extra)}", code="bad_parameter")
-    remove_banner = True
-    if "remove_banner" in fields_:
-        remove_banner = Settings.from_dict({"remove_banner": fields_["remove_banner"]}).remove_banner
+        raise SaemiError(f"unknown field(s) for /segment: {', '.join(extra)} (/segment takes image_id, preview "
+                         f"and {', '.join(SEGMENT_SETTINGS)})", code="bad_parameter")
+    settings = {k: fields_[k] for k in SEGMENT_SETTINGS if k in fields_}
     # the upload's size and name are checked by the service, for the page's uploads too
-    return jsonify(_service().segment(data, filename or "image", remove_banner, _deadline(),
-                                      image_id=_image_id(fields_.get("image_id"))))
+    return jsonify(_service().segment(data, filename or "image", settings, _deadline(),
+                                      image_id=_image_id(fields_.get("image_id")),
+                                      preview=_bool(fields_.get("preview", False), "preview")))
 
 
 @bp.post("/analyze")
@@ -248,6 +246,21 @@ def analyze():
                              settings=settings, overlay=overlay, overlay_alpha=alpha,
                              include_images=include_images, deadline=_deadline())
     return jsonify(out)
+
+
+@bp.post("/layer")
+def layer():
+    """The particle layer and hover grid of an analysis, drawn from the labels the server keeps."""
+    data, _, fields_ = _read_request()
+    if data is not None:
+        raise SaemiError("/layer takes the image_id of an analysed image, not an image", code="bad_request")
+    image_id = _image_id(fields_.get("image_id"))
+    if image_id is None:
+        raise SaemiError("no image_id: /layer draws an image segmented before", code="bad_request")
+    mode = fields_.get("overlay", "outline")
+    grid = _bool(fields_.get("grid", True), "grid")
+    settings = _settings_from({k: v for k, v in fields_.items() if k != "grid"})
+    return jsonify(_service().particle_layer(image_id, settings, mode, grid))
 
 
 @bp.get("/analyses/<image_id>/particles.csv")

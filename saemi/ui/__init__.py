@@ -103,7 +103,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     upload.register_reupload(app)
     controls.register(app, client, assets_folder)
     calibration.register(app)
-    image_view.register(app)
+    image_view.register(app, client)
     histogram.register(app)
     table.register(app)
     _secure(app, server)

@@ -4,19 +4,320 @@ The calibration line (``#calibration-record``) always says where the nm per
 pixel in force comes from: "7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)",
 "from the scale bar (...)", or "set by you"; warnings (file and scale bar
 disagree, unusable metadata) are listed under it
-(:func:`saemi.ui.logic.page_calibration`).
+(:func:`page_calibration`).
 
 The user picks "Draw line" (the button here or the image toolbar), drags along
 the scale bar, and types the length it stands for; the page fills the
 nm-per-pixel field with value / line length, and every size switches to nm
-as when the number is typed. The arithmetic is in :mod:`saemi.ui.logic`
-(:func:`~saemi.ui.logic.drawn_line`, :func:`~saemi.ui.logic.manual_calibration`).
+as when the number is typed (:func:`drawn_line`, :func:`manual_calibration`).
 """
+
+import math
+import re
 
 from dash import Input, Output, Patch, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import logic
+from ..scalebar import UNITS_NM
+from .numbers import format_number
+
+def parse_nm_per_pixel(value):
+    """A positive finite calibration, or None (empty, zero, negative or not a number)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) and v > 0 else None
+
+
+def detected_scale(info):
+    """The scale bar the backend read in an upload: dict with ``nm_per_pixel`` and a description, or None."""
+    scale = (info or {}).get("scale")
+    if not isinstance(scale, dict):
+        return None
+    nm = parse_nm_per_pixel(scale.get("nm_per_pixel"))
+    if not nm:
+        return None
+    value, unit, length = scale.get("value"), scale.get("unit") or "", scale.get("bar_length_px")
+    text = f"scale bar {format_number(value)} {unit}".rstrip()
+    if length:
+        text += f" = {format_number(float(length))} px"
+    return {"nm_per_pixel": nm, "text": f"{text} ({format_number(nm)} nm/px)", "bar_box": scale.get("bar_box")}
+
+
+def file_calibration(info):
+    """The calibration record the backend sent for an upload (file's pixel size, else scale bar's), or None.
+
+    Returns
+    -------
+    dict or None
+        The record (see :class:`saemi.calibration.Calibration`) when it holds a
+        usable ``nm_per_pixel``.
+    """
+    record = (info or {}).get("calibration")
+    if not isinstance(record, dict) or not parse_nm_per_pixel(record.get("nm_per_pixel")):
+        return None
+    return record
+
+
+def page_calibration(nm_value, image):
+    """What the sizes on the page rest on, for the calibration line under the image.
+
+    Parameters
+    ----------
+    nm_value : number or str or None
+        The nm-per-pixel field.
+    image : dict or None
+        The image store; ``calibration`` is the record the backend sent on upload.
+
+    Returns
+    -------
+    dict
+        ``nm_per_pixel`` (float or None), ``source`` ("file", "scale_bar",
+        "user" or None), ``details`` (str), ``text`` (one line) and
+        ``warnings`` (list of str).
+
+    Examples
+    --------
+    >>> img = {"calibration": {"nm_per_pixel": 7.344, "source": "file", "details": "Zeiss CZ_SEM, 50.00 kX",
+    ...                        "text": "7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)", "warnings": []}}
+    >>> page_calibration(7.344, img)["text"]
+    'Calibration: 7.344 nm/px from the file (Zeiss CZ_SEM, 50.00 kX)'
+    >>> page_calibration(8, img)["warnings"][0][:34]
+    'The file says 7.344 nm/px (Zeiss C'
+    """
+    from ..calibration import AGREEMENT_TOLERANCE, format_nm
+
+    record = (image or {}).get("calibration") or {}
+    nm = parse_nm_per_pixel(nm_value)
+    rec_nm = parse_nm_per_pixel(record.get("nm_per_pixel"))
+    file_nm = parse_nm_per_pixel(record.get("file_nm_per_pixel")) or (
+        rec_nm if record.get("source") == "file" else None)
+    warnings = [w for w in record.get("warnings") or [] if isinstance(w, str)]
+    if nm is None:
+        return {"nm_per_pixel": None, "source": None, "details": "", "warnings": warnings,
+                "text": "Calibration: none, sizes in pixels. Type the nm per pixel or measure the scale bar."}
+    if rec_nm and abs(nm - rec_nm) <= 1e-9 * rec_nm:
+        return {"nm_per_pixel": nm, "source": record.get("source"), "details": record.get("details") or "",
+                "warnings": warnings, "text": f"Calibration: {record.get('text') or format_nm(nm) + ' nm/px'}"}
+    warnings = [w for w in warnings if not w.startswith("The scale bar reads")]
+    if file_nm and abs(nm - file_nm) / file_nm > AGREEMENT_TOLERANCE:
+        warnings.append(f"The file says {format_nm(file_nm)} nm/px ({record.get('details') or 'its metadata'}); "
+                        f"your {format_nm(nm)} nm/px differs by {100 * abs(nm - file_nm) / file_nm:.0f} % and is used")
+    return {"nm_per_pixel": nm, "source": "user", "details": "set by you", "warnings": warnings,
+            "text": f"Calibration: {format_nm(nm)} nm/px set by you (typed or measured on the scale bar)"}
+
+
+def calibration_csv_columns(nm_value, image):
+    """The page's calibration as CSV columns: nm_per_pixel, calibration_source, calibration_details."""
+    c = page_calibration(nm_value, image)
+    return {"nm_per_pixel": c["nm_per_pixel"], "calibration_source": c["source"] or "",
+            "calibration_details": c["details"]}
+
+
+def next_calibration(current, previous_detected, detected):
+    """The nm-per-pixel field after a new upload.
+
+    The new image's own calibration (the file's pixel size, else its scale bar)
+    wins when there is one; a value that only came from the previous image is
+    cleared; a value the user typed stays.
+
+    Returns
+    -------
+    float or None or the string ``"keep"``
+    """
+    cur = parse_nm_per_pixel(current)
+    if detected:
+        return detected
+    if cur is not None and previous_detected is not None and abs(cur - float(previous_detected)) < 1e-12:
+        return None
+    return "keep"
+
+
+# --- manual calibration: a line drawn along the scale bar -----------------------------------
+
+_UNIT_ALIASES = {"nm": "nm", "µm": "µm", "μm": "µm", "um": "µm", "micron": "µm", "microns": "µm"}
+
+
+_SHAPE_KEY = re.compile(r"^shapes\[(\d+)\]\.(x0|y0|x1|y1)$")
+
+
+_LINE_COORDS = ("x0", "y0", "x1", "y1")
+
+
+def _finite(v):
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _line_of(shape, index):
+    """A shape of the image view as a line dict, or None when it is not a line in data coordinates."""
+    if not isinstance(shape, dict) or shape.get("type") != "line":
+        return None
+    if str(shape.get("xref", "x")).startswith("paper") or str(shape.get("yref", "y")).startswith("paper"):
+        return None
+    coords = {k: _finite(shape.get(k)) for k in _LINE_COORDS}
+    if any(v is None for v in coords.values()):
+        return None
+    return {"index": int(index), **coords}
+
+
+def drawn_line(relayout, previous=None):
+    """The calibration line after one ``relayoutData`` event of the image view.
+
+    The image view's axes are in original-image pixels (pixel centres at
+    integers, whatever the stride of the displayed picture; see
+    :func:`base_figure`), so the shape coordinates Plotly reports are image
+    pixel coordinates already.
+
+    Parameters
+    ----------
+    relayout : dict or None
+        ``dcc.Graph.relayoutData``. Drawing a new line (or erasing one) gives
+        ``{"shapes": [...]}``, the whole shape list; dragging or editing an
+        existing line gives ``{"shapes[i].x0": ..., "shapes[i].y1": ...}``
+        with the coordinates that changed; zooming and panning give axis keys.
+    previous : dict or None
+        The line this function returned last time (``index``, ``x0``, ``y0``,
+        ``x1``, ``y1``), to complete edits that move only one end.
+
+    Returns
+    -------
+    dict or None
+        The last line drawn or edited, as ``previous``; None when the shape
+        list holds no line (all erased). Events that do not concern a line
+        return ``previous`` unchanged.
+
+    Examples
+    --------
+    >>> box = {"type": "rect", "x0": 0, "y0": 0, "x1": 5, "y1": 5}
+    >>> line = drawn_line({"shapes": [box, {"type": "line", "x0": 1, "y0": 2, "x1": 31, "y1": 42}]})
+    >>> line
+    {'index': 1, 'x0': 1.0, 'y0': 2.0, 'x1': 31.0, 'y1': 42.0}
+    >>> drawn_line({"shapes[1].x1": 61, "shapes[1].y1": 2}, line)
+    {'index': 1, 'x0': 1.0, 'y0': 2.0, 'x1': 61.0, 'y1': 2.0}
+    >>> drawn_line({"xaxis.range[0]": 3}, line) is line
+    True
+    """
+    if not isinstance(relayout, dict):
+        return previous
+    if isinstance(relayout.get("shapes"), list):
+        lines = [_line_of(shape, i) for i, shape in enumerate(relayout["shapes"])]
+        lines = [ln for ln in lines if ln is not None]
+        return lines[-1] if lines else None
+    edits = {}
+    for key, value in relayout.items():
+        m = _SHAPE_KEY.match(str(key))
+        if m:
+            edits.setdefault(int(m.group(1)), {})[m.group(2)] = _finite(value)
+    if not edits:
+        return previous
+    index = max(edits)  # one shape moves at a time; the last one if several did
+    changed = edits[index]
+    if any(v is None for v in changed.values()):
+        return previous
+    if previous is not None and previous.get("index") == index:
+        return {**previous, **changed}
+    if len(changed) == 4:  # an older line moved as a whole: it is now the one that counts
+        return {"index": index, **{k: changed[k] for k in _LINE_COORDS}}
+    return previous
+
+
+def line_length(line):
+    """Length in image pixels of a line dict (``x0``, ``y0``, ``x1``, ``y1``); None without a line.
+
+    Examples
+    --------
+    >>> line_length({"x0": 0, "y0": 0, "x1": 30, "y1": 40})
+    50.0
+    """
+    if not line:
+        return None
+    try:
+        return float(math.hypot(float(line["x1"]) - float(line["x0"]), float(line["y1"]) - float(line["y0"])))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def length_in_nm(value, unit="nm"):
+    """A typed length converted to nm; None unless it is a positive finite number in a known unit.
+
+    Parameters
+    ----------
+    value : number or str
+        What the user typed (a decimal comma is accepted).
+    unit : str
+        ``"nm"`` or ``"µm"`` (also ``"um"`` and the Greek ``"μm"``).
+
+    Examples
+    --------
+    >>> length_in_nm("0,5", "µm")
+    500.0
+    >>> length_in_nm(-3, "nm") is None
+    True
+    """
+    if isinstance(value, str):
+        value = value.strip().replace(",", ".")
+    if isinstance(value, bool):
+        return None
+    v = _finite(value)
+    factor = UNITS_NM.get(_UNIT_ALIASES.get(str(unit or "nm").strip(), ""))
+    if v is None or v <= 0 or factor is None:
+        return None
+    return v * factor
+
+
+def manual_calibration(line, value, unit="nm"):
+    """nm per pixel from a line drawn along the scale bar and the bar's typed value.
+
+    Parameters
+    ----------
+    line : dict or None
+        From :func:`drawn_line`, in image pixels.
+    value : number or str or None
+        The length the scale bar stands for, as typed.
+    unit : str
+        Unit of ``value``: ``"nm"`` or ``"µm"``.
+
+    Returns
+    -------
+    dict
+        ``length_px`` (float or None), ``length_text`` (what to show beside the
+        inputs), ``nm_per_pixel`` (float, rounded to 6 significant digits, or
+        None) and ``message`` (the result, or what is missing).
+
+    Examples
+    --------
+    >>> r = manual_calibration({"x0": 10, "y0": 5, "x1": 210, "y1": 5}, 500, "nm")
+    >>> r["length_px"], r["nm_per_pixel"]
+    (200.0, 2.5)
+    >>> manual_calibration(None, 500)["message"]
+    'Draw a line along the scale bar first: press Draw line, then drag on the image.'
+    """
+    length = line_length(line)
+    out = {"length_px": length, "length_text": f"Line: {format_number(length)} px" if length else "No line drawn",
+           "nm_per_pixel": None}
+    nm = length_in_nm(value, unit)
+    typed = value is not None and str(value).strip() != ""
+    if length is None:
+        out["message"] = "Draw a line along the scale bar first: press Draw line, then drag on the image."
+    elif length < 1:
+        out["message"] = "The line is shorter than a pixel; drag it along the whole scale bar."
+    elif nm is None:
+        out["message"] = ("The bar's length must be a positive number." if typed
+                          else "Type the length the scale bar stands for.")
+    else:
+        per_px = float(f"{nm / length:.6g}")
+        out["nm_per_pixel"] = per_px
+        out["message"] = (f"{format_number(nm)} nm / {format_number(length)} px = {format_number(per_px)} nm per "
+                          "pixel")
+    return out
+
+
+# --- layout and callbacks ---------------------------------------------------------------------
 
 ROW = {"display": "flex", "alignItems": "center", "gap": "8px", "flexWrap": "wrap"}
 
@@ -53,7 +354,7 @@ def layout():
             ]),
         ]),
         html.Div(id="calibration-record", className="calibration-record", role="status",
-                 **{"aria-live": "polite"}, children=logic.page_calibration(None, None)["text"]),
+                 **{"aria-live": "polite"}, children=page_calibration(None, None)["text"]),
         html.Ul(id="calibration-warnings", className="warning", hidden=True),
         html.Div(id="calib-message", className="hint", role="status",
                  children="Draw a line along the scale bar, type the length it stands for, and the nm per pixel "
@@ -70,7 +371,7 @@ def register(app):
         Input("image-store", "data"),
     )
     def on_record(nm, image):
-        c = logic.page_calibration(nm, image)
+        c = page_calibration(nm, image)
         return c["text"], [html.Li(w) for w in c["warnings"]], not c["warnings"]
 
     @app.callback(
@@ -87,7 +388,7 @@ def register(app):
             if previous is None:
                 raise PreventUpdate
             return None
-        line = logic.drawn_line(relayout, previous)
+        line = drawn_line(relayout, previous)
         if line == previous:
             raise PreventUpdate
         return line
@@ -102,7 +403,7 @@ def register(app):
         prevent_initial_call=True,
     )
     def on_measure(line, value, unit):
-        result = logic.manual_calibration(line, value, unit)
+        result = manual_calibration(line, value, unit)
         nm = result["nm_per_pixel"]
         return (nm if nm else no_update), result["length_text"], result["message"]
 

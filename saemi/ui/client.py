@@ -15,16 +15,15 @@ import base64
 import logging
 
 from ..errors import SaemiError
+from ..settings import defaults as setting_defaults, names as setting_names
 
 log = logging.getLogger(__name__)
 
-#: Settings keys the UI sends with an analysis (see saemi.pipeline.Settings).
-SETTINGS_KEYS = ("watershed", "min_distance", "threshold", "min_size", "exclude_edge", "merge_threshold",
-                 "min_relative_size", "nm_per_pixel", "removed_labels", "metric")
+#: Settings keys the UI may send with an analysis (every setting of saemi.settings).
+SETTINGS_KEYS = setting_names()
 
-#: Used when the backend cannot tell its defaults (kept equal to saemi.card.DEFAULT_CARD).
-FALLBACK_DEFAULTS = {"watershed": True, "threshold": 0.5, "min_distance": 15, "min_size": 20,
-                     "exclude_edge": False, "merge_threshold": 0.0, "min_relative_size": 0.0}
+#: Used when the backend cannot tell its defaults: the schema's built-in ones.
+FALLBACK_DEFAULTS = setting_defaults()
 
 
 class ClientError(SaemiError):
@@ -37,15 +36,21 @@ class AnalysisClient:
     #: Shown in the page footer ("in-process" or the backend's URL).
     description = ""
 
-    def segment(self, data, filename="image", image_id=None):
+    def segment(self, data, filename="image", image_id=None, preview=False):
         """Upload image bytes; returns the ``segment`` dict (with ``image_id``).
 
-        ``image_id``: upload an image again under its expired id.
+        ``image_id``: upload an image again under its expired id. ``preview``:
+        add the image as a JPEG the browser can show (``preview``).
         """
         raise NotImplementedError
 
-    def analyze(self, image_id, settings=None, overlay="outline"):
-        """Split and measure a segmented image; returns the ``analyze`` dict."""
+    def analyze(self, image_id, settings=None):
+        """Split and measure a segmented image; returns the ``analyze`` dict, without pictures."""
+        raise NotImplementedError
+
+    def particle_layer(self, image_id, settings=None, mode="outline", grid=True):
+        """The particle layer (and hover grid) of an analysis, drawn by the backend; see
+        :meth:`saemi.service.AnalysisService.particle_layer`."""
         raise NotImplementedError
 
     def default_settings(self):
@@ -55,21 +60,6 @@ class AnalysisClient:
 
 def _clean_settings(settings):
     return {k: v for k, v in (settings or {}).items() if k in SETTINGS_KEYS}
-
-
-def _labels_match(labels, particles):
-    """True when a label image holds exactly the particles of a table (same labels, same areas)."""
-    import numpy as np
-
-    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64))
-    counts[0] = 0
-    if int(np.count_nonzero(counts)) != len(particles):
-        return False
-    for p in particles:
-        lab = int(p["label"])
-        if lab >= len(counts) or int(counts[lab]) != int(p["area_px"]):
-            return False
-    return True
 
 
 class InProcessClient(AnalysisClient):
@@ -90,35 +80,21 @@ class InProcessClient(AnalysisClient):
             raise ClientError(f"the analysis failed unexpectedly ({type(exc).__name__}: {exc})",
                               code="internal") from exc
 
-    def segment(self, data, filename="image", image_id=None):
+    def segment(self, data, filename="image", image_id=None, preview=False):
         extra = {"image_id": image_id} if image_id else {}
-        return self._call(self.service.segment, bytes(data), filename, **extra)
+        return self._call(self.service.segment, bytes(data), filename, preview=preview, **extra)
 
-    def analyze(self, image_id, settings=None, overlay="outline"):
-        """The ``analyze`` dict with ``labels_png`` (``overlay_png`` only when the fast path fails).
+    def analyze(self, image_id, settings=None):
+        # the page draws the particles from particle_layer: no pictures here
+        return self._call(self.service.analyze, image_id=image_id, settings=_clean_settings(settings),
+                          include_images=False)
 
-        The page draws its own overlay, so the service's overlay picture is skipped
-        (a third of a re-analysis); the label image is taken from the service's
-        cache and checked against the particle table, since another thread may have
-        re-analysed the same image in between.
-        """
-        settings = _clean_settings(settings)
-        res = self._call(self.service.analyze, image_id=image_id, settings=settings, overlay=overlay,
-                         include_images=False)
-        labels_of = getattr(self.service, "labels_of", None)
-        labels = self._call(labels_of, image_id) if labels_of else None
-        if labels is not None and _labels_match(labels, res.get("particles", [])):
-            from ..overlay import png_bytes
-
-            res["labels_png"] = base64.b64encode(png_bytes(labels)).decode()
-            return res
-        return self._call(self.service.analyze, image_id=image_id, settings=settings, overlay=overlay,
-                          overlay_alpha=1.0)
+    def particle_layer(self, image_id, settings=None, mode="outline", grid=True):
+        return self._call(self.service.particle_layer, image_id, _clean_settings(settings), mode, grid)
 
     def default_settings(self):
         try:
-            from ..service import settings_dict
-            return {**FALLBACK_DEFAULTS, **settings_dict(self.service.default_settings())}
+            return {**FALLBACK_DEFAULTS, **self.service.default_settings().to_dict()}
         except Exception:  # a broken model card must not stop the page from loading
             log.exception("could not read the model's default settings")
             return dict(FALLBACK_DEFAULTS)
@@ -177,18 +153,23 @@ class RemoteClient(AnalysisClient):
                               "without a usable result", code="backend_error")
         return body
 
-    def segment(self, data, filename="image", image_id=None):
+    def segment(self, data, filename="image", image_id=None, preview=False):
+        fields = {**({"image_id": image_id} if image_id else {}), **({"preview": "true"} if preview else {})}
         return self._request("POST", "segment", files={"file": (filename or "image", bytes(data))},
-                             data={"image_id": image_id} if image_id else None)
+                             data=fields or None)
 
     def segment_json(self, data, filename="image"):
         """The same as :meth:`segment`, with the image base64-encoded in a JSON body."""
         return self._request("POST", "segment",
                              json={"image": base64.b64encode(bytes(data)).decode(), "filename": filename})
 
-    def analyze(self, image_id, settings=None, overlay="outline"):
-        body = {"image_id": image_id, **_clean_settings(settings), "overlay": overlay}
+    def analyze(self, image_id, settings=None):
+        body = {"image_id": image_id, **_clean_settings(settings), "include_images": False}
         return self._request("POST", "analyze", json=body)
+
+    def particle_layer(self, image_id, settings=None, mode="outline", grid=True):
+        body = {"image_id": image_id, **_clean_settings(settings), "overlay": mode, "grid": bool(grid)}
+        return self._request("POST", "layer", json=body)
 
     def default_settings(self):
         """The backend's defaults when it publishes its model card, else the local card's."""

@@ -1,14 +1,17 @@
 """Post-processing controls: splitting settings, calibration, overlay look."""
 
 import logging
-import math
 import time
 
 from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import logic, upload
+import json
+
+from . import upload
 from ..errors import SaemiError
+from ..settings import defaults as setting_defaults, field_of, from_controls, names as setting_names, slider_range, \
+    to_control
 
 log = logging.getLogger(__name__)
 
@@ -21,42 +24,49 @@ def _field(label, control_id, control, hint=None):
     ])
 
 
+#: The splitting settings that have a control, in the page's order (the schema's).
+CONTROLLED = tuple(n for n in setting_names("split") if "ui" in field_of(n).metadata)
+
+
+def control_id(name):
+    """The Dash id of a setting's control: ``min_distance`` -> ``min-distance``."""
+    return name.replace("_", "-")
+
+
+def _control(name, value):
+    """A setting's control, built from its schema: a checkbox for a boolean, else a slider."""
+    f = field_of(name)
+    ui, label, cid = f.metadata["ui"], f.metadata["label"], control_id(name)
+    if isinstance(f.default, bool):
+        return dcc.Checklist(id=cid, options=[{"label": " " + label, "value": "on"}], value=to_control(name, value),
+                             className="check")
+    lo, hi, step = slider_range(name, value)
+    shown = to_control(name, value)
+    if "marks" in ui:
+        marks = ui["marks"]
+    elif isinstance(step, int) and not ui.get("percent"):
+        every = 10 if hi <= 60 else 20 if hi <= 200 else hi // 4
+        marks = {v: str(v) for v in (lo, *range(max(every, lo - lo % every + every), hi + 1, every))} \
+            if hi <= 200 else {v: str(v) for v in (lo, hi // 4, hi // 2, hi)}
+    else:
+        marks = {v: ("off" if v == 0 else str(v)) for v in range(int(lo), int(hi) + 1, max(1, int(hi) // 5))}
+    slider = dcc.Slider(id=cid, min=lo, max=hi, step=step, value=shown, marks=marks)
+    hint = f.metadata["help"] if ui.get("hint", True) else None
+    return _field(label, cid, slider, hint)
+
+
 def layout(defaults):
-    d = {**logic.settings_from_controls(True, 7, 0.5, 20, False),
-         **{k: defaults[k] for k in logic.SPLIT_KEYS if k in defaults}}
-    md_max = logic.slider_max(d["min_distance"], 40)
-    ms_max = max(1000, int(math.ceil(logic.slider_max(d["min_size"], 1000) / 100)) * 100)
-    clean = logic.settings_from_controls(True, 7, 0.5, 0, False, d["merge_threshold"],
-                                         _percent(d["min_relative_size"]))
-    merge, rel_percent = clean["merge_threshold"], _percent(clean["min_relative_size"])
-    rs_max = int(math.ceil(logic.slider_max(rel_percent, 50) / 10)) * 10
+    """The control panel, its splitting controls generated from :mod:`saemi.settings`.
+
+    ``defaults``: the model's settings (the backend's card); missing keys take
+    the schema's built-in defaults.
+    """
+    values = {**setting_defaults("split"), **{k: v for k, v in (defaults or {}).items() if k in CONTROLLED}}
+    # a backend's value outside the slider's range is clamped there, as a slider move would be
+    values = {**values, **from_controls({k: to_control(k, values[k]) for k in CONTROLLED})}
     return html.Section(className="panel controls-panel", **{"aria-labelledby": "controls-heading"}, children=[
         html.H2("2. Particles", id="controls-heading"),
-        dcc.Checklist(id="watershed", options=[{"label": " Split touching particles (watershed)", "value": "on"}],
-                      value=["on"] if d["watershed"] else [], className="check"),
-        _field("Minimum peak distance (px)", "min-distance",
-               dcc.Slider(id="min-distance", min=1, max=md_max, step=1, value=int(d["min_distance"]),
-                          marks={v: str(v) for v in (1, *range(10, md_max + 1, 10 if md_max <= 60 else 20))}),
-               "Smaller splits more"),
-        _field("Merge pieces across weak borders", "merge-threshold",
-               dcc.Slider(id="merge-threshold", min=0, max=0.95, step=0.01, value=merge,
-                          marks={0: "off", 0.5: "0.5", 0.9: "0.9"}),
-               "Joins touching pieces whose shared border the network saw as boundary less than this; "
-               "higher merges more, 0 is off"),
-        _field("Probability threshold", "threshold",
-               dcc.Slider(id="threshold", min=0.05, max=0.95, step=0.01, value=float(d["threshold"]),
-                          marks={0.1: "0.1", 0.5: "0.5", 0.9: "0.9"})),
-        _field("Minimum particle size (px²)", "min-size",
-               dcc.Slider(id="min-size", min=0, max=ms_max, step=5, value=int(d["min_size"]),
-                          marks={v: str(v) for v in (0, ms_max // 4, ms_max // 2, ms_max)})),
-        _field("Drop fragments smaller than (% of the typical particle)", "min-relative-size",
-               dcc.Slider(id="min-relative-size", min=0, max=rs_max, step=0.5, value=rel_percent,
-                          marks={v: ("off" if v == 0 else str(v)) for v in range(0, rs_max + 1, rs_max // 5)}),
-               "Typical particle: the area-weighted median; catches fragments, specks and panel letters. "
-               "0 is off"),
-        dcc.Checklist(id="exclude-edge", options=[{"label": " Exclude particles cut by the image edge",
-                                                   "value": "on"}],
-                      value=["on"] if d["exclude_edge"] else [], className="check"),
+        *(_control(name, values[name]) for name in CONTROLLED),
         _field("Calibration (nm per pixel)", "nm-per-pixel",
                dcc.Input(id="nm-per-pixel", type="number", min=0, step="any", debounce=True,
                          placeholder="sizes in px", className="number-input"),
@@ -72,30 +82,52 @@ def layout(defaults):
     ])
 
 
-def _percent(fraction):
-    """A fraction as a slider percentage (0.05 -> 5.0), 0 for anything unreadable."""
-    try:
-        v = float(fraction) * 100
-    except (TypeError, ValueError):
-        return 0.0
-    return round(v, 4) if math.isfinite(v) and v > 0 else 0.0
+CONTROL_IDS = tuple(control_id(n) for n in CONTROLLED)
 
 
-CONTROL_IDS = ("watershed", "min-distance", "threshold", "min-size", "exclude-edge", "merge-threshold",
-               "min-relative-size")
+def settings_from_controls(*values):
+    """The splitting settings the controls mean (values in :data:`CONTROLLED` order); see
+    :func:`saemi.settings.from_controls`."""
+    return from_controls(dict(zip(CONTROLLED, values)))
+
+
+def analysis_key(image_id, settings):
+    """Identifies one labelling: the same key means the same label numbers."""
+    split = {k: settings.get(k) for k in setting_names("split")}
+    return f"{image_id}:{json.dumps(split, sort_keys=True)}"
+
+
+def reduce_analysis(result, settings):
+    """The part of an ``analyze`` answer the page keeps in its stores.
+
+    Returns
+    -------
+    (analysis, ref) : tuple of dict
+        ``analysis`` for the histogram, table and hover text; ``ref`` (``key``,
+        ``image_id``, ``settings``) is all the image view sends to have the
+        particle layer drawn: the labels stay on the server.
+    """
+    key = analysis_key(result["image_id"], settings)
+    particles = [{k: v for k, v in row.items() if not k.endswith("_nm") and k != "area_nm2"}
+                 for row in result.get("particles", [])]
+    analysis = {"key": key, "image_id": result["image_id"], "filename": result.get("filename", "image"),
+                "width": result.get("width"), "height": result.get("height"), "settings": dict(settings),
+                "particles": particles, "count_api": (result.get("summary") or {}).get("count"),
+                "timings": result.get("timings", {})}
+    return analysis, {"key": key, "image_id": result["image_id"], "settings": dict(settings)}
 
 
 def analyse(client, image, controls):
-    """Run one analysis for the page; returns (analysis, labels, error, status, expired).
+    """Run one analysis for the page; returns (analysis, ref, error, status, expired).
 
     ``expired`` is set (and the rest left alone) when the server's cache has
     dropped the image: :func:`register`'s ``on_expired`` then uploads it again.
     """
-    settings = logic.settings_from_controls(*controls)
+    settings = settings_from_controls(*controls)
     t0 = time.perf_counter()
     try:
         result = client.analyze(image["image_id"], settings)
-        analysis, labels = logic.reduce_analysis(result, settings)
+        analysis, ref = reduce_analysis(result, settings)
     except SaemiError as exc:
         if exc.code == "not_found":
             return no_update, no_update, "", "The server had dropped this image; uploading it again...", \
@@ -107,24 +139,18 @@ def analyse(client, image, controls):
                                      "server log", "", no_update
     n = len(analysis["particles"])
     status = f"{n} particle{'s' if n != 1 else ''} found ({time.perf_counter() - t0:.2f} s)"
-    return analysis, labels, "", status, no_update
+    return analysis, ref, "", status, no_update
 
 
 def register(app, client, assets_folder):
     @app.callback(
         Output("analysis-store", "data"),
-        Output("labels-store", "data"),
+        Output("analysis-ref-store", "data"),
         Output("analysis-error", "children"),
         Output("analysis-status", "children"),
         Output("expired-store", "data"),
         Input("image-store", "data"),
-        Input("watershed", "value"),
-        Input("min-distance", "value"),
-        Input("threshold", "value"),
-        Input("min-size", "value"),
-        Input("exclude-edge", "value"),
-        Input("merge-threshold", "value"),
-        Input("min-relative-size", "value"),
+        *(Input(cid, "value") for cid in CONTROL_IDS),
         prevent_initial_call=True,
     )
     def on_settings(image, *controls):
@@ -134,7 +160,7 @@ def register(app, client, assets_folder):
 
     @app.callback(
         Output("analysis-store", "data", allow_duplicate=True),
-        Output("labels-store", "data", allow_duplicate=True),
+        Output("analysis-ref-store", "data", allow_duplicate=True),
         Output("analysis-error", "children", allow_duplicate=True),
         Output("analysis-status", "children", allow_duplicate=True),
         Input("expired-store", "data"),
@@ -158,8 +184,8 @@ def register(app, client, assets_folder):
                 return no_update, no_update, "The server no longer holds this image; please upload it again.", ""
             client.segment(data, image.get("filename") or "image", image_id=image["image_id"])
         except SaemiError as exc:
-            return no_update, no_update, f"Could not upload the image again: {logic.sentence_tail(exc.message)}", ""
-        analysis, labels, error, status, again = analyse(client, image, controls)
+            return no_update, no_update, f"Could not upload the image again: {upload.sentence_tail(exc.message)}", ""
+        analysis, ref, error, status, again = analyse(client, image, controls)
         if again is not no_update:
             return no_update, no_update, "The server dropped this image again at once; please upload it again.", ""
-        return analysis, labels, error, status
+        return analysis, ref, error, status

@@ -2,7 +2,8 @@
 
 from dash import Input, Output, dcc, html
 
-from . import logic
+from . import figures, particles
+from .numbers import display_unit
 
 
 def layout():
@@ -11,7 +12,7 @@ def layout():
         html.Div(className="histogram-controls", children=[
             html.Div(className="field inline", children=[
                 html.Label("Metric", htmlFor="metric", id="metric-label"),
-                dcc.Dropdown(id="metric", options=[{"label": v, "value": k} for k, v in logic.METRIC_LABELS.items()],
+                dcc.Dropdown(id="metric", options=[{"label": v, "value": k} for k, v in particles.METRIC_LABELS.items()],
                              value="equivalent_diameter", clearable=False, searchable=False, className="dropdown"),
             ]),
             html.Div(className="field inline", children=[
@@ -23,7 +24,7 @@ def layout():
         html.Div(className="histogram-body", children=[
             dcc.Graph(id="histogram-graph", config={"displaylogo": False, "responsive": True},
                       className="histogram-graph",
-                      style={"height": "clamp(260px, calc(100vh - 400px), 520px)"}, figure=logic.histogram_figure(logic.kept_table(None))),
+                      style={"height": "clamp(260px, calc(100vh - 400px), 520px)"}, figure=figures.histogram_figure(particles.kept_table(None))),
             html.Div(id="summary", className="summary", **{"aria-live": "polite"},
                      children=summary_children(None)),
         ]),
@@ -33,7 +34,7 @@ def layout():
 def summary_children(summary):
     summary = summary or {"count": 0, "unit": "px"}
     items = []
-    for name, value in logic.summary_rows(summary):
+    for name, value in particles.summary_rows(summary):
         vid = "summary-count" if name == "Particles" else None
         items.append(html.Div([html.Dt(name), html.Dd(value, id=vid) if vid else html.Dd(value)],
                               className="stat"))
@@ -52,7 +53,7 @@ def register(app):
         Input("nm-per-pixel", "value"),
     )
     def on_histogram(analysis, removed, metric, bin_width, nm):
-        table = logic.kept_table(analysis, removed, nm)
-        summary = logic.summary_of(table, metric, nm)
-        fig = logic.histogram_figure(table, metric, bin_width, nm, summary, (analysis or {}).get("key"))
-        return fig, summary_children(summary), f"Bin width ({logic.display_unit(summary['unit'])})"
+        table = particles.kept_table(analysis, removed, nm)
+        summary = particles.summary_of(table, metric, nm)
+        fig = figures.histogram_figure(table, metric, bin_width, nm, summary, (analysis or {}).get("key"))
+        return fig, summary_children(summary), f"Bin width ({display_unit(summary['unit'])})"

@@ -4,7 +4,8 @@ import plotly.graph_objects as go
 from dash import Input, Output, Patch, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import calibration, logic
+from . import calibration, figures, particles
+from ..errors import SaemiError
 
 # Hover: look the label up in the particle list in the browser (no request per mouse move).
 HOVER_JS = """
@@ -50,7 +51,7 @@ def layout():
                     children=html.Div(className="graph-wrap", children=[
                         dcc.Graph(id="image-graph", figure=empty, config=GRAPH_CONFIG, clear_on_unhover=True,
                                   className="image-graph",
-                                  style=logic.graph_style()),
+                                  style=figures.graph_style()),
                         dcc.Tooltip(id="image-tooltip", direction="right", className="particle-tooltip"),
                     ])),
         calibration.layout(),
@@ -61,34 +62,30 @@ def layout():
     ])
 
 
-def register(app):
+def register(app, client):
     @app.callback(
         Output("image-graph", "figure", allow_duplicate=True),
-        Input("labels-store", "data"),
+        Output("analysis-error", "children", allow_duplicate=True),
+        Input("analysis-ref-store", "data"),
         Input("removed-store", "data"),
         Input("overlay-mode", "value"),
         prevent_initial_call=True,
     )
-    def on_overlay(labels_data, removed, mode):
-        if not labels_data or not labels_data.get("labels_png"):
+    def on_overlay(ref, removed, mode):
+        """Have the server draw the particle layer; the hover grid only for a new labelling."""
+        from dash import ctx
+
+        if not ref or not ref.get("image_id"):
             raise PreventUpdate
-        labels = logic.decode_labels(labels_data["labels_png"])
-        upd = logic.overlay_update(labels, logic.removed_labels(removed, labels_data["key"]), mode or "outline")
-        patch = Patch()
-        patch["data"][1]["source"] = upd["source"]
-        patch["data"][1]["x0"] = 0
-        patch["data"][1]["y0"] = 0
-        patch["data"][1]["dx"] = 1
-        patch["data"][1]["dy"] = 1
-        grid = upd["grid"]
-        patch["data"][2]["z"] = grid["z"]
-        patch["data"][2]["x0"] = grid["x0"]
-        patch["data"][2]["dx"] = grid["dx"]
-        patch["data"][2]["y0"] = grid["y0"]
-        patch["data"][2]["dy"] = grid["dy"]
-        patch["data"][2]["zmax"] = max(1, int(grid["z"].max(initial=0)))
-        patch["layout"]["meta"]["key"] = labels_data["key"]
-        return patch
+        settings = {**ref["settings"], "removed_labels": particles.removed_labels(removed, ref["key"])}
+        try:
+            layer = client.particle_layer(ref["image_id"], settings, mode or "outline",
+                                          grid=ctx.triggered_id == "analysis-ref-store")
+        except SaemiError as exc:  # an expired image is uploaded again by the next analysis
+            return no_update, f"Could not draw the particles: {exc.message}"
+        patch = figures.layer_patch(Patch(), layer)
+        patch["layout"]["meta"]["key"] = ref["key"]
+        return patch, no_update
 
     @app.callback(
         Output("image-graph", "figure", allow_duplicate=True),
@@ -106,23 +103,23 @@ def register(app):
     @app.callback(
         Output("removed-store", "data"),
         Output("image-graph", "clickData"),
-        Input("analysis-store", "data"),
+        Input("analysis-ref-store", "data"),
         Input("image-graph", "clickData"),
         State("removed-store", "data"),
         prevent_initial_call=True,
     )
-    def on_click(analysis, click, removed):
+    def on_click(ref, click, removed):
         from dash import ctx
 
-        if not analysis:
+        if not ref:
             raise PreventUpdate
-        key = analysis["key"]
+        key = ref["key"]
         if ctx.triggered_id == "image-graph":
-            label = logic.clicked_label(click)
+            label = particles.clicked_label(click)
             if not label:
                 return no_update, None
-            return logic.toggle_removed(removed, key, label), None
-        new = logic.reconcile_removed(removed, key)
+            return particles.toggle_removed(removed, key, label), None
+        new = particles.reconcile_removed(removed, key)
         return (new if new is not removed else no_update), no_update
 
     app.clientside_callback(

@@ -30,7 +30,8 @@ def page(defaults, backend_description="", max_upload_mb=50.0):
         ]),
         dcc.Store(id="image-store"),
         dcc.Store(id="analysis-store"),
-        dcc.Store(id="labels-store"),
+        # what the image view sends to have the particle layer drawn (the labels stay on the server)
+        dcc.Store(id="analysis-ref-store"),
         dcc.Store(id="removed-store"),
         dcc.Store(id="calib-line-store"),
         # the upload itself, kept in the browser (never sent back with a slider move) so that an

@@ -4,7 +4,8 @@ import dash_ag_grid as dag
 from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
-from . import logic
+from . import particles
+from .calibration import calibration_csv_columns
 
 
 def layout():
@@ -18,7 +19,7 @@ def layout():
                             className="button secondary", disabled=True),
             ]),
         ]),
-        dag.AgGrid(id="particle-grid", rowData=[], columnDefs=logic.grid_columns(None),
+        dag.AgGrid(id="particle-grid", rowData=[], columnDefs=particles.grid_columns(None),
                    defaultColDef={"sortable": True, "resizable": True, "minWidth": 80, "wrapHeaderText": True,
                                   "autoHeaderHeight": True},
                    columnSize="responsiveSizeToFit", className="ag-theme-alpine particle-grid",
@@ -39,8 +40,8 @@ def register(app):
         Input("nm-per-pixel", "value"),
     )
     def on_table(analysis, removed, nm):
-        table = logic.kept_table(analysis, removed, nm)
-        return logic.grid_rows(table), logic.grid_columns(nm), not analysis, not analysis
+        table = particles.kept_table(analysis, removed, nm)
+        return particles.grid_rows(table), particles.grid_columns(nm), not analysis, not analysis
 
     @app.callback(
         Output("download-particles", "data"),
@@ -54,9 +55,9 @@ def register(app):
     def on_download_particles(n, analysis, removed, nm, image):
         if not n or not analysis:
             raise PreventUpdate
-        table = logic.kept_table(analysis, removed, nm)
-        return {"content": logic.particles_csv(table, logic.calibration_csv_columns(nm, image)),
-                "filename": logic.download_name(analysis["filename"], "particles"), "type": "text/csv"}
+        table = particles.kept_table(analysis, removed, nm)
+        return {"content": particles.particles_csv(table, calibration_csv_columns(nm, image)),
+                "filename": particles.download_name(analysis["filename"], "particles"), "type": "text/csv"}
 
     @app.callback(
         Output("download-summary", "data"),
@@ -70,6 +71,6 @@ def register(app):
     def on_download_summary(n, analysis, removed, nm, image):
         if not n or not analysis:
             raise PreventUpdate
-        table = logic.kept_table(analysis, removed, nm)
-        return {"content": logic.summary_csv(table, analysis, nm, logic.calibration_csv_columns(nm, image)),
-                "filename": logic.download_name(analysis["filename"], "summary"), "type": "text/csv"}
+        table = particles.kept_table(analysis, removed, nm)
+        return {"content": particles.summary_csv(table, analysis, nm, calibration_csv_columns(nm, image)),
+                "filename": particles.download_name(analysis["filename"], "summary"), "type": "text/csv"}

@@ -1,5 +1,7 @@
 """Upload panel: drag-and-drop / picker, "Try the demo", loading state, readable errors."""
 
+import base64
+import binascii
 import logging
 import time
 from pathlib import Path
@@ -7,21 +9,57 @@ from pathlib import Path
 from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import logic
+from . import calibration, figures
 from ..errors import SaemiError
 from .client import ClientError
 
 log = logging.getLogger(__name__)
 
+#: Accepted upload types (checked again by the backend, which decodes the bytes).
+#: The EM formats (.dm3, .dm4, .emd, .mrc) have no registered MIME type: browsers match them by suffix.
+ACCEPT = (".png,.jpg,.jpeg,.tif,.tiff,.bmp,.gif,.dm3,.dm4,.emd,.mrc,"
+          "image/png,image/jpeg,image/tiff,image/bmp,image/gif")
 DEMO_NAME = "demo.png"
 DEMO_FILENAME = "emps_demo.png"  # the name the demo is analysed under
+
+
+def decode_upload(contents, filename=None):
+    """The bytes of a ``dcc.Upload`` data URL (``data:<type>;base64,<data>``).
+
+    Raises
+    ------
+    ClientError
+        For a missing, malformed or empty upload.
+    """
+    if not contents or not isinstance(contents, str):
+        raise ClientError("no file was received; try the upload again", code="bad_request")
+    if isinstance(filename, list) or isinstance(contents, list):
+        raise ClientError("upload one image at a time", code="bad_request")
+    _, _, payload = contents.partition(",")
+    if not payload:
+        raise ClientError(f"{filename or 'the file'} is empty (0 bytes)", code="empty")
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ClientError("the upload was garbled in transfer; try again", code="bad_request") from None
+    if not data:
+        raise ClientError(f"{filename or 'the file'} is empty (0 bytes)", code="empty")
+    return data
+
+
+def sentence_tail(message):
+    """A message to follow a colon: 'Not an image' -> 'not an image', 'TIFF file ...' unchanged."""
+    text = str(message or "").strip() or "the image could not be analysed"
+    if len(text) > 1 and text[0].isupper() and text[1].islower():
+        text = text[0].lower() + text[1:]
+    return text
 
 
 def layout(max_upload_mb=50.0):
     return html.Section(className="panel upload-panel", **{"aria-labelledby": "upload-heading"}, children=[
         html.H2("1. Image", id="upload-heading"),
         dcc.Upload(
-            id="upload", accept=logic.ACCEPT, multiple=False, className="upload-box",
+            id="upload", accept=ACCEPT, multiple=False, className="upload-box",
             className_active="upload-box active",
             children=html.Div([
                 html.Span("Drag and drop a micrograph here, or "),
@@ -49,13 +87,13 @@ def read_demo(assets_folder):
 def handle_upload(client, data, filename, opacity=0.9):
     """Segment one upload; returns (image_store, base_figure, status_text). Raises ClientError."""
     t0 = time.perf_counter()
-    info = client.segment(data, filename)
-    display = logic.display_image(data)
+    info = client.segment(data, filename, preview=True)  # the server decodes the image, once
+    display = figures.preview_display(info["preview"], info["width"], info["height"])
     image = {k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box", "calibration")}
-    scale = logic.detected_scale(info)
-    record = logic.file_calibration(info)  # the file's pixel size, else the scale bar's
+    scale = calibration.detected_scale(info)
+    record = calibration.file_calibration(info)  # the file's pixel size, else the scale bar's
     image["nm_per_pixel"] = record["nm_per_pixel"] if record else (scale["nm_per_pixel"] if scale else None)
-    fig = logic.base_figure(display, info.get("banner_box"), opacity, scale["bar_box"] if scale else None)
+    fig = figures.base_figure(display, info.get("banner_box"), opacity, scale["bar_box"] if scale else None)
     status = f"{filename}: {info['width']} x {info['height']} px, segmented in {time.perf_counter() - t0:.1f} s"
     if record:
         status += f"; {record.get('text')}"
@@ -99,7 +137,7 @@ def register(app, client, assets_folder):
             if contents is None:
                 raise PreventUpdate
             try:
-                data = logic.decode_upload(contents, filename)
+                data = decode_upload(contents, filename)
             except ClientError as exc:
                 return no_update, no_update, _message(filename, exc), "", None, no_update, no_update
         try:
@@ -110,9 +148,9 @@ def register(app, client, assets_folder):
             log.exception("upload of %s failed", filename)
             return (no_update, no_update, _message(filename, f"unexpected error ({type(exc).__name__}); see the "
                                                              "server log"), "", None, no_update, no_update)
-        nm = logic.next_calibration(nm_value, (previous or {}).get("nm_per_pixel"), image.get("nm_per_pixel"))
+        nm = calibration.next_calibration(nm_value, (previous or {}).get("nm_per_pixel"), image.get("nm_per_pixel"))
         return (image, fig, "", status, None, no_update if nm == "keep" else nm,
-                logic.graph_style(image["width"], image["height"]))
+                figures.graph_style(image["width"], image["height"]))
 
 
 def register_reupload(app):
@@ -143,9 +181,9 @@ def held_bytes(held, image, assets_folder):
     if image.get("filename") == DEMO_FILENAME:
         return read_demo(assets_folder)
     if held and held.get("contents") and held.get("filename") == image.get("filename"):
-        return logic.decode_upload(held["contents"], held.get("filename"))
+        return decode_upload(held["contents"], held.get("filename"))
     return None
 
 
 def _message(filename, exc):
-    return f"Could not analyse {filename or 'the file'}: {logic.sentence_tail(getattr(exc, 'message', exc))}"
+    return f"Could not analyse {filename or 'the file'}: {sentence_tail(getattr(exc, 'message', exc))}"
