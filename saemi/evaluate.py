@@ -13,7 +13,7 @@ from .dataset import list_pairs, read_label_image
 from .instances import boundary_evidence, filter_particles, label_particles, merge_stage, remove_small
 from .metrics import score_image
 from .pipeline import particle_region, segment, split_and_measure
-from .settings import Settings, tuned_names
+from .settings import Settings, SplitSettings, tuned_names, tuning_grid
 
 
 def evaluation_names(data_dir, split_file=None, subset="val"):
@@ -91,11 +91,8 @@ def summarize_scores(per_image):
 
 TUNED_KEYS = tuned_names()
 
-#: The tuning grid. On the first shipped weights a wider one (threshold 0.7, min_size 160,
-#: min_relative_size 0.05) never won, and the best AP moved by < 0.01 across min_distance
-#: once pieces are merged across weak borders.
-DEFAULT_GRID = {"threshold": [0.5, 0.6], "min_distance": [15, 30, 60, 90], "merge_threshold": [0.0, 0.5, 0.6, 0.7],
-                "min_size": [20, 80], "min_relative_size": [0.0, 0.1, 0.15, 0.2, 0.25, 0.3]}
+#: The tuning grid: the values each tuned setting's schema lists (saemi.settings.tuning_grid).
+DEFAULT_GRID = tuning_grid()
 
 
 def tune_postprocess(data_dir, segmentations, grid=None):
@@ -110,8 +107,7 @@ def tune_postprocess(data_dir, segmentations, grid=None):
     segmentations : dict
         name -> Segmentation, from :func:`evaluate`.
     grid : dict, optional
-        Lists of values for ``threshold``, ``min_distance``, ``merge_threshold``,
-        ``min_size`` and ``min_relative_size`` (default :data:`DEFAULT_GRID`).
+        Lists of values per tuned setting, over :data:`DEFAULT_GRID`.
 
     Returns
     -------
@@ -133,7 +129,7 @@ def tune_postprocess(data_dir, segmentations, grid=None):
         valid = particle_region(seg)
         edge = boundary_evidence(prob)
         row = []
-        for watershed in (True, False):
+        for watershed in grid["watershed"]:
             distances = grid["min_distance"] if watershed else [grid["min_distance"][0]]
             merges = grid["merge_threshold"] if watershed and edge is not None else [0.0]
             for thr, md in itertools.product(grid["threshold"], distances):
@@ -147,8 +143,9 @@ def tune_postprocess(data_dir, segmentations, grid=None):
                             labels = filter_particles(sized, 0, rel, Settings().exclude_edge)
                             row.append(score_image(truths[n], labels)["ap50"])
                             if n == names[0]:
-                                tried.append({"watershed": watershed, "threshold": thr, "min_distance": md,
-                                              "merge_threshold": mt, "min_size": ms, "min_relative_size": rel})
+                                chosen = SplitSettings(watershed=watershed, threshold=thr, min_distance=md,
+                                                       merge_threshold=mt, min_size=ms, min_relative_size=rel)
+                                tried.append({k: getattr(chosen, k) for k in TUNED_KEYS})
         scores.append(row)
     per_image = pd.DataFrame(np.array(scores).T, columns=names)
     table = pd.DataFrame(tried)

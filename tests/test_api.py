@@ -529,3 +529,48 @@ def test_importing_the_api_does_not_import_torch():
     code = "import sys, saemi.api; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# --- segmentation settings, the layer, the preview ------------------------------------------------
+
+def test_segment_settings_belong_to_the_upload(server, spec, images):
+    """remove_banner changes what the network saw: a re-analysis by image_id cannot change it."""
+    data = images["2ee0518d7a"]
+    seg = check(spec, requests.post(url(server, "/segment"), files={"file": ("a.png", data)},
+                                    data={"remove_banner": "false", "preview": "true"}, timeout=120),
+                "/segment").json()
+    assert seg["banner_box"] is None and seg["preview"]["stride"] == 1
+    assert Image.open(io.BytesIO(base64.b64decode(seg["preview"]["jpeg"]))).size == (seg["width"], seg["height"])
+    out = check(spec, requests.post(url(server, "/analyze"), timeout=60, json={
+        "image_id": seg["image_id"], "include_images": False}), "/analyze").json()
+    assert out["settings"]["remove_banner"] is False  # what it was segmented with, not the default
+    same = check(spec, requests.post(url(server, "/analyze"), timeout=60, json={
+        "image_id": seg["image_id"], "remove_banner": False, "include_images": False}), "/analyze").json()
+    assert same["summary"]["count"] == out["summary"]["count"]
+    body = check_error(spec, requests.post(url(server, "/analyze"), timeout=60, json={
+        "image_id": seg["image_id"], "remove_banner": True}), 422, "bad_parameter")
+    assert "remove_banner" in body["error"]["message"] and "upload it again" in body["error"]["message"]
+    check_error(spec, requests.post(url(server, "/segment"), files={"file": ("a.png", data)},
+                                    data={"min_size": "5"}, timeout=60), 422, "bad_parameter")
+
+
+def test_layer_draws_the_cached_labels(server, spec, images):
+    seg = requests.post(url(server, "/segment"), files={"file": ("a.png", images["2ee0518d7a"])}, timeout=120).json()
+    out = requests.post(url(server, "/analyze"), timeout=60, json={
+        "image_id": seg["image_id"], "min_distance": 20, "include_images": True}).json()
+    labels = np.asarray(Image.open(io.BytesIO(base64.b64decode(out["labels_png"]))))
+    first = out["particles"][0]["label"]
+    layer = check(spec, requests.post(url(server, "/layer"), timeout=60, json={
+        "image_id": seg["image_id"], "min_distance": 20, "removed_labels": [first], "overlay": "filled"}),
+        "/layer").json()
+    assert layer["count"] == len(out["particles"]) and (layer["width"], layer["height"]) == labels.shape[::-1]
+    rgba = np.asarray(Image.open(io.BytesIO(base64.b64decode(layer["layer_png"]))))
+    assert (rgba[labels == 0, 3] == 0).all() and (rgba[labels > 0, 3] > 0).all()
+    grid = np.frombuffer(base64.b64decode(layer["grid"]["z"]), dtype="<" + np.dtype(layer["grid"]["dtype"]).str[1:])
+    grid = grid.reshape(layer["grid"]["shape"])
+    assert set(np.unique(grid)) <= set(np.unique(labels))
+    no_grid = check(spec, requests.post(url(server, "/layer"), timeout=60, json={
+        "image_id": seg["image_id"], "min_distance": 20, "grid": False}), "/layer").json()
+    assert "grid" not in no_grid
+    check_error(spec, requests.post(url(server, "/layer"), timeout=30, json={"image_id": "x" * 30}), 404,
+                "not_found")

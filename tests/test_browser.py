@@ -343,8 +343,30 @@ def test_click_excludes_a_particle_and_restores_it(ui):
     page = ui.page
     before = count(page)
     p = find_particle(page)
+    sent, received = [], []
+
+    def on_request(r):
+        if "_dash-update-component" in r.url:
+            sent.append(r.post_data or "")
+
+    def on_response(r):
+        if "_dash-update-component" in r.url:
+            received.append(r)
+
+    page.on("request", on_request)
+    page.on("response", on_response)
     page.mouse.click(p["x"], p["y"])
     assert wait_count_change(page, before) == before - 1
+    settle(page)
+    page.remove_listener("request", on_request)
+    page.remove_listener("response", on_response)
+    # the labels stay on the server: a click sends none up, and gets back only what the page draws
+    assert sent and not any("labels_png" in body or "iVBORw0KGgo" in body for body in sent), \
+        [body[:200] for body in sent]
+    up = sum(len(body) for body in sent)
+    down = sum(len(r.body()) for r in received if r.status == 200)
+    print(f"\none click: {len(sent)} callbacks, {up / 1000:.1f} kB up, {down / 1000:.1f} kB down")
+    assert up < 60_000  # 126 kB went up per click while the label PNG travelled with it
     page.mouse.move(5, 5)
     page.wait_for_timeout(200)
     page.mouse.move(p["x"] + 1, p["y"] + 1)
