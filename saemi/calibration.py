@@ -305,6 +305,26 @@ def calibration_columns(record):
             "calibration_notes": " | ".join(r.notes)}
 
 
+def scale_bar_columns(scale):
+    """The scale bar read in an image as flat summary-CSV columns, so that a batch can be audited.
+
+    ``scale_bar_text`` is what OCR read (also when the value was not accepted),
+    ``scale_bar_value``/``scale_bar_unit`` what was accepted, with the bar's
+    length in pixels and the reader's confidence; empty without a bar.
+
+    >>> scale_bar_columns(None)["scale_bar_text"]
+    ''
+    """
+    if scale is None:
+        return {"scale_bar_text": "", "scale_bar_value": "", "scale_bar_unit": "", "scale_bar_length_px": "",
+                "scale_bar_confidence": ""}
+    return {"scale_bar_text": getattr(scale, "text", "") or "",
+            "scale_bar_value": "" if scale.value is None else scale.value,
+            "scale_bar_unit": scale.unit or "",
+            "scale_bar_length_px": round(float(scale.bar_length_px), 2),
+            "scale_bar_confidence": round(float(scale.confidence), 3)}
+
+
 def with_calibration_columns(table, record):
     """A particle table with two constant columns naming its calibration.
 

@@ -233,7 +233,7 @@ def summary_row(file, status, error="", analysis=None):
     analysis : saemi.pipeline.Analysis, optional
         Adds the image's size, banner, calibration, summary statistics and time.
     """
-    from .calibration import calibration_columns
+    from .calibration import calibration_columns, scale_bar_columns
 
     row = {"file": str(file), "status": status, "error": error}
     if analysis is not None:
@@ -242,6 +242,7 @@ def summary_row(file, status, error="", analysis=None):
         row.update({"width": w, "height": h,
                     "banner": "" if a.banner_box is None else "{}:{},{}:{}".format(*a.banner_box),
                     **calibration_columns(a.calibration),
+                    **scale_bar_columns(a.segmentation.scale),
                     **{k: v for k, v in a.summary.items()},
                     "seconds": round(sum(a.timings.values()), 3)})
     return row

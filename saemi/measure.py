@@ -13,6 +13,9 @@ from .errors import SaemiError
 # Metrics a histogram or summary can be made of, with their dimension (1: length, 2: area).
 METRICS = {"area": 2, "equivalent_diameter": 1, "feret_max": 1, "feret_min": 1, "perimeter": 1}
 
+#: Physical length units of the tables: nm in one unit. "um" is written µm for people.
+LENGTH_UNITS = {"nm": 1.0, "um": 1000.0}
+
 PIXEL_COLUMNS = ["label", "area_px", "equivalent_diameter_px", "feret_max_px", "feret_min_px",
                  "perimeter_px", "circularity", "aspect_ratio", "centroid_x_px", "centroid_y_px",
                  "touches_edge"]
@@ -143,25 +146,42 @@ def particle_table(labels, nm_per_pixel=None):
     return table
 
 
-def add_physical_columns(table, nm_per_pixel):
-    """Add ``*_nm`` length columns and ``area_nm2`` in place; returns the table."""
+def add_physical_columns(table, nm_per_pixel, unit="nm"):
+    """Add ``*_<unit>`` length columns and ``area_<unit>2`` in place; returns the table.
+
+    ``unit`` is ``"nm"`` or ``"um"`` (µm) (see :data:`LENGTH_UNITS`).
+    """
     k = float(nm_per_pixel)
     if not k > 0 or not math.isfinite(k):
         raise SaemiError(f"nm_per_pixel must be a positive number, got {nm_per_pixel}", code="bad_parameter")
-    table["area_nm2"] = table["area_px"] * k * k
+    k /= LENGTH_UNITS[unit]
+    table[f"area_{unit}2"] = table["area_px"] * k * k
     for col in ("equivalent_diameter", "feret_max", "feret_min", "perimeter", "centroid_x", "centroid_y"):
-        table[f"{col}_nm"] = table[f"{col}_px"] * k
+        table[f"{col}_{unit}"] = table[f"{col}_px"] * k
     return table
 
 
+def preferred_unit(equivalent_diameters_nm):
+    """``"um"`` when the median particle is 1 µm or larger, else ``"nm"``: numbers people can read.
+
+    Examples
+    --------
+    >>> preferred_unit([65.0, 80.0]), preferred_unit([154_919.0]), preferred_unit([])
+    ('nm', 'um', 'nm')
+    """
+    v = np.asarray(equivalent_diameters_nm, dtype=float)
+    v = v[np.isfinite(v)]
+    return "um" if v.size and float(np.median(v)) >= LENGTH_UNITS["um"] else "nm"
+
+
 def metric_column(table, metric="equivalent_diameter", unit="px"):
-    """Name of the table column holding ``metric`` in ``unit`` ('px' or 'nm')."""
+    """Name of the table column holding ``metric`` in ``unit`` ('px', 'nm' or 'um')."""
     if metric not in METRICS:
         raise SaemiError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}", code="bad_parameter")
-    if unit not in ("px", "nm"):
-        raise SaemiError(f"unknown unit {unit!r}; use px or nm", code="bad_parameter")
+    if unit != "px" and unit not in LENGTH_UNITS:
+        raise SaemiError(f"unknown unit {unit!r}; use px, nm or um", code="bad_parameter")
     if metric == "area":
-        return "area_px" if unit == "px" else "area_nm2"
+        return "area_px" if unit == "px" else f"area_{unit}2"
     return f"{metric}_{unit}"
 
 
@@ -173,19 +193,19 @@ def summarize(table, metric="equivalent_diameter", unit="px"):
     table : pandas.DataFrame
         From :func:`particle_table`.
     metric : {'area', 'equivalent_diameter', 'feret_max', 'feret_min', 'perimeter'}
-    unit : {'px', 'nm'}
-        'nm' needs the physical columns (a calibration).
+    unit : {'px', 'nm', 'um'}
+        'nm' and 'um' need those physical columns (a calibration).
 
     Returns
     -------
     dict
-        ``metric``, ``unit`` (px, px^2, nm or nm^2), ``count``, ``mean``,
+        ``metric``, ``unit`` (px, px^2, nm, nm^2, um or um^2), ``count``, ``mean``,
         ``median``, ``std`` (sample, ddof=1), ``d10``, ``d50``, ``d90`` (the
         10th, 50th and 90th percentiles by number); NaN statistics when empty.
     """
     col = metric_column(table, metric, unit)
     if col not in table:
-        raise SaemiError("sizes in nm need a calibration (nm_per_pixel)", code="bad_parameter")
+        raise SaemiError(f"sizes in {unit} need a calibration (nm_per_pixel)", code="bad_parameter")
     v = table[col].to_numpy(dtype=float)
     nan = float("nan")
     unit_name = unit + ("^2" if METRICS[metric] == 2 else "")

@@ -414,7 +414,7 @@ def test_page_calibration_line():
     assert calibration.page_calibration(None, image)["text"].startswith("Calibration: none")
     only_bar = {"calibration": effective_calibration(None, bar).to_dict()}
     assert calibration.page_calibration(200 / 150, only_bar)["text"] == (
-        "Calibration: 1.333 nm/px from the scale bar (scale bar 200 nm = 150.0 px)")
+        "Calibration: 1.333 nm/px from the scale bar read automatically (scale bar 200 nm = 150.0 px)")
     unusable = {"calibration": effective_calibration(Calibration(warnings=["FEI ... implausible"]), None).to_dict()}
     assert calibration.page_calibration(None, unusable)["warnings"] == ["FEI ... implausible"]
     cols = calibration.calibration_csv_columns(7.344, image)

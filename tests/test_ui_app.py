@@ -183,23 +183,41 @@ def test_analyze_callback_then_histogram(dash_app):
     assert "uploading it again" in body["response"]["analysis-status"]["children"]
     assert body["response"]["analysis-error"]["children"] == ""
 
-    out = "..histogram-graph.figure...summary.children...bin-width-label.children.."
+    out = "..histogram-graph.figure...summary.children...bin-width-label.children...unit-store.data.."
     removed = {"key": analysis["key"], "labels": [1]}
     status, body = call(dash_app, out, [
         {"id": "analysis-store", "property": "data", "value": analysis},
         {"id": "removed-store", "property": "data", "value": removed},
         {"id": "metric", "property": "value", "value": "feret_max"},
         {"id": "bin-width", "property": "value", "value": 4},
-        {"id": "nm-per-pixel", "property": "value", "value": 2}])
+        {"id": "nm-store", "property": "data", "value": 2},
+        {"id": "size-unit", "property": "value", "value": "auto"},
+        {"id": "calib-note-store", "property": "data", "value": None}])
     assert status == 200
     fig = body["response"]["histogram-graph"]["figure"]
     assert fig["layout"]["meta"]["count"] == 3
     assert '"summary-count"' in json.dumps(body["response"]["summary"]["children"])
     assert body["response"]["bin-width-label"]["children"] == "Bin width (nm)"
+    assert body["response"]["unit-store"]["data"] == "nm"
+    # 2000x the pixel size: particles of ~50 µm are shown in µm, and an unconfirmed scale bar is said
+    status, body = call(dash_app, out, [
+        {"id": "analysis-store", "property": "data", "value": analysis},
+        {"id": "removed-store", "property": "data", "value": removed},
+        {"id": "metric", "property": "value", "value": "equivalent_diameter"},
+        {"id": "bin-width", "property": "value", "value": None},
+        {"id": "nm-store", "property": "data", "value": 2000},
+        {"id": "size-unit", "property": "value", "value": "auto"},
+        {"id": "calib-note-store", "property": "data", "value": "sizes from the scale bar read automatically"}])
+    resp = body["response"]
+    assert resp["unit-store"]["data"] == "um" and resp["bin-width-label"]["children"] == "Bin width (µm)"
+    assert "(µm)" in resp["histogram-graph"]["figure"]["layout"]["xaxis"]["title"]["text"]
+    assert "read automatically" in resp["histogram-graph"]["figure"]["layout"]["xaxis"]["title"]["text"]
+    assert "read automatically" in json.dumps(resp["summary"]["children"])
 
 
 def test_calibration_line_store_follows_the_drawing(dash_app):
-    out = "calib-line-store.data"
+    out = next(k for k, cb in dash_app.callback_map.items()
+               if any(i["id"] == "image-graph" and i["property"] == "relayoutData" for i in cb["inputs"]))
     shapes = {"shapes": [BOX, drawn(10, 50, 110, 50)]}
 
     def inputs(relayout, image=None):
@@ -210,9 +228,12 @@ def test_calibration_line_store_follows_the_drawing(dash_app):
                                                          "value": None}])
     line = body["response"]["calib-line-store"]["data"]
     assert status == 200 and calibration.line_length(line) == 100
+    # the line is drawn: back to panning, so that a click excludes a particle again (issue 18)
+    assert '"pan"' in json.dumps(body["response"]["image-graph"]["figure"])
     state = [{"id": "calib-line-store", "property": "data", "value": line}]
     status, body = call(dash_app, out, inputs({"shapes[1].x1": 210, "shapes[1].y1": 50}), state)
     assert calibration.line_length(body["response"]["calib-line-store"]["data"]) == 200
+    assert "image-graph" not in body["response"]  # moving an end changes no mode
     status, _ = call(dash_app, out, inputs({"xaxis.range[0]": 5}), state)
     assert status == 204  # a zoom leaves the line alone
     status, body = call(dash_app, out, inputs(shapes, {"image_id": "new"}), state, triggered="image-store.data")
@@ -226,7 +247,8 @@ def test_calibration_fills_nm_per_pixel(dash_app):
     def measure(line, value, unit="nm"):
         status, body = call(dash_app, out, [{"id": "calib-line-store", "property": "data", "value": line},
                                             {"id": "bar-value", "property": "value", "value": value},
-                                            {"id": "bar-unit", "property": "value", "value": unit}])
+                                            {"id": "bar-unit", "property": "value", "value": unit}],
+                            [{"id": "calib-unit", "property": "value", "value": "nm/px"}])
         assert status == 200
         return body["response"]
 

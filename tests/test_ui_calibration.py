@@ -18,11 +18,44 @@ def test_detected_scale_and_next_calibration():
     assert d["nm_per_pixel"] == 2.5 and "200 nm = 80 px" in d["text"] and d["bar_box"] == [480, 484, 10, 90]
     assert calibration.detected_scale({"scale": {"bar_length_px": 80.0, "nm_per_pixel": None}}) is None
     assert calibration.detected_scale({"scale": None}) is None and calibration.detected_scale({}) is None
-    assert calibration.next_calibration(None, None, 2.5) == 2.5  # a read scale bar fills the field
-    assert calibration.next_calibration(7.0, None, 2.5) == 2.5  # and wins for a new image
-    assert calibration.next_calibration(2.5, 2.5, None) is None  # the last image's value is not this one's
-    assert calibration.next_calibration(3.0, 2.5, None) == "keep"  # the user's typing stays
-    assert calibration.next_calibration(None, None, None) == "keep"
+    assert calibration.next_calibration(None, 2.5) == 2.5  # a read scale bar fills the field
+    assert calibration.next_calibration(7.0, 2.5) == 2.5  # and wins for a new image
+    assert calibration.next_calibration(2.5, None) is None  # the last image's value is not this one's
+    assert calibration.next_calibration(3.0, None) is None  # nor is what the user typed for it (issue 18)
+    assert calibration.next_calibration(3.0, None, for_all=True) == 3.0  # unless it is for all images
+    assert calibration.next_calibration(3.0, 2.5, for_all=True) == 3.0
+    assert calibration.next_calibration(None, None, for_all=True) is None
+
+
+def test_calibration_field_units_and_rounding():
+    assert calibration.to_nm_per_pixel("1.5", "nm/px") == 1.5
+    assert calibration.to_nm_per_pixel(0.0015, "µm/px") == 1.5
+    assert calibration.to_nm_per_pixel(400, "px/µm") == 2.5
+    assert calibration.to_nm_per_pixel(0, "px/µm") is None and calibration.to_nm_per_pixel("", "nm/px") is None
+    for unit in calibration.CALIBRATION_UNITS:  # what the field shows reads back as the same calibration
+        assert calibration.same_calibration(calibration.to_nm_per_pixel(calibration.field_value(1.46220001, unit),
+                                                                          unit), 1.46220001)
+    assert calibration.field_value(1.46220001) == 1.462 and calibration.field_value(7.344, "µm/px") == 0.007344
+    assert not calibration.same_calibration(1.462, 1.47)
+
+
+def test_a_scale_bar_read_automatically_is_unconfirmed_until_the_user_confirms():
+    info = {"scale": {"bar_length_px": 150.0, "value": 200.0, "unit": "nm", "nm_per_pixel": 4 / 3,
+                      "confidence": 0.62, "text": "200 nm"},
+            "calibration": {"nm_per_pixel": 4 / 3, "source": "scale_bar", "details": "scale bar 200 nm = 150.0 px",
+                            "text": "1.333 nm/px from the scale bar (scale bar 200 nm = 150.0 px)", "warnings": []}}
+    ask = calibration.read_scale_bar_text(info)
+    assert ask.startswith("Scale bar read automatically: 200 nm over 150 px (confidence 0.62)")
+    shown = calibration.field_value(4 / 3)  # the field holds 1.333: still the scale bar's value
+    c = calibration.page_calibration(shown, info)
+    assert c["unconfirmed"] and c["source"] == "scale_bar" and "read automatically" in c["text"]
+    assert "not confirmed" in calibration.calibration_csv_columns(shown, info)["calibration_details"]
+    ok = calibration.page_calibration(shown, info, confirmed=True)
+    assert not ok["unconfirmed"] and "confirmed by you" in ok["text"]
+    assert "confirmed by the user" in calibration.calibration_csv_columns(shown, info, True)["calibration_details"]
+    assert not calibration.page_calibration(2.0, info)["unconfirmed"]  # a value the user set needs no check
+    info["calibration"]["source"] = "file"
+    assert calibration.read_scale_bar_text(info) is None
     assert numbers.display_unit("nm^2") == "nm²" and numbers.display_unit("px") == "px"
 
 

@@ -183,9 +183,10 @@ def _upload_inputs(contents, filename):
     return ([{"id": "upload", "property": "contents", "value": contents},
              {"id": "demo-button", "property": "n_clicks", "value": 0}],
             [{"id": "upload", "property": "filename", "value": filename},
-             {"id": "nm-per-pixel", "property": "value", "value": None},
+             {"id": "nm-store", "property": "data", "value": None},
              {"id": "opacity", "property": "value", "value": 0.8},
-             {"id": "image-store", "property": "data", "value": None}])
+             {"id": "calib-all", "property": "value", "value": []},
+             {"id": "calib-unit", "property": "value", "value": "nm/px"}])
 
 
 def output_of(app, input_id):

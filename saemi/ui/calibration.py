@@ -60,22 +60,68 @@ def file_calibration(info):
     return record
 
 
-def page_calibration(nm_value, image):
+#: How a calibration can be typed: the field's unit -> (nm per pixel of 1 unit, inverted).
+CALIBRATION_UNITS = {"nm/px": (1.0, False), "µm/px": (1000.0, False), "px/µm": (1000.0, True)}
+#: Significant digits the calibration field shows: a bar measured to 0.2 px of 100 px, or a file's value.
+FIELD_DIGITS = 4
+
+
+def to_nm_per_pixel(value, unit="nm/px"):
+    """The calibration field's value in ``unit`` as nm per pixel (None unless positive and finite).
+
+    Examples
+    --------
+    >>> to_nm_per_pixel(0.5, "µm/px"), to_nm_per_pixel(4, "px/µm"), to_nm_per_pixel("x")
+    (500.0, 250.0, None)
+    """
+    v = parse_nm_per_pixel(value)
+    if v is None:
+        return None
+    factor, inverted = CALIBRATION_UNITS.get(unit, CALIBRATION_UNITS["nm/px"])
+    return factor / v if inverted else v * factor
+
+
+def field_value(nm_per_pixel, unit="nm/px"):
+    """nm per pixel written in the field's ``unit``, rounded to :data:`FIELD_DIGITS` significant digits.
+
+    Examples
+    --------
+    >>> field_value(1.46220001), field_value(250.0, "px/µm"), field_value(None)
+    (1.462, 4.0, None)
+    """
+    nm = parse_nm_per_pixel(nm_per_pixel)
+    if nm is None:
+        return None
+    factor, inverted = CALIBRATION_UNITS.get(unit, CALIBRATION_UNITS["nm/px"])
+    return float(f"{(factor / nm if inverted else nm / factor):.{FIELD_DIGITS}g}")
+
+
+def same_calibration(a, b):
+    """True when two nm-per-pixel values agree to the digits the field shows."""
+    a, b = parse_nm_per_pixel(a), parse_nm_per_pixel(b)
+    return a is not None and b is not None and abs(a - b) <= 10 ** (1 - FIELD_DIGITS) * max(a, b) / 2
+
+
+def page_calibration(nm_value, image, confirmed=False):
     """What the sizes on the page rest on, for the calibration line under the image.
 
     Parameters
     ----------
     nm_value : number or str or None
-        The nm-per-pixel field.
+        The calibration in force, nm per pixel.
     image : dict or None
         The image store; ``calibration`` is the record the backend sent on upload.
+    confirmed : bool
+        The user confirmed the scale bar read automatically.
 
     Returns
     -------
     dict
         ``nm_per_pixel`` (float or None), ``source`` ("file", "scale_bar",
-        "user" or None), ``details`` (str), ``text`` (one line) and
-        ``warnings`` (list of str).
+        "user" or None), ``details`` (str), ``text`` (one line),
+        ``warnings`` (list of str) and ``unconfirmed`` (True for a scale bar
+        read automatically that the user has not confirmed: a wrong read is
+        possible, and the page says so beside every size).
 
     Examples
     --------
@@ -95,43 +141,71 @@ def page_calibration(nm_value, image):
         rec_nm if record.get("source") == "file" else None)
     warnings = [w for w in record.get("warnings") or [] if isinstance(w, str)]
     if nm is None:
-        return {"nm_per_pixel": None, "source": None, "details": "", "warnings": warnings,
+        return {"nm_per_pixel": None, "source": None, "details": "", "warnings": warnings, "unconfirmed": False,
                 "text": "Calibration: none, sizes in pixels. Type the nm per pixel or measure the scale bar."}
-    if rec_nm and abs(nm - rec_nm) <= 1e-9 * rec_nm:
-        return {"nm_per_pixel": nm, "source": record.get("source"), "details": record.get("details") or "",
-                "warnings": warnings, "text": f"Calibration: {record.get('text') or format_nm(nm) + ' nm/px'}"}
+    if rec_nm and same_calibration(nm, rec_nm):
+        source, details = record.get("source"), record.get("details") or ""
+        text = f"Calibration: {record.get('text') or format_nm(nm) + ' nm/px'}"
+        unconfirmed = source == "scale_bar" and not confirmed
+        if source == "scale_bar":
+            details += " (confirmed by the user)" if confirmed else " (read automatically, not confirmed)"
+            text = text.replace("from the scale bar", "from the scale bar, confirmed by you" if confirmed
+                                else "from the scale bar read automatically")
+        return {"nm_per_pixel": rec_nm, "source": source, "details": details, "warnings": warnings,
+                "unconfirmed": unconfirmed, "text": text}
     warnings = [w for w in warnings if not w.startswith("The scale bar reads")]
     if file_nm and abs(nm - file_nm) / file_nm > AGREEMENT_TOLERANCE:
         warnings.append(f"The file says {format_nm(file_nm)} nm/px ({record.get('details') or 'its metadata'}); "
                         f"your {format_nm(nm)} nm/px differs by {100 * abs(nm - file_nm) / file_nm:.0f} % and is used")
     return {"nm_per_pixel": nm, "source": "user", "details": "set by you", "warnings": warnings,
+            "unconfirmed": False,
             "text": f"Calibration: {format_nm(nm)} nm/px set by you (typed or measured on the scale bar)"}
 
 
-def calibration_csv_columns(nm_value, image):
+def calibration_csv_columns(nm_value, image, confirmed=False):
     """The page's calibration as CSV columns: nm_per_pixel, calibration_source, calibration_details."""
-    c = page_calibration(nm_value, image)
+    c = page_calibration(nm_value, image, confirmed)
     return {"nm_per_pixel": c["nm_per_pixel"], "calibration_source": c["source"] or "",
             "calibration_details": c["details"]}
 
 
-def next_calibration(current, previous_detected, detected):
-    """The nm-per-pixel field after a new upload.
+def next_calibration(current, detected, for_all=False):
+    """The calibration (nm per pixel) after a new upload.
 
-    The new image's own calibration (the file's pixel size, else its scale bar)
-    wins when there is one; a value that only came from the previous image is
-    cleared; a value the user typed stays.
+    A calibration belongs to its image: the new image's own (the file's pixel
+    size, else its scale bar) is used, or none. Only with "use for all images"
+    ticked (``for_all``, as ImageJ's global Set Scale) does the current value
+    carry over, and then it also wins over what the new image says.
 
     Returns
     -------
-    float or None or the string ``"keep"``
+    float or None
+
+    Examples
+    --------
+    >>> next_calibration(2.5, None), next_calibration(2.5, 7.3), next_calibration(2.5, 7.3, for_all=True)
+    (None, 7.3, 2.5)
     """
     cur = parse_nm_per_pixel(current)
-    if detected:
-        return detected
-    if cur is not None and previous_detected is not None and abs(cur - float(previous_detected)) < 1e-12:
+    if for_all and cur is not None:
+        return cur
+    return parse_nm_per_pixel(detected)
+
+
+def read_scale_bar_text(info):
+    """The line asking the user to check a scale bar read automatically ("read: 100 nm over 123.4 px ...").
+
+    None when the upload's calibration does not rest on a scale bar read in the image.
+    """
+    record = (info or {}).get("calibration") or {}
+    scale = (info or {}).get("scale") or {}
+    if record.get("source") != "scale_bar" or not scale.get("nm_per_pixel"):
         return None
-    return "keep"
+    conf = scale.get("confidence")
+    return (f"Scale bar read automatically: {format_number(scale.get('value'))} {scale.get('unit') or ''} over "
+            f"{format_number(float(scale.get('bar_length_px')))} px"
+            + (f" (confidence {float(conf):.2f})" if conf is not None else "")
+            + ". Is it right? Sizes are marked as unconfirmed until you confirm it.")
 
 
 # --- manual calibration: a line drawn along the scale bar -----------------------------------
@@ -355,6 +429,13 @@ def layout():
         ]),
         html.Div(id="calibration-record", className="calibration-record", role="status",
                  **{"aria-live": "polite"}, children=page_calibration(None, None)["text"]),
+        html.Div(id="calib-check", className="calib-check", hidden=True, style=ROW, children=[
+            html.Span(id="calib-check-text", role="status", **{"aria-live": "polite"}),
+            html.Button("Confirm", id="calib-confirm", type="button", className="button", n_clicks=0,
+                        title="The value and unit read are those of the scale bar"),
+            html.Button("Edit", id="calib-edit", type="button", className="button secondary", n_clicks=0,
+                        title="Draw along the scale bar and type its length"),
+        ]),
         html.Ul(id="calibration-warnings", className="warning", hidden=True),
         html.Div(id="calib-message", className="hint", role="status",
                  children="Draw a line along the scale bar, type the length it stands for, and the nm per pixel "
@@ -364,18 +445,74 @@ def layout():
 
 def register(app):
     @app.callback(
+        Output("nm-store", "data"),
+        Output("nm-per-pixel", "value", allow_duplicate=True),
+        Input("nm-per-pixel", "value"),
+        Input("calib-unit", "value"),
+        State("nm-store", "data"),
+        prevent_initial_call="initial_duplicate",
+    )
+    def on_field(value, unit, current):
+        """The calibration in force (nm per pixel) from the field; a new unit rewrites the field, not the value."""
+        from dash import ctx
+
+        if ctx.triggered_id == "calib-unit":
+            return no_update, field_value(current, unit)
+        return to_nm_per_pixel(value, unit), no_update
+
+    @app.callback(
         Output("calibration-record", "children"),
         Output("calibration-warnings", "children"),
         Output("calibration-warnings", "hidden"),
-        Input("nm-per-pixel", "value"),
+        Output("calib-check", "hidden"),
+        Output("calib-check-text", "children"),
+        Output("calib-note-store", "data"),
+        Input("nm-store", "data"),
         Input("image-store", "data"),
+        Input("confirm-store", "data"),
     )
-    def on_record(nm, image):
-        c = page_calibration(nm, image)
-        return c["text"], [html.Li(w) for w in c["warnings"]], not c["warnings"]
+    def on_record(nm, image, confirmed):
+        ok = bool(image and confirmed and confirmed.get("image_id") == image.get("image_id"))
+        c = page_calibration(nm, image, ok)
+        ask = read_scale_bar_text(image) if c["unconfirmed"] else None
+        note = "sizes from the scale bar read automatically, not confirmed" if c["unconfirmed"] else None
+        return c["text"], [html.Li(w) for w in c["warnings"]], not c["warnings"], ask is None, ask or "", note
+
+    @app.callback(
+        Output("confirm-store", "data"),
+        Input("calib-confirm", "n_clicks"),
+        State("image-store", "data"),
+        prevent_initial_call=True,
+    )
+    def on_confirm(n, image):
+        if not n or not image:
+            raise PreventUpdate
+        return {"image_id": image.get("image_id")}
+
+    @app.callback(
+        Output("image-graph", "figure", allow_duplicate=True),
+        Output("bar-value", "value"),
+        Output("bar-unit", "value"),
+        Output("calib-message", "children", allow_duplicate=True),
+        Input("calib-edit", "n_clicks"),
+        State("image-store", "data"),
+        prevent_initial_call=True,
+    )
+    def on_edit(n, image):
+        """Edit a scale bar read automatically: draw along it, with the value read filled in."""
+        if not n or not image:
+            raise PreventUpdate
+        scale = image.get("scale") or {}
+        patch = Patch()
+        patch["layout"]["dragmode"] = "drawline"
+        unit = "µm" if scale.get("unit") == "µm" else "nm"
+        return (patch, format_number(scale["value"]) if scale.get("value") else no_update, unit,
+                "Drag along the scale bar on the image and check the length it stands for; the calibration "
+                "follows the line you draw.")
 
     @app.callback(
         Output("calib-line-store", "data"),
+        Output("image-graph", "figure", allow_duplicate=True),
         Input("image-graph", "relayoutData"),
         Input("image-store", "data"),
         State("calib-line-store", "data"),
@@ -387,11 +524,16 @@ def register(app):
         if ctx.triggered_id == "image-store":  # a new image: its figure has no line yet
             if previous is None:
                 raise PreventUpdate
-            return None
+            return None, no_update
         line = drawn_line(relayout, previous)
         if line == previous:
             raise PreventUpdate
-        return line
+        back = no_update
+        if line is not None and isinstance((relayout or {}).get("shapes"), list):
+            # a line was just drawn: back to panning, where a click excludes a particle again
+            back = Patch()
+            back["layout"]["dragmode"] = "pan"
+        return line, back
 
     @app.callback(
         Output("nm-per-pixel", "value", allow_duplicate=True),
@@ -400,12 +542,13 @@ def register(app):
         Input("calib-line-store", "data"),
         Input("bar-value", "value"),
         Input("bar-unit", "value"),
+        State("calib-unit", "value"),
         prevent_initial_call=True,
     )
-    def on_measure(line, value, unit):
+    def on_measure(line, value, unit, field_unit):
         result = manual_calibration(line, value, unit)
         nm = result["nm_per_pixel"]
-        return (nm if nm else no_update), result["length_text"], result["message"]
+        return (field_value(nm, field_unit) if nm else no_update), result["length_text"], result["message"]
 
     app.clientside_callback(
         RENEW_INPUT_JS,

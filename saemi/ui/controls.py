@@ -9,6 +9,7 @@ from dash.exceptions import PreventUpdate
 import json
 
 from . import upload
+from .calibration import CALIBRATION_UNITS
 from ..errors import SaemiError
 from ..settings import defaults as setting_defaults, field_of, from_controls, names as setting_names, slider_range, \
     to_control
@@ -67,10 +68,14 @@ def layout(defaults):
     return html.Section(className="panel controls-panel", **{"aria-labelledby": "controls-heading"}, children=[
         html.H2("2. Particles", id="controls-heading"),
         *(_control(name, values[name]) for name in CONTROLLED),
-        _field("Calibration (nm per pixel)", "nm-per-pixel",
-               dcc.Input(id="nm-per-pixel", type="number", min=0, step="any", debounce=True,
-                         placeholder="sizes in px", className="number-input"),
-               "Sizes switch to nm once set, or measure the scale bar under the image"),
+        _field("Calibration", "nm-per-pixel", html.Div(className="calibration-field", children=[
+            dcc.Input(id="nm-per-pixel", type="number", min=0, step="any", debounce=True,
+                      placeholder="sizes in px", className="number-input"),
+            dcc.Dropdown(id="calib-unit", options=list(CALIBRATION_UNITS), value="nm/px", clearable=False,
+                         searchable=False, className="dropdown unit-dropdown"),
+        ]), "Sizes switch to nm or µm once set; or measure the scale bar under the image"),
+        dcc.Checklist(id="calib-all", options=[{"label": " Use this calibration for all images", "value": "on"}],
+                      value=[], className="check"),
         html.H2("Overlay", className="subheading"),
         dcc.RadioItems(id="overlay-mode", options=[{"label": " Outlines", "value": "outline"},
                                                   {"label": " Filled labels", "value": "filled"}],

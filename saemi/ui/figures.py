@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 from ..overlay import png_bytes
 from .calibration import parse_nm_per_pixel
 from .numbers import display_unit, format_number
-from .particles import METRIC_LABELS, summary_of
+from .particles import METRIC_LABELS, summary_of, table_unit
 from ..measure import metric_column
 
 BANNER_COLOUR = "rgba(0, 220, 255, 0.9)"
@@ -31,10 +31,10 @@ def axis_title(metric, unit):
 
 
 def histogram_figure(table, metric="equivalent_diameter", bin_width=None, nm_per_pixel=None, summary=None,
-                     key=None):
+                     key=None, caption=None):
     """Plotly histogram of one metric of the kept particles, with mean and median lines."""
     summary = summary or summary_of(table, metric, nm_per_pixel)
-    unit = "nm" if parse_nm_per_pixel(nm_per_pixel) else "px"
+    unit = table_unit(table, nm_per_pixel) if parse_nm_per_pixel(nm_per_pixel) else "px"
     col = metric_column(table, metric, unit)
     values = table[col].to_numpy(dtype=float) if col in table else np.array([])
     fig = go.Figure()
@@ -60,7 +60,8 @@ def histogram_figure(table, metric="equivalent_diameter", bin_width=None, nm_per
                           annotation={"text": f"{stat} {format_number(v)}", "font": {"color": colour}},
                           annotation_position="top right" if right else "top left")
     fig.update_layout(template="plotly_white", margin={"l": 50, "r": 15, "t": 30, "b": 45},
-                      xaxis_title=axis_title(metric, summary.get("unit", unit)), yaxis_title="Count",
+                      xaxis_title=axis_title(metric, summary.get("unit", unit)) + (
+                          f"<br><sub>{caption}</sub>" if caption else ""), yaxis_title="Count",
                       bargap=0.02, showlegend=False, uirevision=f"{metric}:{unit}",
                       meta={"count": summary.get("count", 0), "key": key or ""})
     if not values.size:

@@ -16,6 +16,11 @@ def layout():
                              value="equivalent_diameter", clearable=False, searchable=False, className="dropdown"),
             ]),
             html.Div(className="field inline", children=[
+                html.Label("Units", htmlFor="size-unit", id="size-unit-label"),
+                dcc.Dropdown(id="size-unit", options=[{"label": v, "value": k} for k, v in particles.UNIT_CHOICES.items()],
+                             value="auto", clearable=False, searchable=False, className="dropdown unit-dropdown"),
+            ]),
+            html.Div(className="field inline", children=[
                 html.Label("Bin width", htmlFor="bin-width", id="bin-width-label"),
                 dcc.Input(id="bin-width", type="number", min=0, step="any", debounce=True, placeholder="auto",
                           className="number-input"),
@@ -31,14 +36,15 @@ def layout():
     ])
 
 
-def summary_children(summary):
+def summary_children(summary, note=None):
     summary = summary or {"count": 0, "unit": "px"}
     items = []
     for name, value in particles.summary_rows(summary):
         vid = "summary-count" if name == "Particles" else None
         items.append(html.Div([html.Dt(name), html.Dd(value, id=vid) if vid else html.Dd(value)],
                               className="stat"))
-    return [html.Dl(items, className="summary-list")]
+    return [html.Dl(items, className="summary-list"),
+            html.P(f"Note: {note}.", id="summary-note", className="warning") if note else None]
 
 
 def register(app):
@@ -46,14 +52,18 @@ def register(app):
         Output("histogram-graph", "figure"),
         Output("summary", "children"),
         Output("bin-width-label", "children"),
+        Output("unit-store", "data"),
         Input("analysis-store", "data"),
         Input("removed-store", "data"),
         Input("metric", "value"),
         Input("bin-width", "value"),
-        Input("nm-per-pixel", "value"),
+        Input("nm-store", "data"),
+        Input("size-unit", "value"),
+        Input("calib-note-store", "data"),
     )
-    def on_histogram(analysis, removed, metric, bin_width, nm):
-        table = particles.kept_table(analysis, removed, nm)
+    def on_histogram(analysis, removed, metric, bin_width, nm, unit, note):
+        table = particles.kept_table(analysis, removed, nm, unit)
         summary = particles.summary_of(table, metric, nm)
-        fig = figures.histogram_figure(table, metric, bin_width, nm, summary, (analysis or {}).get("key"))
-        return fig, summary_children(summary), f"Bin width ({display_unit(summary['unit'])})"
+        fig = figures.histogram_figure(table, metric, bin_width, nm, summary, (analysis or {}).get("key"), note)
+        return (fig, summary_children(summary, note), f"Bin width ({display_unit(summary['unit'])})",
+                particles.table_unit(table, nm))

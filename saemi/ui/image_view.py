@@ -9,7 +9,7 @@ from ..errors import SaemiError
 
 # Hover: look the label up in the particle list in the browser (no request per mouse move).
 HOVER_JS = """
-function(hover, analysis, removed, nm) {
+function(hover, analysis, removed, nm, unit) {
     const hide = [false, window.dash_clientside.no_update, window.dash_clientside.no_update];
     if (!hover || !hover.points || !hover.points.length || !analysis) { return hide; }
     const pt = hover.points[0];
@@ -17,11 +17,11 @@ function(hover, analysis, removed, nm) {
     if (!label) { return hide; }
     const row = (analysis.particles || []).find(p => p.label === label);
     if (!row) { return hide; }
-    const k = (nm && nm > 0) ? Number(nm) : 1;
-    const unit = (nm && nm > 0) ? "nm" : "px";
+    const shown = (nm && nm > 0) ? (unit === "um" ? "\u00b5m" : "nm") : "px";
+    const k = (nm && nm > 0) ? Number(nm) / (unit === "um" ? 1000 : 1) : 1;
     const fmt = v => (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3));
-    let text = "Particle " + label + ": eq. diameter " + fmt(row.equivalent_diameter_px * k) + " " + unit
-        + ", area " + fmt(row.area_px * k * k) + " " + unit + "\u00b2";
+    let text = "Particle " + label + ": eq. diameter " + fmt(row.equivalent_diameter_px * k) + " " + shown
+        + ", area " + fmt(row.area_px * k * k) + " " + shown + "\u00b2";
     const gone = removed && removed.key === analysis.key && (removed.labels || []).includes(label);
     text += gone ? " (excluded; click to restore)" : " (click to exclude)";
     return [true, pt.bbox, text];
@@ -130,5 +130,6 @@ def register(app, client):
         Input("image-graph", "hoverData"),
         State("analysis-store", "data"),
         State("removed-store", "data"),
-        State("nm-per-pixel", "value"),
+        State("nm-store", "data"),
+        State("unit-store", "data"),
     )

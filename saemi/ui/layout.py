@@ -34,6 +34,10 @@ def page(defaults, backend_description="", max_upload_mb=50.0):
         dcc.Store(id="analysis-ref-store"),
         dcc.Store(id="removed-store"),
         dcc.Store(id="calib-line-store"),
+        dcc.Store(id="nm-store"),          # the calibration in force, nm per pixel (the field is in its unit)
+        dcc.Store(id="confirm-store"),     # the image whose scale bar read the user confirmed
+        dcc.Store(id="calib-note-store"),  # said beside every size while that read is unconfirmed
+        dcc.Store(id="unit-store"),        # the length unit the sizes are shown in (px, nm, um)
         # the upload itself, kept in the browser (never sent back with a slider move) so that an
         # image the server's cache has dropped is uploaded again without asking the user
         dcc.Store(id="upload-data-store"),

@@ -21,7 +21,7 @@ def format_number(v, digits=4):
 
 def display_unit(unit):
     """'px^2' -> 'px²' for people (CSV and API keep the ASCII form)."""
-    return (unit or "").replace("^2", "²")
+    return (unit or "").replace("^2", "²").replace("um", "µm")
 
 
 def round_for_reading(v):

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ..export import csv_text
-from ..measure import METRICS, PIXEL_COLUMNS, add_physical_columns, kept_particles, summarize
+from ..measure import (LENGTH_UNITS, METRICS, PIXEL_COLUMNS, add_physical_columns, kept_particles, preferred_unit,
+                       summarize)
 from ..settings import names as setting_names
 from .calibration import parse_nm_per_pixel
 from .numbers import display_unit, format_number, round_for_reading
@@ -74,8 +75,37 @@ def clicked_label(click_data):
 
 # --- tables, summaries, CSV -----------------------------------------------------------------
 
-def kept_table(analysis, removed=None, nm_per_pixel=None):
-    """The particles that count (not excluded), as a DataFrame; adds nm columns when calibrated."""
+#: The size-unit selector: "auto" picks nm or µm from the particles (saemi.measure.preferred_unit).
+UNIT_CHOICES = {"auto": "Auto", "nm": "nm", "um": "µm"}
+
+
+def size_unit(analysis, nm_per_pixel=None, choice="auto"):
+    """The length unit the page shows sizes in: "px" without a calibration, else nm or um (µm).
+
+    ``choice`` "nm" or "um" is the user's; "auto" takes µm when the median
+    particle of the whole analysis is 1 µm or larger (so 155 µm particles do
+    not show as "154,919 nm"), nm otherwise.
+    """
+    nm = parse_nm_per_pixel(nm_per_pixel)
+    if not nm:
+        return "px"
+    if choice in ("nm", "um"):
+        return choice
+    rows = (analysis or {}).get("particles") or []
+    return preferred_unit([float(p["equivalent_diameter_px"]) * nm for p in rows])
+
+
+def table_unit(table, nm_per_pixel=None):
+    """The length unit of a table from :func:`kept_table` (px, nm or um)."""
+    return table.attrs.get("unit") or ("nm" if parse_nm_per_pixel(nm_per_pixel) else "px")
+
+
+def kept_table(analysis, removed=None, nm_per_pixel=None, unit="auto"):
+    """The particles that count (not excluded), as a DataFrame, with physical columns when calibrated.
+
+    The physical columns are in :func:`size_unit` (``unit``: "auto", "nm" or
+    "um"), recorded in ``table.attrs["unit"]``.
+    """
     rows = (analysis or {}).get("particles") or []
     table = pd.DataFrame(rows, columns=PIXEL_COLUMNS if not rows else None)
     if rows:
@@ -89,14 +119,16 @@ def kept_table(analysis, removed=None, nm_per_pixel=None):
     if "label" in table:
         table["label"] = table["label"].astype(int)
     nm = parse_nm_per_pixel(nm_per_pixel)
+    shown = size_unit(analysis, nm, unit)
     if nm:
-        add_physical_columns(table, nm)
+        add_physical_columns(table, nm, shown)
+    table.attrs["unit"] = shown
     return table
 
 
 def summary_of(table, metric="equivalent_diameter", nm_per_pixel=None):
-    """:func:`saemi.measure.summarize` for the kept particles, in nm when calibrated."""
-    unit = "nm" if parse_nm_per_pixel(nm_per_pixel) else "px"
+    """:func:`saemi.measure.summarize` for the kept particles: in the table's unit when calibrated, else px."""
+    unit = table_unit(table, nm_per_pixel) if parse_nm_per_pixel(nm_per_pixel) else "px"
     return summarize(table, metric if metric in METRICS else "equivalent_diameter", unit)
 
 
@@ -153,16 +185,17 @@ def download_name(filename, kind):
     return f"{safe_stem(filename)}_{kind}.csv"
 
 
-def grid_columns(nm_per_pixel=None):
-    """AG Grid column definitions for the particle table, in px or nm."""
-    unit = "nm" if parse_nm_per_pixel(nm_per_pixel) else "px"
-    area = "area_nm2" if unit == "nm" else "area_px"
-    cols = [("label", "Label"), (area, f"Area ({unit}²)"),
-            (f"equivalent_diameter_{unit}", f"Eq. diam. ({unit})"),
-            (f"feret_max_{unit}", f"Feret max ({unit})"), (f"feret_min_{unit}", f"Feret min ({unit})"),
-            (f"perimeter_{unit}", f"Perimeter ({unit})"), ("circularity", "Circularity"),
-            ("aspect_ratio", "Aspect ratio"), (f"centroid_x_{unit}", f"x ({unit})"),
-            (f"centroid_y_{unit}", f"y ({unit})"), ("touches_edge", "Touches edge")]
+def grid_columns(nm_per_pixel=None, unit=None):
+    """AG Grid column definitions for the particle table, in px, nm or um (``unit``; default nm when calibrated)."""
+    unit = unit or ("nm" if parse_nm_per_pixel(nm_per_pixel) else "px")
+    area = f"area_{unit}2" if unit != "px" else "area_px"
+    u = display_unit(unit)
+    cols = [("label", "Label"), (area, f"Area ({u}²)"),
+            (f"equivalent_diameter_{unit}", f"Eq. diam. ({u})"),
+            (f"feret_max_{unit}", f"Feret max ({u})"), (f"feret_min_{unit}", f"Feret min ({u})"),
+            (f"perimeter_{unit}", f"Perimeter ({u})"), ("circularity", "Circularity"),
+            ("aspect_ratio", "Aspect ratio"), (f"centroid_x_{unit}", f"x ({u})"),
+            (f"centroid_y_{unit}", f"y ({u})"), ("touches_edge", "Touches edge")]
     out = []
     for field, name in cols:
         longest = max(len(w) for w in name.split())
@@ -192,13 +225,15 @@ def grid_rows(table):
     return out
 
 
-def tooltip_text(label, particles, nm_per_pixel=None, removed=()):
+def tooltip_text(label, particles, nm_per_pixel=None, removed=(), unit=None):
     """What hovering a particle shows (the same text the browser-side callback builds)."""
     row = next((p for p in particles or [] if int(p["label"]) == int(label)), None)
     if row is None:
         return ""
     nm = parse_nm_per_pixel(nm_per_pixel)
-    unit, k = ("nm", nm) if nm else ("px", 1.0)
+    unit = "px" if not nm else unit or "nm"
+    k = 1.0 if unit == "px" else nm / LENGTH_UNITS[unit]
+    unit = display_unit(unit)
     text = (f"Particle {int(label)}: eq. diameter {format_number(row['equivalent_diameter_px'] * k)} {unit}, "
             f"area {format_number(row['area_px'] * k * k)} {unit}²")
     if int(label) in set(removed or ()):

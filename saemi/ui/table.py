@@ -37,40 +37,36 @@ def register(app):
         Output("download-summary-button", "disabled"),
         Input("analysis-store", "data"),
         Input("removed-store", "data"),
-        Input("nm-per-pixel", "value"),
+        Input("nm-store", "data"),
+        Input("size-unit", "value"),
     )
-    def on_table(analysis, removed, nm):
-        table = particles.kept_table(analysis, removed, nm)
-        return particles.grid_rows(table), particles.grid_columns(nm), not analysis, not analysis
+    def on_table(analysis, removed, nm, unit):
+        table = particles.kept_table(analysis, removed, nm, unit)
+        return (particles.grid_rows(table), particles.grid_columns(nm, particles.table_unit(table, nm)),
+                not analysis, not analysis)
 
-    @app.callback(
-        Output("download-particles", "data"),
-        Input("download-particles-button", "n_clicks"),
-        State("analysis-store", "data"),
-        State("removed-store", "data"),
-        State("nm-per-pixel", "value"),
-        State("image-store", "data"),
-        prevent_initial_call=True,
-    )
-    def on_download_particles(n, analysis, removed, nm, image):
-        if not n or not analysis:
-            raise PreventUpdate
-        table = particles.kept_table(analysis, removed, nm)
-        return {"content": particles.particles_csv(table, calibration_csv_columns(nm, image)),
-                "filename": particles.download_name(analysis["filename"], "particles"), "type": "text/csv"}
+    def download(kind, analysis, removed, nm, unit, image, confirmed):
+        """One of the two CSV downloads: the kept particles, or their summary, with the calibration used."""
+        table = particles.kept_table(analysis, removed, nm, unit)
+        ok = bool(image and confirmed and confirmed.get("image_id") == image.get("image_id"))
+        cal = calibration_csv_columns(nm, image, ok)
+        content = particles.particles_csv(table, cal) if kind == "particles" else \
+            particles.summary_csv(table, analysis, nm, cal)
+        return {"content": content, "filename": particles.download_name(analysis["filename"], kind), "type": "text/csv"}
 
-    @app.callback(
-        Output("download-summary", "data"),
-        Input("download-summary-button", "n_clicks"),
-        State("analysis-store", "data"),
-        State("removed-store", "data"),
-        State("nm-per-pixel", "value"),
-        State("image-store", "data"),
-        prevent_initial_call=True,
-    )
-    def on_download_summary(n, analysis, removed, nm, image):
-        if not n or not analysis:
-            raise PreventUpdate
-        table = particles.kept_table(analysis, removed, nm)
-        return {"content": particles.summary_csv(table, analysis, nm, calibration_csv_columns(nm, image)),
-                "filename": particles.download_name(analysis["filename"], "summary"), "type": "text/csv"}
+    for kind in ("particles", "summary"):
+        @app.callback(
+            Output(f"download-{kind}", "data"),
+            Input(f"download-{kind}-button", "n_clicks"),
+            State("analysis-store", "data"),
+            State("removed-store", "data"),
+            State("nm-store", "data"),
+            State("size-unit", "value"),
+            State("image-store", "data"),
+            State("confirm-store", "data"),
+            prevent_initial_call=True,
+        )
+        def on_download(n, analysis, removed, nm, unit, image, confirmed, kind=kind):
+            if not n or not analysis:
+                raise PreventUpdate
+            return download(kind, analysis, removed, nm, unit, image, confirmed)

@@ -89,7 +89,7 @@ def handle_upload(client, data, filename, opacity=0.9):
     t0 = time.perf_counter()
     info = client.segment(data, filename, preview=True)  # the server decodes the image, once
     display = figures.preview_display(info["preview"], info["width"], info["height"])
-    image = {k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box", "calibration")}
+    image = {k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box", "calibration", "scale")}
     scale = calibration.detected_scale(info)
     record = calibration.file_calibration(info)  # the file's pixel size, else the scale bar's
     image["nm_per_pixel"] = record["nm_per_pixel"] if record else (scale["nm_per_pixel"] if scale else None)
@@ -114,14 +114,15 @@ def register(app, client, assets_folder):
         Input("upload", "contents"),
         Input("demo-button", "n_clicks"),
         State("upload", "filename"),
-        State("nm-per-pixel", "value"),
+        State("nm-store", "data"),
         State("opacity", "value"),
-        State("image-store", "data"),
+        State("calib-all", "value"),
+        State("calib-unit", "value"),
         prevent_initial_call=True,
         running=[(Output("demo-button", "disabled"), True, False),
                  (Output("upload", "disabled"), True, False)],
     )
-    def on_upload(contents, demo_clicks, filename, nm_value, opacity, previous):
+    def on_upload(contents, demo_clicks, filename, nm_current, opacity, for_all, field_unit):
         from dash import ctx
 
         if ctx.triggered_id == "demo-button":
@@ -148,8 +149,9 @@ def register(app, client, assets_folder):
             log.exception("upload of %s failed", filename)
             return (no_update, no_update, _message(filename, f"unexpected error ({type(exc).__name__}); see the "
                                                              "server log"), "", None, no_update, no_update)
-        nm = calibration.next_calibration(nm_value, (previous or {}).get("nm_per_pixel"), image.get("nm_per_pixel"))
-        return (image, fig, "", status, None, no_update if nm == "keep" else nm,
+        # a calibration belongs to its image, unless "use for all images" is ticked
+        nm = calibration.next_calibration(nm_current, image.get("nm_per_pixel"), bool(for_all))
+        return (image, fig, "", status, None, calibration.field_value(nm, field_unit),
                 figures.graph_style(image["width"], image["height"]))
 
 
