@@ -249,7 +249,7 @@ def test_page_loads_with_title_and_favicon(ui, server):
                                f".getAttribute('aria-labelledby') === '{cid}-label'", timeout=10_000)
     assert page.get_by_role("slider", name="Minimum peak distance (px)").count() == 1
     assert page.get_by_role("checkbox", name="Split touching particles (watershed)").count() == 1
-    assert page.get_by_role("spinbutton", name="Calibration (nm per pixel)").count() == 1
+    assert page.get_by_role("spinbutton", name="Calibration", exact=True).count() == 1  # in the unit beside it
     assert page.get_by_role("textbox", name="Bar length").count() == 1
     shot(page, "01-start.png")
 
@@ -489,11 +489,13 @@ def test_calibration_by_drawing_a_line(ui, emps, tmp_path):
     page.check("#bar-unit input[value='µm']")
     page.fill("#bar-value", "2")
     page.press("#bar-value", "Enter")
-    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(nm')")
+    # sizes in nm, or in µm when the particles are that large (issue 18's units)
+    page.wait_for_function("() => /\\((nm|µm)/.test(document.querySelector('#histogram-graph').textContent)")
     settle(page)
     nm = float(page.input_value("#nm-per-pixel"))
     assert abs(nm - 2000 / span) < 0.03 * 2000 / span, (nm, 2000 / span)
-    assert " nm" in page.text_content("#summary") and "nm" in page.text_content("#particle-grid .ag-header")
+    unit = "µm" if "(µm" in page.text_content("#histogram-graph") else "nm"
+    assert f" {unit}" in page.text_content("#summary") and unit in page.text_content("#particle-grid .ag-header")
     assert "nm per pixel" in page.text_content("#calib-message")
     assert count(page) == ui.count  # a calibration never changes the particles
     page.locator("#image-graph").scroll_into_view_if_needed()
@@ -518,7 +520,7 @@ def test_calibration_by_drawing_a_line(ui, emps, tmp_path):
     page.press("#bar-value", "Enter")
     page.fill("#nm-per-pixel", "")
     page.press("#nm-per-pixel", "Enter")
-    page.wait_for_function("() => !document.querySelector('#histogram-graph').textContent.includes('(nm')")
+    page.wait_for_function("() => !/\\((nm|µm)/.test(document.querySelector('#histogram-graph').textContent)")
     page.evaluate("() => window.scrollTo(0, 0)")
     settle(page)
 
@@ -694,6 +696,125 @@ def test_zeiss_tiff_shows_the_file_calibration_and_sizes_in_nm(ui, server, emps,
     page.fill("#nm-per-pixel", "")
     page.press("#nm-per-pixel", "Enter")
     page.wait_for_function("() => document.querySelector('#calibration-record').textContent.includes('none')")
+    settle(page)
+
+
+def scale_bar_micrograph(path, label="500 nm", bar=(430, 470, 600), seed=3):
+    """A synthetic micrograph: dark discs on grey, a white scale bar (y, x0, x1) and its label above it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    h, w = 512, 700
+    yy, xx = np.mgrid[:h, :w]
+    img = np.full((h, w), 150.0) + rng.normal(0, 6, (h, w))
+    for _ in range(30):
+        cy, cx, r = rng.uniform(20, 380), rng.uniform(20, w - 20), rng.uniform(10, 22)
+        img[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 45
+    pil = Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).convert("RGB")
+    d = ImageDraw.Draw(pil)
+    y, x0, x1 = bar
+    d.rectangle([x0, y, x1 - 1, y + 7], fill=(255, 255, 255))
+    try:
+        font = ImageFont.truetype("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", 28)
+    except OSError:
+        font = ImageFont.load_default(28)
+    d.text(((x0 + x1) / 2, y - 8), label, fill=(255, 255, 255), font=font, anchor="ms")
+    pil.save(path)
+    return path
+
+
+def dragmode(page):
+    return page.evaluate("() => document.querySelector('#image-graph .js-plotly-plot')._fullLayout.dragmode")
+
+
+def test_a_scale_bar_read_automatically_is_confirmed_or_edited(ui, tmp_path):
+    """The page says what it read, marks sizes unconfirmed, and Confirm or Edit settles it (issue 18)."""
+    page = ui.page
+    upload(page, scale_bar_micrograph(tmp_path / "bar_500nm.png"))
+    page.wait_for_selector("#calib-check:not([hidden])", timeout=30_000)
+    text = page.text_content("#calib-check-text")
+    assert text.startswith("Scale bar read automatically: 500 nm over ") and " px" in text, text
+    assert abs(float(page.input_value("#nm-per-pixel")) - 500 / 130) < 0.05 * 500 / 130
+    assert "read automatically" in page.text_content("#calibration-record")
+    assert "not confirmed" in page.text_content("#summary-note")
+    assert "read automatically" in page.text_content("#histogram-graph")
+    shot(page, "10-scale-bar-to-confirm.png")
+    page.click("#calib-confirm")
+    page.wait_for_selector("#calib-check", state="hidden")
+    page.wait_for_function("() => !document.querySelector('#summary-note')")
+    assert "confirmed by you" in page.text_content("#calibration-record")
+
+    # Edit: draw along the bar, with the value read filled in; the page then pans (and clicks exclude) again
+    upload(page, scale_bar_micrograph(tmp_path / "bar_again.png", seed=4))
+    page.wait_for_selector("#calib-check:not([hidden])", timeout=30_000)  # a new image: its own read, unconfirmed
+    page.click("#calib-edit")
+    page.wait_for_function("() => document.querySelector('#image-graph .js-plotly-plot')._fullLayout.dragmode"
+                           " === 'drawline'")
+    assert page.input_value("#bar-value") == "500"
+    page.locator("#image-graph").scroll_into_view_if_needed()
+    g = image_geometry(page)
+    k = g["width"] / g["image_width"]
+    drag(page, g["left"] + 470 * k, g["top"] + 434 * k, g["left"] + 670 * k, g["top"] + 434 * k)  # 200 px
+    page.wait_for_function("() => document.querySelector('#calib-line-length').textContent.startsWith('Line:')")
+    page.wait_for_function("() => document.querySelector('#image-graph .js-plotly-plot')._fullLayout.dragmode"
+                           " === 'pan'")
+    settle(page)
+    assert abs(float(page.input_value("#nm-per-pixel")) - 2.5) < 0.1
+    assert "set by you" in page.text_content("#calibration-record")
+    assert page.is_hidden("#calib-check")
+    before = count(page)
+    p = find_particle(page)
+    page.mouse.click(p["x"], p["y"])  # back to click-to-exclude
+    assert wait_count_change(page, before) == before - 1
+
+
+def test_a_calibration_belongs_to_its_image_unless_used_for_all(ui, emps):
+    page = ui.page
+    page.fill("#nm-per-pixel", "2.5")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(nm)')")
+    upload(page, emps / UPLOAD_NAME)
+    settle(page)
+    if not page.input_value("#nm-per-pixel"):  # the image's own calibration, or none: never the last one's
+        assert "(px" in page.text_content("#histogram-graph")
+    assert page.input_value("#nm-per-pixel") != "2.5"
+    page.check("#calib-all input[type=checkbox]")
+    page.fill("#nm-per-pixel", "2.5")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(nm)')")
+    upload(page, emps / UPLOAD_NAME)
+    assert page.input_value("#nm-per-pixel") == "2.5"  # used for all images, as ImageJ's global scale
+    page.uncheck("#calib-all input[type=checkbox]")
+
+
+def test_sizes_switch_to_micrometres_and_the_calibration_takes_other_units(ui):
+    page = ui.page
+    page.fill("#nm-per-pixel", "100")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(µm)')")
+    settle(page)
+    assert " µm" in page.text_content("#summary") and "µm" in page.text_content("#particle-grid .ag-header")
+    assert "nm" not in page.text_content("#particle-grid .ag-header")
+    shot(page, "11-micrometres.png")
+    page.click("#size-unit")
+    page.get_by_role("option", name="nm", exact=True).click()
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(nm)')")
+    settle(page)
+    assert "nm" in page.text_content("#particle-grid .ag-header")
+    page.click("#calib-unit")
+    page.get_by_role("option", name="px/µm").click()
+    page.wait_for_function("() => document.querySelector('#nm-per-pixel').value === '10'")  # 100 nm/px
+    page.fill("#nm-per-pixel", "400")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => document.querySelector('#calibration-record').textContent.includes('2.5 nm/px')")
+    page.click("#calib-unit")
+    page.get_by_role("option", name="nm/px").click()
+    page.wait_for_function("() => document.querySelector('#nm-per-pixel').value === '2.5'")
+    page.click("#size-unit")
+    page.get_by_role("option", name="Auto").click()
+    page.fill("#nm-per-pixel", "")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(px')")
     settle(page)
 
 

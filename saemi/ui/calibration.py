@@ -429,13 +429,14 @@ def layout():
         ]),
         html.Div(id="calibration-record", className="calibration-record", role="status",
                  **{"aria-live": "polite"}, children=page_calibration(None, None)["text"]),
-        html.Div(id="calib-check", className="calib-check", hidden=True, style=ROW, children=[
+        # the row's flex layout sits inside, so that the outer div's hidden attribute hides it
+        html.Div(id="calib-check", className="calib-check", hidden=True, children=html.Div(style=ROW, children=[
             html.Span(id="calib-check-text", role="status", **{"aria-live": "polite"}),
             html.Button("Confirm", id="calib-confirm", type="button", className="button", n_clicks=0,
                         title="The value and unit read are those of the scale bar"),
             html.Button("Edit", id="calib-edit", type="button", className="button secondary", n_clicks=0,
                         title="Draw along the scale bar and type its length"),
-        ]),
+        ])),
         html.Ul(id="calibration-warnings", className="warning", hidden=True),
         html.Div(id="calib-message", className="hint", role="status",
                  children="Draw a line along the scale bar, type the length it stands for, and the nm per pixel "
