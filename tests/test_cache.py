@@ -22,7 +22,7 @@ from saemi.cache import DiskStore, RedisStore, check_key, decode_segmentation, e
 from saemi.errors import SaemiError
 
 API = "/api/v1"
-DEMO = (REPO / "assets" / "demo.png").read_bytes()
+DEMO = (REPO / "saemi" / "ui" / "assets" / "demo.png").read_bytes()
 
 
 def discs_png(h, w, seed=0):
@@ -198,7 +198,7 @@ def test_evicted_image_is_404_and_can_come_back_under_its_id(tmp_path, random_se
 
 def _start(tmp_path, name, workers=1, **env):
     if not weights_available():
-        pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt must exist")
+        pytest.fail("model weights missing: saemi/model_weights/saemi_unet_resnet18.pt must exist")
     port = free_port()
     cmd = gunicorn_command("saemi.api:create_app()", threads=2, workers=workers, port=port)
     cmd[1:1] = ["--access-logformat", "pid=%(p)s %(r)s %(s)s"]
