@@ -18,10 +18,11 @@ def emps_dir():
 
 
 @pytest.fixture(scope="session")
-def emps_images(emps_dir):
-    """A handful of real EMPS images (paths), of varied kinds."""
-    names = ["2ee0518d7a", "70f9f13af4", "aa309f6cec", "7fabcfe23f"]
-    return [emps_dir / "images" / f"{n}.png" for n in names]
+def emps_images():
+    """A handful of real EMPS images (paths), of varied kinds: shared, else committed stand-ins (samples.py)."""
+    from samples import real_image
+
+    return [real_image(n) for n in ["2ee0518d7a", "70f9f13af4", "aa309f6cec", "7fabcfe23f"]]
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +38,7 @@ def random_segmenter():
 
 @pytest.fixture(scope="session")
 def trained_segmenter():
-    """The shipped, trained weights (bundled in model_weights/)."""
+    """The shipped, trained weights (bundled in saemi/model_weights/)."""
     from saemi.pipeline import default_segmenter
 
     return default_segmenter(None, "cpu")
