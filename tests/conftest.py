@@ -8,6 +8,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "emps-train"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# Fixtures that start a real gunicorn: every test that uses one (directly or through another
+# fixture) is `slow`, so the fast loop (-m "not slow and not browser") starts no server processes.
+SERVER_FIXTURES = {"server", "backend"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def emps_dir():

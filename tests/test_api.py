@@ -525,6 +525,7 @@ def test_unexpected_exception_is_a_generic_json_500(caplog):
     assert any("secret internal detail" in (rec.exc_text or str(rec.exc_info)) for rec in caplog.records)
 
 
+@pytest.mark.slow
 def test_importing_the_api_does_not_import_torch():
     import subprocess
     import sys

@@ -119,6 +119,7 @@ def test_redis_store_has_the_same_contract(redis_url):
 
 # --- what is stored ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_compact_record_reanalyses_like_the_full_probabilities(emps_images, trained_segmenter):
     """uint8 probabilities at the network's scale: counts identical, areas within 0.1 %."""
     from saemi.card import read_card
@@ -226,6 +227,7 @@ def _pids_that_analysed(*servers):
     return pids
 
 
+@pytest.mark.slow
 def test_three_gunicorn_workers_share_one_cache(tmp_path):
     srv = _start(tmp_path, "three", workers=3, SAEMI_CACHE_DIR=str(tmp_path / "cache"))
     try:
@@ -242,6 +244,7 @@ def test_three_gunicorn_workers_share_one_cache(tmp_path):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_two_app_processes_share_a_redis(tmp_path, redis_url):
     env = {"SAEMI_REDIS_URL": redis_url}
     a, b = _start(tmp_path, "a", **env), _start(tmp_path, "b", **env)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from livesrv import free_port
 from synth import disc_labels, micrograph
-from test_cli import REPO, cli_env, run_cli
+from test_cli import REPO, cli_env, run_cli_process as run_cli
 
 import saemi.cli
 import saemi.pipeline

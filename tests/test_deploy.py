@@ -61,6 +61,7 @@ def test_gunicorn_conf_reads_port_and_web_concurrency():
     assert int(d["omp"]) >= 1
 
 
+@pytest.mark.slow
 def test_gunicorn_config_is_accepted_by_gunicorn():
     gunicorn = str(REPO / ".venv" / "bin" / "gunicorn") if (REPO / ".venv/bin/gunicorn").exists() else "gunicorn"
     env = {**os.environ, "SAEMI_LOAD": "lazy"}
@@ -135,6 +136,7 @@ def test_dockerfile_backend_on_cuda_and_frontend_targets():
     assert "download.pytorch.org/whl/cpu" in web, "the one-process CPU image needs no CUDA wheels"
 
 
+@pytest.mark.slow
 def test_frontend_requirements_cover_what_the_remote_page_imports():
     """The torch-free front-end install (deploy/frontend_requirements.py, the Dockerfile's frontend
     target) holds every distribution the page imports with SAEMI_BACKEND_URL set, and no torch."""
@@ -250,6 +252,7 @@ def _need_runtime():
         pytest.fail("model weights missing (saemi/model_weights/saemi_unet_resnet18.pt or $SAEMI_WEIGHTS)")
 
 
+@pytest.mark.slow
 def test_procfile_smoke(tmp_path):
     """Start the app exactly as the Procfile says; health, the page, and an analysis."""
     _need_runtime()
@@ -309,6 +312,7 @@ class DashPage:
         return r.json()["response"]
 
 
+@pytest.mark.slow
 def test_split_backend_and_frontend(tmp_path):
     """Backend and front end as two gunicorns; an upload analysed through the page's callbacks."""
     _need_runtime()

@@ -121,8 +121,8 @@ def test_training_class_weights_are_divided_back_out():
 
 
 @pytest.mark.parametrize("weights", [[1, 0, 2], [1, "x", 2], 2.0, [1, float("inf"), 2]])
-def test_bad_class_weights_in_the_card_are_named(weights):
-    from saemi.model import build_unet, make_segmenter
+def test_bad_class_weights_in_the_card_are_named(weights, random_segmenter):
+    from saemi.model import make_segmenter
 
     with pytest.raises(SaemiError, match="loss_class_weights"):
-        make_segmenter(build_unet(3), {"loss_class_weights": weights}, device="cpu")
+        make_segmenter(random_segmenter.net, {"loss_class_weights": weights}, device="cpu")

@@ -237,6 +237,7 @@ def test_no_versions_or_paths_in_unauthenticated_responses(server):
 
 # --- access control ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_basic_auth_and_bearer_token(tmp_path):
     srv = procfile_server(tmp_path, "auth", SAEMI_BASIC_AUTH="lab:s3cret", SAEMI_API_TOKEN="tok-123",
                           SAEMI_LOAD="lazy")
@@ -268,6 +269,7 @@ def test_basic_auth_and_bearer_token(tmp_path):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_malformed_basic_auth_setting_refuses_to_start():
     from saemi.api.config import load_config
 
@@ -277,6 +279,7 @@ def test_malformed_basic_auth_setting_refuses_to_start():
 
 # --- the deadline --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_deadline_ends_the_work_with_503_and_the_worker_goes_on(tmp_path):
     srv = procfile_server(tmp_path, "deadline", SAEMI_TIMEOUT="1", SAEMI_THREADS="2")
     try:

@@ -909,6 +909,7 @@ def test_max_upload_mb():
 
 # --- the UI never imports torch -------------------------------------------------------------
 
+@pytest.mark.slow
 def test_ui_and_remote_app_do_not_import_torch():
     code = ("import sys, saemi.ui, app; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
