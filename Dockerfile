@@ -40,9 +40,11 @@ COPY requirements.txt .
 RUN pip install -r requirements.txt
 
 COPY gunicorn.conf.py app.py pyproject.toml ./
-COPY saemi/ saemi/
-COPY assets/ assets/
-COPY model_weights/ model_weights/
+# the package without its weights, then the weights (the front end copies the same lines less the last)
+COPY saemi/*.py saemi/
+COPY saemi/api/ saemi/api/
+COPY saemi/ui/ saemi/ui/
+COPY saemi/model_weights/ saemi/model_weights/
 
 USER saemi
 ENV PORT=8000 \
@@ -59,8 +61,9 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
 CMD ["gunicorn", "-c", "gunicorn.conf.py", "saemi.api:create_app()"]
 
 # ---------------------------------------------------------------------------------------------
-# frontend: the Dash page only. No GPU; CPU-only torch wheels keep the image small (the page
-# itself never imports torch, but the package's requirements list it).
+# frontend: the Dash page only. No GPU and no torch: the page never imports it, so it gets the
+# package's core requirements less torch/torchvision/fastai plus the web and ocr extras
+# (deploy/frontend_requirements.py reads them from pyproject.toml), pinned by requirements.txt.
 FROM ${PYTHON_IMAGE} AS frontend
 
 ENV PYTHONUNBUFFERED=1 \
@@ -74,16 +77,14 @@ RUN apt-get update \
     && useradd --create-home --uid 1000 saemi
 
 WORKDIR /app
-COPY requirements.txt .
-# the +cpu builds satisfy requirements.txt's torch==/torchvision== pins (local version labels)
-RUN pip install --index-url https://download.pytorch.org/whl/cpu \
-        "torch==$(sed -n 's/^torch==//p' requirements.txt)" \
-        "torchvision==$(sed -n 's/^torchvision==//p' requirements.txt)" \
-    && pip install -r requirements.txt
+COPY requirements.txt pyproject.toml deploy/frontend_requirements.py ./
+RUN python frontend_requirements.py pyproject.toml > frontend-requirements.txt \
+    && pip install -c requirements.txt -r frontend-requirements.txt
 
-COPY gunicorn.conf.py app.py pyproject.toml ./
-COPY saemi/ saemi/
-COPY assets/ assets/
+COPY gunicorn.conf.py app.py ./
+COPY saemi/*.py saemi/
+COPY saemi/api/ saemi/api/
+COPY saemi/ui/ saemi/ui/
 
 USER saemi
 ENV PORT=8050 \
@@ -102,7 +103,14 @@ CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:server"]
 # any VM without a GPU. Heroku sets $PORT at run time.
 FROM frontend AS web
 
-COPY model_weights/ model_weights/
+USER root
+# the network on CPU: the +cpu builds satisfy requirements.txt's torch==/torchvision== pins (local
+# version labels), then the rest of the lock (fastai, ...)
+RUN pip install --index-url https://download.pytorch.org/whl/cpu \
+        "torch==$(sed -n 's/^torch==//p' requirements.txt)" \
+        "torchvision==$(sed -n 's/^torchvision==//p' requirements.txt)" \
+    && pip install -r requirements.txt
+COPY saemi/model_weights/ saemi/model_weights/
 ENV SAEMI_BACKEND_URL="" \
     WEB_CONCURRENCY=1 \
     SAEMI_THREADS=4 \

@@ -2,7 +2,7 @@
 
 Run:  python bench/bench_dask.py [--images 12] [--dir FOLDER] [--workers 1 2 4] [--rounds 2]
 
-The same N images (default: N copies of assets/demo.png, 630x512; or the first N
+The same N images (default: N copies of saemi/ui/assets/demo.png, 630x512; or the first N
 images of --dir) are analysed by ``saemi analyze``'s own code paths with the shipped
 weights on the CPU: serially in this process (the path without --scheduler/--workers),
 and again with one PyTorch thread ('serial 1t', to show what OpenMP threads cost on
@@ -56,7 +56,7 @@ def main():
             shutil.copy(f, inputs / f.name)
     else:
         for k in range(args.images):
-            shutil.copy(REPO / "assets" / "demo.png", inputs / f"demo{k:03d}.png")
+            shutil.copy(REPO / "saemi" / "ui" / "assets" / "demo.png", inputs / f"demo{k:03d}.png")
     files, _ = collect_inputs([inputs])
     settings = Settings.from_dict(None, defaults=read_card()["postprocess"])
     import torch

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from .settings import defaults, tuned_names
 
-DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "model_weights"
+DEFAULT_WEIGHTS_DIR = Path(__file__).resolve().parent / "model_weights"
 WEIGHTS_FILE = "saemi_unet_resnet18.pt"
 CARD_FILE = "model_card.json"
 

@@ -19,7 +19,7 @@ on the bytes with the client's settings, draw the overlay and encode the
 three files (``_labels.png``, ``_particles.csv``, ``_overlay.png``) with the
 same functions a serial run uses, and return those bytes plus the image's
 ``summary.csv`` row. So the files are byte for byte the ones a serial run
-writes. Encoding on the worker was chosen by measuring (assets/demo.png,
+writes. Encoding on the worker was chosen by measuring (saemi/ui/assets/demo.png,
 630x512, one CPU core): the encoded files are 326 kB (labels PNG 18 kB,
 overlay PNG 294 kB, CSV 13 kB) against 645 kB for the raw uint16 label array
 alone, and drawing plus encoding the overlay costs 0.13 s, which on the

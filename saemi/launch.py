@@ -1,18 +1,20 @@
 """``saemi serve``: run the web app, the REST backend or the front end under gunicorn.
 
 The plain-Python alternative to the Procfile and Docker: it builds the same
-gunicorn command line (with ``gunicorn.conf.py`` from the repository) and
+gunicorn command line (with the package's ``gunicorn_conf.py``, which the
+repository's ``gunicorn.conf.py`` imports) and
 replaces the current process with it, so signals (Ctrl-C, SIGTERM from
 systemd) reach gunicorn directly.
 
 Modes
 -----
 all
-    ``app:server``: the Dash page with the backend blueprint in-process.
+    ``saemi.wsgi:server`` (the same app as ``app:server``): the Dash page with the
+    backend blueprint in-process.
 backend
     ``saemi.api:create_app()``: only the REST API (the GPU-server role).
 frontend
-    ``app:server`` with ``SAEMI_BACKEND_URL`` set: the page, calling a remote backend.
+    ``saemi.wsgi:server`` with ``SAEMI_BACKEND_URL`` set: the page, calling a remote backend.
 """
 
 import os
@@ -20,9 +22,10 @@ import shutil
 import sys
 from pathlib import Path
 
+# the folder holding the saemi package: the checkout, or site-packages when installed
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "gunicorn.conf.py"
-APPS = {"all": "app:server", "frontend": "app:server", "backend": "saemi.api:create_app()"}
+CONFIG = Path(__file__).resolve().parent / "gunicorn_conf.py"
+APPS = {"all": "saemi.wsgi:server", "frontend": "saemi.wsgi:server", "backend": "saemi.api:create_app()"}
 
 
 def gunicorn_command(mode="all", host="127.0.0.1", port=8050, workers=None, threads=None):
@@ -48,7 +51,7 @@ def gunicorn_command(mode="all", host="127.0.0.1", port=8050, workers=None, thre
     cmd = [exe] if exe else [sys.executable, "-m", "gunicorn"]
     if CONFIG.exists():
         cmd += ["-c", str(CONFIG)]
-    # app.py lives at the repository root; chdir there so "app:server" imports
+    # chdir beside the package so "saemi" imports even from a checkout that is not installed
     cmd += ["--chdir", str(ROOT), "--bind", f"{host}:{int(port)}"]
     if workers:
         cmd += ["--workers", str(int(workers))]

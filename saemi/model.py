@@ -314,9 +314,9 @@ def load_segmenter(weights=None, device="auto", precision=None):
             f"model weights not found at {weights_file}; train them with 'saemi train' "
             "or point SAEMI_WEIGHTS at a weights file", code="no_model")
     dev = device if isinstance(device, torch.device) else choose_device(device)
-    net = build_unet(len(card["classes"]))
-    try:
+    try:  # the file first: a corrupt or unsafe one is refused before the network is built
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        net = build_unet(len(card["classes"]))
         net.load_state_dict({k: v.float() for k, v in state.items()})
     except Exception as exc:  # a corrupt or mismatched file: say which
         raise SaemiError(f"could not load model weights from {weights_file}: {exc}", code="no_model") from exc

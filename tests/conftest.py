@@ -8,6 +8,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "emps-train"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# Fixtures that start a real gunicorn: every test that uses one (directly or through another
+# fixture) is `slow`, so the fast loop (-m "not slow and not browser") starts no server processes.
+SERVER_FIXTURES = {"server", "backend"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def emps_dir():
@@ -18,10 +28,11 @@ def emps_dir():
 
 
 @pytest.fixture(scope="session")
-def emps_images(emps_dir):
-    """A handful of real EMPS images (paths), of varied kinds."""
-    names = ["2ee0518d7a", "70f9f13af4", "aa309f6cec", "7fabcfe23f"]
-    return [emps_dir / "images" / f"{n}.png" for n in names]
+def emps_images():
+    """A handful of real EMPS images (paths), of varied kinds: shared, else committed stand-ins (samples.py)."""
+    from samples import real_image
+
+    return [real_image(n) for n in ["2ee0518d7a", "70f9f13af4", "aa309f6cec", "7fabcfe23f"]]
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +48,7 @@ def random_segmenter():
 
 @pytest.fixture(scope="session")
 def trained_segmenter():
-    """The shipped, trained weights (bundled in model_weights/)."""
+    """The shipped, trained weights (bundled in saemi/model_weights/)."""
     from saemi.pipeline import default_segmenter
 
     return default_segmenter(None, "cpu")

@@ -17,7 +17,7 @@ import requests
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "emps-train"
-WEIGHTS_FILE = REPO / "model_weights" / "saemi_unet_resnet18.pt"
+WEIGHTS_FILE = REPO / "saemi" / "model_weights" / "saemi_unet_resnet18.pt"
 
 
 def free_port():

@@ -24,7 +24,7 @@ schema = schemathesis.openapi.from_dict(openapi_document("/api/v1"))
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
     if not weights_available():
-        pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt must exist")
+        pytest.fail("model weights missing: saemi/model_weights/saemi_unet_resnet18.pt must exist")
     folder = tmp_path_factory.mktemp("fuzz")
     srv = start_backend(env={"SAEMI_DEVICE": "cpu", "SAEMI_MAX_UPLOAD_MB": "2", "SAEMI_TIMEOUT": "30",
                              "SAEMI_CACHE_DIR": str(folder / "cache")}, log_path=folder / "backend.log")

@@ -53,10 +53,11 @@ def test_fill_at_the_image_edge_uses_one_side():
     assert out[7:, 0].tolist() == [6, 5, 4]
 
 
-def test_real_sem_image_with_banner_keeps_size(emps_dir):
+def test_real_sem_image_with_banner_keeps_size():
+    from samples import real_image
     from saemi.io import load_image
 
-    img = load_image(emps_dir / "images" / "2ee0518d7a.png")
+    img = load_image(real_image("2ee0518d7a"))  # the demo image without ../shared
     cleaned, box = remove_banner(img)
     assert cleaned.shape == img.shape
     if box is None:

@@ -57,7 +57,7 @@ def emps():
 @pytest.fixture(scope="module")
 def server(emps, tmp_path_factory):
     if not weights_available():
-        pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt (or $SAEMI_WEIGHTS) must exist")
+        pytest.fail("model weights missing: saemi/model_weights/saemi_unet_resnet18.pt (or $SAEMI_WEIGHTS) must exist")
     OUT.mkdir(exist_ok=True)
     port = free_port()
     srv = Server(gunicorn_command(port), port=port, log_path=OUT / "browser-gunicorn.log",

@@ -22,7 +22,7 @@ from saemi.cache import DiskStore, RedisStore, check_key, decode_segmentation, e
 from saemi.errors import SaemiError
 
 API = "/api/v1"
-DEMO = (REPO / "assets" / "demo.png").read_bytes()
+DEMO = (REPO / "saemi" / "ui" / "assets" / "demo.png").read_bytes()
 
 
 def discs_png(h, w, seed=0):
@@ -119,6 +119,7 @@ def test_redis_store_has_the_same_contract(redis_url):
 
 # --- what is stored ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_compact_record_reanalyses_like_the_full_probabilities(emps_images, trained_segmenter):
     """uint8 probabilities at the network's scale: counts identical, areas within 0.1 %."""
     from saemi.card import read_card
@@ -198,7 +199,7 @@ def test_evicted_image_is_404_and_can_come_back_under_its_id(tmp_path, random_se
 
 def _start(tmp_path, name, workers=1, **env):
     if not weights_available():
-        pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt must exist")
+        pytest.fail("model weights missing: saemi/model_weights/saemi_unet_resnet18.pt must exist")
     port = free_port()
     cmd = gunicorn_command("saemi.api:create_app()", threads=2, workers=workers, port=port)
     cmd[1:1] = ["--access-logformat", "pid=%(p)s %(r)s %(s)s"]
@@ -226,6 +227,7 @@ def _pids_that_analysed(*servers):
     return pids
 
 
+@pytest.mark.slow
 def test_three_gunicorn_workers_share_one_cache(tmp_path):
     srv = _start(tmp_path, "three", workers=3, SAEMI_CACHE_DIR=str(tmp_path / "cache"))
     try:
@@ -242,6 +244,7 @@ def test_three_gunicorn_workers_share_one_cache(tmp_path):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_two_app_processes_share_a_redis(tmp_path, redis_url):
     env = {"SAEMI_REDIS_URL": redis_url}
     a, b = _start(tmp_path, "a", **env), _start(tmp_path, "b", **env)

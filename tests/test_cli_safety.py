@@ -10,10 +10,11 @@ import errno
 import os
 
 import pandas as pd
+import pytest
 from PIL import Image
 
 from synth import disc_labels, micrograph
-from test_cli import run_cli
+from test_cli import run_cli, run_cli_process
 
 import saemi.cli
 import saemi.pipeline
@@ -31,13 +32,14 @@ def snapshot(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file() and not p.is_symlink()}
 
 
+@pytest.mark.slow
 def test_refusals_in_a_real_process_write_nothing(tmp_path):
     inputs = tmp_path / "in"
     inputs.mkdir()
     write_image(inputs / "a.png")
     write_image(inputs / "a_overlay.png", seed=1)  # a user's own image, not a SAEMI output
     before = snapshot(inputs)
-    proc = run_cli("analyze", inputs, "--out", inputs)
+    proc = run_cli_process("analyze", inputs, "--out", inputs)
     assert proc.returncode == 2, proc.stderr
     assert "would overwrite the input" in proc.stderr and "a_overlay.png" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -46,14 +48,14 @@ def test_refusals_in_a_real_process_write_nothing(tmp_path):
     (tmp_path / "a-file").write_text("not a folder")
     for out, words in [(tmp_path / "a-file", "is a file"), (tmp_path / "a-file" / "sub", "cannot create"),
                        ("/proc/self", "cannot write"), (inputs / "a.png", "is a file")]:
-        proc = run_cli("analyze", inputs / "a.png", "--out", out)
+        proc = run_cli_process("analyze", inputs / "a.png", "--out", out)
         assert proc.returncode == 2, (out, proc.stderr)
         assert proc.stderr.startswith("saemi: error: --out") and words in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr
     assert snapshot(inputs) == before
     assert (tmp_path / "a-file").read_text() == "not a folder"
 
-    proc = run_cli("analyze", inputs / "a.png", "--out", tmp_path / "o", "--metric", "bogus")
+    proc = run_cli_process("analyze", inputs / "a.png", "--out", tmp_path / "o", "--metric", "bogus")
     assert proc.returncode == 2 and "invalid choice: 'bogus'" in proc.stderr
     assert not (tmp_path / "o").exists()
 

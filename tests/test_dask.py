@@ -1,6 +1,6 @@
 """`saemi analyze --scheduler / --workers`: a batch on a Dask cluster writes what a serial run writes.
 
-Independent of the shared data: assets/demo.png and small synthetic micrographs. The fast
+Independent of the shared data: saemi/ui/assets/demo.png and small synthetic micrographs. The fast
 tests run the CLI in-process against an in-process cluster (worker threads) with the Otsu
 baseline in place of the network; the slow ones run real worker processes with the shipped
 weights, one of them killed mid-run.
@@ -22,7 +22,7 @@ from PIL import Image
 
 from livesrv import free_port
 from synth import disc_labels, micrograph
-from test_cli import REPO, cli_env, run_cli
+from test_cli import REPO, cli_env, run_cli_process as run_cli
 
 import saemi.cli
 import saemi.pipeline
@@ -40,7 +40,7 @@ def synthetic(path, seed, shape=(256, 320)):
 
 def make_inputs(folder, n_good, bad=True):
     folder.mkdir()
-    shutil.copy(REPO / "assets" / "demo.png", folder / "demo.png")
+    shutil.copy(REPO / "saemi" / "ui" / "assets" / "demo.png", folder / "demo.png")
     for k in range(n_good - 1):
         synthetic(folder / f"s{k}.png", k)
     if bad:

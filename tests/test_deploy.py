@@ -23,10 +23,10 @@ import pytest
 import requests
 import yaml
 
-from livesrv import REPO, SHARED_DATA, Server, free_port, gunicorn_command, procfile_command, start_backend, \
-    weights_available
+from livesrv import REPO, Server, free_port, gunicorn_command, procfile_command, start_backend, weights_available
+from samples import real_image
 
-IMAGE = SHARED_DATA / "images" / "aa309f6cec.png"
+IMAGE = real_image("aa309f6cec")  # 512 x 512; committed in tests/fixtures/emps when ../shared is absent
 
 
 # --- static checks ---------------------------------------------------------------------------------
@@ -61,6 +61,7 @@ def test_gunicorn_conf_reads_port_and_web_concurrency():
     assert int(d["omp"]) >= 1
 
 
+@pytest.mark.slow
 def test_gunicorn_config_is_accepted_by_gunicorn():
     gunicorn = str(REPO / ".venv" / "bin" / "gunicorn") if (REPO / ".venv/bin/gunicorn").exists() else "gunicorn"
     env = {**os.environ, "SAEMI_LOAD": "lazy"}
@@ -114,14 +115,67 @@ def test_dockerfile_backend_on_cuda_and_frontend_targets():
         for l in lines:
             if l.startswith("COPY ") and "--from" not in l:
                 for src in shlex.split(l)[1:-1]:
-                    assert (REPO / src).exists(), f"{name}: COPY {src} but it is not in the repository"
+                    assert list(REPO.glob(src.rstrip("/"))), f"{name}: COPY {src} but it is not in the repository"
     backend = stages["backend"]["lines"]
     assert [json.loads(l[4:]) for l in backend if l.startswith("CMD ")][-1][-1] == "saemi.api:create_app()"
     assert any("/api/v1/ready" in l for l in backend if l.startswith("HEALTHCHECK"))
-    assert any("model_weights/" in l for l in backend if l.startswith("COPY"))
+    assert any("saemi/model_weights/" in l for l in backend if l.startswith("COPY"))
     frontend = " ".join(stages["frontend"]["lines"])
-    assert "download.pytorch.org/whl/cpu" in frontend, "the front end needs no CUDA wheels"
     assert "SAEMI_BACKEND_URL" in frontend
+    # the page needs no torch at all: the core less the network, the web extra, pinned by the lock
+    runs = " ".join(l for l in stages["frontend"]["lines"] if l.startswith("RUN "))
+    assert "frontend_requirements.py" in runs and "-c requirements.txt" in runs
+    assert "torch" not in runs and "-r requirements.txt" not in runs, "the front end installs no torch"
+    assert not any("model_weights" in l for l in stages["frontend"]["lines"]), "nor ships the weights"
+    # each stage copies every part of the package (a new subpackage must be added to the Dockerfile)
+    parts = {"saemi/*.py"} | {f"saemi/{p.parent.name}/" for p in (REPO / "saemi").glob("*/__init__.py")}
+    for name in ("backend", "frontend"):
+        copied = {src for l in stages[name]["lines"] if l.startswith("COPY ") for src in shlex.split(l)[1:-1]}
+        assert parts <= copied, f"{name} does not copy {sorted(parts - copied)}"
+    web = " ".join(stages["web"]["lines"])
+    assert "download.pytorch.org/whl/cpu" in web, "the one-process CPU image needs no CUDA wheels"
+
+
+@pytest.mark.slow
+def test_frontend_requirements_cover_what_the_remote_page_imports():
+    """The torch-free front-end install (deploy/frontend_requirements.py, the Dockerfile's frontend
+    target) holds every distribution the page imports with SAEMI_BACKEND_URL set, and no torch."""
+    import importlib.metadata as md
+    import runpy
+
+    from packaging.requirements import Requirement
+
+    tool = runpy.run_path(str(REPO / "deploy" / "frontend_requirements.py"))
+    wanted = {tool["name_of"](r) for r in tool["frontend_requirements"]()}
+    assert not wanted & {"torch", "torchvision", "fastai"}
+    probe = ("import json, sys; before = set(sys.modules); import app, requests  # requests: the remote client's\n"
+             "print(json.dumps(sorted({m.split('.')[0] for m in set(sys.modules) - before})))")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "SAEMI_BACKEND_URL": "http://127.0.0.1:9", "SAEMI_LOAD": "lazy"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    modules = set(json.loads(out.stdout.splitlines()[-1]))
+    assert not modules & {"torch", "torchvision", "fastai"}, "the page alone must not import the network"
+
+    def norm(name):
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    closure, todo = set(), [norm(n) for n in wanted]
+    while todo:  # what installing the list brings in (the installed packages' own requirements)
+        name = todo.pop()
+        if name in closure:
+            continue
+        closure.add(name)
+        try:
+            requires = md.requires(name) or []
+        except md.PackageNotFoundError:
+            continue
+        for r in map(Requirement, requires):
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                todo.append(norm(r.name))
+    dists = md.packages_distributions()
+    missing = {m: dists[m] for m in sorted(modules) if m in dists
+               and "saemi" not in dists[m] and not any(norm(d) in closure for d in dists[m])}
+    assert not missing, f"the front end imports modules whose distributions it does not install: {missing}"
 
 
 def test_compose_wires_gpu_backend_and_frontend():
@@ -169,7 +223,7 @@ def test_deploy_doc_lists_every_setting():
     from saemi.api.config import SETTINGS
 
     doc = (REPO / "docs" / "deploy.md").read_text()
-    conf = (REPO / "gunicorn.conf.py").read_text()
+    conf = (REPO / "saemi" / "gunicorn_conf.py").read_text()
     names = set(SETTINGS) | set(re.findall(r'"([A-Z][A-Z0-9]*_[A-Z0-9_]+|PORT|HOST)"', conf))
     missing = sorted(n for n in names if f"`{n}`" not in doc)
     assert not missing, f"docs/deploy.md does not document {missing}"
@@ -181,8 +235,9 @@ def test_saemi_serve_builds_the_gunicorn_commands():
     backend = serve_cmd("backend", "0.0.0.0", 8000, workers=2)
     assert backend[-1] == "saemi.api:create_app()" and "0.0.0.0:8000" in backend
     assert backend[backend.index("--workers") + 1] == "2"
-    assert backend[backend.index("-c") + 1].endswith("gunicorn.conf.py")
-    assert serve_cmd("frontend")[-1] == serve_cmd("all")[-1] == "app:server"
+    # the config and the app ship in the package, so an installed saemi serves without a checkout
+    assert backend[backend.index("-c") + 1] == str(REPO / "saemi" / "gunicorn_conf.py")
+    assert serve_cmd("frontend")[-1] == serve_cmd("all")[-1] == "saemi.wsgi:server"
     with pytest.raises(ValueError):
         serve_cmd("sideways")
 
@@ -190,14 +245,14 @@ def test_saemi_serve_builds_the_gunicorn_commands():
 # --- smoke tests: real gunicorn on loopback --------------------------------------------------------
 
 def _need_runtime():
-    if not (REPO / "app.py").exists():
-        pytest.skip("app.py (the Dash front end) is not in the repository yet")
-    if not IMAGE.exists():
-        pytest.skip(f"shared EMPS data not found at {SHARED_DATA}")
+    # a missing entry point or test image is a failure, never a skip
+    assert (REPO / "app.py").exists(), "app.py (the Procfile's entry point, gunicorn app:server) is missing"
+    assert IMAGE.exists(), IMAGE
     if not weights_available():
-        pytest.fail("model weights missing (model_weights/saemi_unet_resnet18.pt or $SAEMI_WEIGHTS)")
+        pytest.fail("model weights missing (saemi/model_weights/saemi_unet_resnet18.pt or $SAEMI_WEIGHTS)")
 
 
+@pytest.mark.slow
 def test_procfile_smoke(tmp_path):
     """Start the app exactly as the Procfile says; health, the page, and an analysis."""
     _need_runtime()
@@ -257,6 +312,7 @@ class DashPage:
         return r.json()["response"]
 
 
+@pytest.mark.slow
 def test_split_backend_and_frontend(tmp_path):
     """Backend and front end as two gunicorns; an upload analysed through the page's callbacks."""
     _need_runtime()

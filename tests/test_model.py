@@ -18,15 +18,31 @@ def test_corrupt_weights_give_a_clear_error(tmp_path):
         load_segmenter(bad, device="cpu")
 
 
-def test_weights_are_never_unpickled(tmp_path):
-    # a whole pickled object (not a state dict) must be refused, not executed
-    class Evil:
-        def __reduce__(self):
-            return (print, ("pwned",))
+class _WritesMarker:
+    """Pickles to a call of ``Path.write_text(marker, "pwned")``: unpickling it runs that call."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+def test_weights_are_never_unpickled(tmp_path, random_segmenter):
+    # A weights file whose pickle would run code when unpickled: a real state dict (so a loader that
+    # unpickled it would otherwise succeed) plus one entry whose unpickling writes a marker file.
+    # Loading must refuse the file before any of it runs; weights_only=False would write the marker.
+    marker = tmp_path / "marker"
+    state = {k: v.half() for k, v in random_segmenter.net.state_dict().items()}
     path = tmp_path / "evil.pt"
-    torch.save({"x": Evil()}, path)
-    with pytest.raises(SaemiError):
+    torch.save({**state, "payload": _WritesMarker(marker)}, path)
+    assert not marker.exists()
+    with pytest.raises(SaemiError, match="could not load model weights") as err:
         load_segmenter(path, device="cpu")
+    assert not marker.exists(), "the weights file was unpickled: its payload ran"
+    assert err.value.code == "no_model"
 
 
 def test_device_choice():
@@ -105,8 +121,8 @@ def test_training_class_weights_are_divided_back_out():
 
 
 @pytest.mark.parametrize("weights", [[1, 0, 2], [1, "x", 2], 2.0, [1, float("inf"), 2]])
-def test_bad_class_weights_in_the_card_are_named(weights):
-    from saemi.model import build_unet, make_segmenter
+def test_bad_class_weights_in_the_card_are_named(weights, random_segmenter):
+    from saemi.model import make_segmenter
 
     with pytest.raises(SaemiError, match="loss_class_weights"):
-        make_segmenter(build_unet(3), {"loss_class_weights": weights}, device="cpu")
+        make_segmenter(random_segmenter.net, {"loss_class_weights": weights}, device="cpu")

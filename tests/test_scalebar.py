@@ -272,6 +272,7 @@ def _real(real_dir, name):
 
 
 @needs_tesseract
+@pytest.mark.slow
 def test_real_images_hit_rate(real_dir, capsys):
     """A hit: value and unit exact, nm_per_pixel within 2 %. At least 80 % must hit."""
     entries = _load_fixture()["scalebars"]
@@ -290,6 +291,7 @@ def test_real_images_hit_rate(real_dir, capsys):
     assert rate >= 0.8, "\n".join(lines)
 
 
+@pytest.mark.slow
 def test_real_bar_lengths(real_dir):
     """Bar measurement alone (no OCR): the detected bar matches the truth within 2 px."""
     entries = _load_fixture()["scalebars"]
@@ -300,6 +302,7 @@ def test_real_bar_lengths(real_dir):
     assert good / len(entries) >= 0.9
 
 
+@pytest.mark.slow
 def test_real_images_without_a_bar(real_dir):
     fx = _load_fixture()
     for e in fx["none"]:

@@ -4,7 +4,7 @@ Each defect found by trying the server as a careless script or a hostile user
 would is a case here: unbounded settings, deep JSON, names, CSV injection,
 JSON 404/405 under ``app:server``, headers and leaks, optional access control,
 the analysis deadline, the memory-derived pixel limit and slow clients.
-Images are made here or taken from ``assets/demo.png``, so nothing skips
+Images are made here or taken from ``saemi/ui/assets/demo.png``, so nothing skips
 without ``../shared``.
 """
 
@@ -21,7 +21,7 @@ from livesrv import REPO, Server, free_port, procfile_command, weights_available
 from synth import disc_labels, grid_of_discs_png, png_bytes as png
 
 API = "/api/v1"
-DEMO = (REPO / "assets" / "demo.png").read_bytes()
+DEMO = (REPO / "saemi" / "ui" / "assets" / "demo.png").read_bytes()
 MAX_UPLOAD_MB = 2
 
 
@@ -31,7 +31,7 @@ def discs_png(h, w, seed=0):
 
 def procfile_server(tmp_path, name, **env):
     if not weights_available():
-        pytest.fail("model weights missing: model_weights/saemi_unet_resnet18.pt must exist")
+        pytest.fail("model weights missing: saemi/model_weights/saemi_unet_resnet18.pt must exist")
     port = free_port()
     return Server(procfile_command("web"), port=port, log_path=tmp_path / f"{name}.log",
                   env={"SAEMI_DEVICE": "cpu", "SAEMI_CACHE_DIR": str(tmp_path / f"{name}-cache"), **env})
@@ -237,6 +237,7 @@ def test_no_versions_or_paths_in_unauthenticated_responses(server):
 
 # --- access control ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_basic_auth_and_bearer_token(tmp_path):
     srv = procfile_server(tmp_path, "auth", SAEMI_BASIC_AUTH="lab:s3cret", SAEMI_API_TOKEN="tok-123",
                           SAEMI_LOAD="lazy")
@@ -268,6 +269,7 @@ def test_basic_auth_and_bearer_token(tmp_path):
         srv.stop()
 
 
+@pytest.mark.slow
 def test_malformed_basic_auth_setting_refuses_to_start():
     from saemi.api.config import load_config
 
@@ -277,6 +279,7 @@ def test_malformed_basic_auth_setting_refuses_to_start():
 
 # --- the deadline --------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_deadline_ends_the_work_with_503_and_the_worker_goes_on(tmp_path):
     srv = procfile_server(tmp_path, "deadline", SAEMI_TIMEOUT="1", SAEMI_THREADS="2")
     try:

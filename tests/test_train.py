@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from saemi.train import class_targets, make_split
 
@@ -24,6 +25,7 @@ def test_split_is_seeded_and_disjoint():
     assert make_split(names, 0.2, seed=4)["val"] != a["val"]
 
 
+@pytest.mark.slow
 def test_one_short_epoch_produces_loadable_weights(tmp_path, emps_dir):
     from saemi.model import load_segmenter
     from saemi.train import train

@@ -284,6 +284,7 @@ def test_max_upload_mb():
     assert max_upload_mb(None, {}) == 50.0
 
 
+@pytest.mark.slow
 def test_ui_and_remote_app_do_not_import_torch():
     code = ("import sys, saemi.ui, app; "
             "assert 'torch' not in sys.modules, 'torch imported'; "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .client import AnalysisClient, ClientError, InProcessClient, RemoteClient
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
+ASSETS = Path(__file__).resolve().parent / "assets"
 TITLE = "SAEMI - particle size analysis"
 
 __all__ = ["create_dash_app", "build_app", "client_from_env", "AnalysisClient", "ClientError",
