@@ -763,6 +763,8 @@ def test_a_scale_bar_read_automatically_is_confirmed_or_edited(ui, tmp_path):
     assert "set by you" in page.text_content("#calibration-record")
     assert page.is_hidden("#calib-check")
     before = count(page)
+    page.evaluate("() => document.querySelector('#image-graph').scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
     p = find_particle(page)
     page.mouse.click(p["x"], p["y"])  # back to click-to-exclude
     assert wait_count_change(page, before) == before - 1

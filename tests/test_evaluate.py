@@ -60,3 +60,13 @@ def test_tuned_ap_is_the_ap_of_the_shipped_splitting(tmp_path):
     for _, row in table.iloc[[1, len(table) // 2, -1]].iterrows():  # and so does every other row
         _, s = rescore(tmp_path, segmentations, Settings.from_dict({k: getattr(row[k], "item", lambda k=k: row[k])() for k in TUNED_KEYS}))
         assert s["ap50"] == pytest.approx(row["ap50"], abs=1e-12)
+
+
+def test_evaluation_reads_its_data_without_torch():
+    """The data loaders live in saemi.dataset: scoring PNGs does not import torch (only the network does)."""
+    import subprocess
+    import sys
+
+    code = "import sys, saemi.evaluate, saemi.dataset; assert 'torch' not in sys.modules, 'torch'; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-1500:]

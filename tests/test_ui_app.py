@@ -216,8 +216,7 @@ def test_analyze_callback_then_histogram(dash_app):
 
 
 def test_calibration_line_store_follows_the_drawing(dash_app):
-    out = next(k for k, cb in dash_app.callback_map.items()
-               if any(i["id"] == "image-graph" and i["property"] == "relayoutData" for i in cb["inputs"]))
+    out = next(k for k in dash_app.callback_map if "calib-line-store.data" in k)
     shapes = {"shapes": [BOX, drawn(10, 50, 110, 50)]}
 
     def inputs(relayout, image=None):

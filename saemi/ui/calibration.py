@@ -444,7 +444,28 @@ def layout():
     ])
 
 
+# Plotly leaves a shape it has just drawn active, and its next click on the plot only deactivates
+# that shape (plotly.js's clickFn returns early): the first click on a particle after drawing the
+# calibration line would be lost. Deactivate it once it is drawn, so that click excludes a particle.
+DEACTIVATE_SHAPE_JS = """
+function(relayout) {
+    if (relayout && Array.isArray(relayout.shapes)) {
+        setTimeout(function () {
+            const gd = document.querySelector('#image-graph .js-plotly-plot');
+            if (gd && gd._fullLayout && gd._fullLayout._activeShapeIndex >= 0 && gd._fullLayout._deactivateShape) {
+                gd._fullLayout._deactivateShape(gd);
+            }
+        }, 0);
+    }
+    return window.dash_clientside.no_update;
+}
+"""
+
+
 def register(app):
+    app.clientside_callback(DEACTIVATE_SHAPE_JS, Output("shape-done-store", "data"),
+                            Input("image-graph", "relayoutData"), prevent_initial_call=True)
+
     @app.callback(
         Output("nm-store", "data"),
         Output("nm-per-pixel", "value", allow_duplicate=True),

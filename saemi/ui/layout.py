@@ -38,6 +38,7 @@ def page(defaults, backend_description="", max_upload_mb=50.0):
         dcc.Store(id="confirm-store"),     # the image whose scale bar read the user confirmed
         dcc.Store(id="calib-note-store"),  # said beside every size while that read is unconfirmed
         dcc.Store(id="unit-store"),        # the length unit the sizes are shown in (px, nm, um)
+        dcc.Store(id="shape-done-store"),  # output of the callback that ends a drawing (no data)
         # the upload itself, kept in the browser (never sent back with a slider move) so that an
         # image the server's cache has dropped is uploaded again without asking the user
         dcc.Store(id="upload-data-store"),
