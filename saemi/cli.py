@@ -524,7 +524,7 @@ def build_parser():
 
     e = sub.add_parser("evaluate", help="score the full pipeline on labelled images")
     e.add_argument("--data", required=True, help="folder with images/*.png and segmaps/*.png")
-    e.add_argument("--split", default=None, help="split JSON (default: model_weights/split.json)")
+    e.add_argument("--split", default=None, help="split JSON (default: split.json beside the weights in use)")
     e.add_argument("--subset", default="val", choices=["val", "train"])
     e.add_argument("--limit", type=int, default=None, help="only the first N images")
     e.add_argument("--csv", default="evaluation.csv", help="per-image scores")
@@ -538,7 +538,9 @@ def build_parser():
 
     t = sub.add_parser("train", help="train the U-Net from scratch on EMPS-style data")
     t.add_argument("--data", required=True, help="folder with images/*.png and segmaps/*.png")
-    t.add_argument("--out", default="model_weights", help="where the weights, card and split go")
+    t.add_argument("--out", default="model_weights",
+                   help="where the weights, card and split go (serve them with SAEMI_WEIGHTS=FOLDER, or give "
+                        "--out saemi/model_weights to replace the bundled ones)")
     t.add_argument("--epochs", type=int, default=60, help="epochs of len(train)/batch-size random crops")
     t.add_argument("--size", type=int, default=192, help="crop side in pixels at the network's scale")
     t.add_argument("--batch-size", type=int, default=8)

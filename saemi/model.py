@@ -295,7 +295,7 @@ def load_segmenter(weights=None, device="auto", precision=None):
     weights : str or Path, optional
         A ``.pt`` state-dict file, or a folder holding ``saemi_unet_resnet18.pt``
         and ``model_card.json``. Default: ``$SAEMI_WEIGHTS`` or the bundled
-        ``model_weights/``.
+        ``saemi/model_weights/``.
     device : {'auto', 'cpu', 'cuda'} or torch.device
     precision : {'fp32', 'bf16'}, optional
         Default: ``$SAEMI_PRECISION``, else the card's ``inference_precision``,

@@ -77,7 +77,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     client : AnalysisClient, optional
         Default: :func:`client_from_env` for ``server``.
     assets_folder : path, optional
-        CSS, favicon and the demo image; default the repository's ``assets/``.
+        CSS, favicon and the demo image; default the package's ``saemi/ui/assets/``.
 
     Returns
     -------

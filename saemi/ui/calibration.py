@@ -447,16 +447,22 @@ def layout():
 # Plotly leaves a shape it has just drawn active, and its next click on the plot only deactivates
 # that shape (plotly.js's clickFn returns early): the first click on a particle after drawing the
 # calibration line would be lost. Deactivate it once it is drawn, so that click excludes a particle.
+# A new image, whose figure replaces the old one, must not inherit an active shape either; and the
+# figure patch that returns to panning lands after the drawing, so deactivate again once it has.
 DEACTIVATE_SHAPE_JS = """
-function(relayout) {
-    if (relayout && Array.isArray(relayout.shapes)) {
-        setTimeout(function () {
-            const gd = document.querySelector('#image-graph .js-plotly-plot');
-            if (gd && gd._fullLayout && gd._fullLayout._activeShapeIndex >= 0 && gd._fullLayout._deactivateShape) {
-                gd._fullLayout._deactivateShape(gd);
-            }
-        }, 0);
+function(relayout, line, image) {
+    const trigger = (window.dash_clientside.callback_context.triggered[0] || {}).prop_id || "";
+    if (trigger.startsWith("image-graph") && !(relayout && Array.isArray(relayout.shapes))) {
+        return window.dash_clientside.no_update;
     }
+    const deactivate = function () {
+        const gd = document.querySelector('#image-graph .js-plotly-plot');
+        if (gd && gd._fullLayout && gd._fullLayout._activeShapeIndex >= 0 && gd._fullLayout._deactivateShape) {
+            gd._fullLayout._deactivateShape(gd);
+        }
+    };
+    setTimeout(deactivate, 0);
+    setTimeout(deactivate, 600);
     return window.dash_clientside.no_update;
 }
 """
@@ -464,7 +470,8 @@ function(relayout) {
 
 def register(app):
     app.clientside_callback(DEACTIVATE_SHAPE_JS, Output("shape-done-store", "data"),
-                            Input("image-graph", "relayoutData"), prevent_initial_call=True)
+                            Input("image-graph", "relayoutData"), Input("calib-line-store", "data"),
+                            Input("image-store", "data"), prevent_initial_call=True)
 
     @app.callback(
         Output("nm-store", "data"),
