@@ -12,6 +12,7 @@ import time
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -242,7 +243,9 @@ def test_to_dict_is_json_safe():
     s = Scale(np.float32(100.5), 200.0, "nm", 1.99, (np.int64(1), 5, 10, 110), None, 0.9, "200 nm")
     d = json.loads(json.dumps(s.to_dict()))
     assert d["bar_box"] == [1, 5, 10, 110] and d["unit"] == "nm" and d["label_box"] is None
-    assert set(d) == {"bar_length_px", "value", "unit", "nm_per_pixel", "bar_box", "label_box", "confidence", "text"}
+    assert set(d) == {"bar_length_px", "value", "unit", "nm_per_pixel", "bar_box", "label_box", "confidence", "text",
+                      "status", "reason"}
+    assert d["status"] == "read" and Scale(10.0).status == "unread"
 
 
 def test_bar_search_is_fast():
@@ -308,3 +311,84 @@ def test_real_images_without_a_bar(real_dir):
         s = detect_scale(_real(real_dir, e["filename"]))
         assert s is not None and abs(s.bar_length_px - e["bar_length_px"]) <= 2
         assert s.value is None and s.nm_per_pixel is None
+
+
+# --------------------------------------------------------------------------- varied synthetic set
+
+SYN_FONTS = ["DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
+             "DejaVuSansCondensed.ttf", "DejaVuSansMono.ttf", "LiberationSans-Regular.ttf",
+             "LiberationSans-Bold.ttf", "LiberationSerif-Regular.ttf", "LiberationSerif-Bold.ttf",
+             "LiberationSansNarrow-Regular.ttf", "LiberationMono-Regular.ttf"]
+SYN_VALUES = [(10, "nm"), (20, "nm"), (50, "nm"), (100, "nm"), (200, "nm"), (250, "nm"), (300, "nm"),
+              (500, "nm"), (0.5, "µm"), (1, "µm"), (2, "µm"), (3, "µm"), (5, "µm"), (10, "µm"), (1.0, "µm")]
+TABLE_ROWS = ["HV 15.0 kV   WD 5.1 mm   HFW {hfw}   mag 50 000 x   det ETD",
+              "EHT = 5.00 kV   WD = 8.2 mm   Mag = 25.00 K X   Signal A = InLens",
+              "HFW {hfw}   spot 3.0   HV 20.00 kV   12/03/2019 14:22"]
+
+
+def _fmt_value(value, unit, rng):
+    v = f"{value:g}" if not (isinstance(value, float) and value == 1.0 and rng.random() < 0.3) else "1.0"
+    u = unit if unit == "nm" else ["µm", "μm", "um"][int(rng.integers(3))]
+    return v + (" " if rng.random() < 0.7 else "") + u
+
+
+def synthetic_scale(seed, table=False, decoy=False, unlabelled=False):
+    """A random micrograph with a scale bar and label (varied font, size, place, contrast, box, ticks, blur).
+
+    With ``table`` an SEM data table row (HV, WD, HFW, mag ...) is drawn in a data bar next
+    to the scale bar, its HFW value a plausible decoy; with ``decoy`` too, the row ends just
+    left of the bar, at its height ("HFW 1.8 µm  ____"). ``unlabelled`` draws no label
+    (truth value None). Returns (image, truth dict).
+    """
+    rng = np.random.default_rng(seed)
+    h, w = int(rng.choice([480, 600, 768])), int(rng.choice([640, 800, 1024]))
+    img = micrograph(h, w, seed=seed % 997, bright_particles=bool(rng.random() < 0.5), n=int(rng.integers(10, 35)))
+    if rng.random() < 0.3:  # lower contrast background
+        img = np.clip(0.6 * img.astype(float) + 50, 0, 255).astype(np.uint8)
+    value, unit = SYN_VALUES[int(rng.integers(len(SYN_VALUES)))]
+    label = _fmt_value(value, unit, rng)
+    fnt_size = int(rng.integers(14, 34))
+    fnt = font(SYN_FONTS[int(rng.integers(len(SYN_FONTS)))], fnt_size)
+    length = int(rng.integers(max(60, 3 * fnt_size), min(320, w // 3)))
+    thick = int(rng.integers(2, 10))
+    colour = (255, 255, 255) if rng.random() < 0.5 else (0, 0, 0)
+    where = "above" if rng.random() < 0.5 else "below"
+    ticks = bool(rng.random() < 0.2)
+    box = None
+    if table:
+        band_h = int(fnt_size * 3.2)
+        band = 0 if colour == (255, 255, 255) else 255
+        img[h - band_h:] = band
+        x0 = w - length - int(rng.integers(20, 60))
+        y = h - band_h + int(0.55 * band_h) if where == "above" else h - band_h + int(0.25 * band_h)
+        pil = Image.fromarray(img)
+        row = TABLE_ROWS[int(rng.integers(len(TABLE_ROWS)))].format(hfw=f"{rng.choice([1.8, 3.2, 6.4, 12.7])} µm")
+        tf = font(SYN_FONTS[int(rng.integers(len(SYN_FONTS)))], max(12, fnt_size - 4))
+        d = ImageDraw.Draw(pil)
+        if decoy:  # the row's last entry, an HFW, ends one glyph height left of the bar, at its height
+            row = row.split("HFW")[0] + "HFW " + row.split("HFW ")[1].split()[0] + " µm" if "HFW" in row else row
+            l, t, r, b = d.textbbox((0, 0), row, font=tf)
+            tx, ty = x0 - fnt_size - r, y + thick / 2 - (t + b) / 2
+        else:
+            tx, ty = 10, h - band_h + band_h // 3
+        d.text((tx, ty), row, fill=colour, font=tf)
+        img = np.asarray(pil).copy()
+        # keep the table row clear of the scale bar
+        l, t, r, b = d.textbbox((tx, ty), row, font=tf)
+        if not decoy and r > x0 - 20:
+            img[h - band_h:, x0 - 20 - 2 * fnt_size:] = band
+    else:
+        x0 = int(rng.integers(30, w - length - 30)) if rng.random() < 0.4 else w - length - int(rng.integers(25, 70))
+        y = h - int(rng.integers(fnt_size + 30, fnt_size + 80)) if where == "above" else h - int(rng.integers(2 * fnt_size + 30, 2 * fnt_size + 70))
+        if rng.random() < 0.3:
+            box = [x0 - 12, y - fnt_size - 16, x0 + length + 12, y + thick + 10] if where == "above" else \
+                  [x0 - 12, y - 10, x0 + length + 12, y + thick + fnt_size + 20]
+    img = draw_scale(img, x0, y, length, thick, colour, " " if unlabelled else label, fnt, where, ticks, box)
+    if rng.random() < 0.4:  # a softer, resampled image
+        img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.4, 1.0)))
+    measured = float(length - 2 if ticks else length)
+    nm = float(value) * (1000.0 if unit == "µm" else 1.0)
+    if unlabelled:
+        value = unit = nm = None
+    return img, {"value": None if value is None else float(value), "unit": unit, "length": measured,
+                 "nm_per_pixel": None if nm is None else nm / measured, "label": label, "table": table}
