@@ -98,6 +98,8 @@ def items(args):
                          "length": e.get("bar_length_px")}
                 if truth["value"] is not None:
                     truth["value"] = float(truth["value"])
+                if args.split and e.get("split", split_of(e["filename"])) != args.split:
+                    continue
                 out.append((e["filename"], "real-" + e.get("split", split_of(e["filename"])), img, truth))
     if args.synthetic:
         import test_scalebar as T
@@ -120,7 +122,37 @@ def candidate_record(c, truth):
                  and abs(nm / truth["nm_per_pixel"] - 1) <= 0.03)
     return {"reads": c["reads"], "value": value, "parsed": c["parsed"], "features": c["features"],
             "confidence": c["confidence"], "right": right, "where": ln.where, "mode": ln.mode,
-            "height": ln.height, "bar_length": ln.bar.length}
+            "height": ln.height, "bar_length": ln.bar.length,
+            "ambiguous": bool(ln.bar.bracket and ln.bar.tick_width > new.BRACKET_MAX_AMBIGUITY * ln.bar.length)}
+
+
+def ablate(name):
+    """Switch one cross-check of the new reader off (to measure what it removes)."""
+    import dataclasses
+    import re
+
+    if name == "geometry":  # short bar, bar in text, wide label: every line near a bar is read
+        orig = new._label_lines
+        new._label_lines = lambda *a, **k: [dataclasses.replace(ln, reason="") for ln in orig(*a, **k)]
+    elif name == "value-prior":
+        new.canonical_value = lambda value: 1.0
+    elif name == "table":
+        orig_matches = new.label_matches
+        new.label_matches = lambda text: [(v, u, False) for v, u, _ in orig_matches(text)]
+        new._TABLE_TOKEN_RE = re.compile(r"(?!x)x")
+    elif name == "agreement":
+        new.CONFIDENCE_WEIGHTS = dict(new.CONFIDENCE_WEIGHTS, agree=0.0, disagree=0.0)
+    elif name == "bracket":
+        new.BRACKET_MAX_AMBIGUITY = 1e9
+    elif name == "confusions":  # digits and "nm"/"µm"/"um" only
+        new._DIGIT_LOOKALIKES = str.maketrans({})
+        new._LABEL_RE = re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)?)\s?(nm|[µu]m)(?![A-Za-z])")
+    elif name == "join-halves":
+        new._join_halves = lambda line, bars: line
+    elif name == "threshold":
+        new.ACCEPT_CONFIDENCE = 0.0
+    else:
+        raise SystemExit(f"unknown cross-check {name!r}")
 
 
 def main():
@@ -130,7 +162,13 @@ def main():
     ap.add_argument("--no-real", action="store_true", help="skip the real fixture images")
     ap.add_argument("--no-old", action="store_true", help="run the new reader only")
     ap.add_argument("--dump", help="write the new reader's label candidates to this JSON file")
+    ap.add_argument("--split", choices=("tune", "holdout"), help="real images of this split only")
+    ap.add_argument("--ablate", action="append", default=[],
+                    help="switch a cross-check off: geometry, value-prior, table, agreement, bracket, "
+                         "confusions, join-halves, threshold (repeatable)")
     args = ap.parse_args()
+    for name in args.ablate:
+        ablate(name)
     readers = {"new": new.detect_scale}
     if not args.no_old:
         readers = {"old": load_old(args.ref).detect_scale, **readers}

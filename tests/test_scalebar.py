@@ -263,8 +263,8 @@ def _load_fixture():
     return json.loads(FIXTURE.read_text(encoding="utf-8"))
 
 
-# The 12 labelled bars, 1 unlabelled bar and 4 bar-less images the first real-image tests
-# were written for; the later entries are judged by the rates of test_real_read_and_wrong_rates.
+# The 12 labelled bars, 1 unlabelled bar and 4 bar-less images test_real_images_hit_rate was
+# written for (2 % tolerance, 80 %); the whole fixture is judged by test_real_read_and_wrong_rates.
 ORIGINAL = {"00655d9628.png", "032bd4a6b1.png", "15a3ba1c51.png", "1206963ed7.png", "22c776b059.png",
             "1b935635dd.png", "7988097925.png", "7ecd3c2ab9.png", "7f1a5b0782.png", "7f50b86c4b.png",
             "80d6a1f25a.png", "82b9b9c2af.png", "0144266d21.png", "0fa38de2c7.png", "7ab1f4b7ba.png",
@@ -331,11 +331,12 @@ def _verdict(s, e):
     return "hit" if ok else "wrong"
 
 
-# Measured on the fixture of 84 labelled bars, 11 unlabelled bars and 45 bar-less images
-# (commit "fixtures: ..."): asserted at the measured values (see the module's report in
-# the test output), never below. The issue's targets are >= 90 % hits, <= 2 % wrong.
-REAL_MIN_HIT_RATE = 0.0
-REAL_MAX_WRONG_RATE = 1.0
+# Measured on the fixture of 84 labelled bars, 11 unlabelled bars and 34 bar-less images
+# and asserted at the measured values (the test prints the figures per split). The
+# issue's targets are >= 90 % hits and <= 2 % wrong: the hit rate falls short (unread
+# labels: glyphs touching particles, tiny or pixel fonts, bracket bars not read).
+REAL_MIN_HIT_RATE = 0.76   # measured 64 of 84 (76.2 %): tune 32/42, holdout 32/42; the old reader 61/84
+REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 129 images; the old reader 7 (5.4 %)
 
 
 @needs_tesseract
@@ -357,9 +358,7 @@ def test_real_read_and_wrong_rates(real_dir, capsys):
     report = []
     for g in ("tune", "holdout", "all"):
         t = tally.get(g, {})
-        bars = t.get("hit", 0) + t.get("unread", 0) + sum(1 for _ in ()) + t.get("wrong-bar", 0)
         n = sum(t.values())
-        labelled = n - t.get("none-ok", 0) - t.get("wrong-none", 0)
         report.append(f"{g}: {n} images, hit {t.get('hit', 0)}, wrong {t.get('wrong', 0)}, "
                       f"unread {t.get('unread', 0)}, no value where none {t.get('none-ok', 0)}")
     with capsys.disabled():
@@ -371,8 +370,13 @@ def test_real_read_and_wrong_rates(real_dir, capsys):
 
 
 def test_real_bar_lengths(real_dir):
-    """Bar measurement alone (no OCR): the detected bar matches the truth within 2 px (original set)."""
-    entries = [e for e in _load_fixture()["scalebars"] if e["filename"] in ORIGINAL]
+    """Bar measurement alone (no OCR): the detected bar matches the truth within 2 px (77 of 84 measured).
+
+    The misses: 4 bracket bars (measured between tick centres, the fixture's truth between
+    the outer edges) and 3 bars with the label inside them (only one half is found without
+    the label; detect_scale joins the halves when it reads the label).
+    """
+    entries = _load_fixture()["scalebars"]
     good = 0
     for e in entries:
         s = _read(real_dir, e["filename"], ocr=False)
@@ -383,16 +387,11 @@ def test_real_bar_lengths(real_dir):
 def test_real_images_without_a_bar(real_dir):
     fx = _load_fixture()
     for e in fx["none"]:
-        s = _read(real_dir, e["filename"])
-        if e["filename"] in ORIGINAL:
-            assert s is None, e["filename"]
-        else:  # no value, whatever bar-like thing is found
-            assert s is None or s.value is None, (e["filename"], s)
+        assert _read(real_dir, e["filename"]) is None, e["filename"]
     for e in fx["unlabelled"]:
         s = _read(real_dir, e["filename"])
-        if e["filename"] in ORIGINAL:
-            assert s is not None and abs(s.bar_length_px - e["bar_length_px"]) <= 2
-        assert s is None or (s.value is None and s.nm_per_pixel is None), (e["filename"], s)
+        assert s is not None and abs(s.bar_length_px - e["bar_length_px"]) <= 2, (e["filename"], s)
+        assert s.value is None and s.nm_per_pixel is None and s.status == "unread", (e["filename"], s)
 
 
 # --------------------------------------------------------------------------- varied synthetic set
