@@ -301,6 +301,7 @@ def _read(real_dir, name, ocr=True):
 
 
 @needs_tesseract
+@pytest.mark.slow
 def test_real_images_hit_rate(real_dir, capsys):
     """A hit: value and unit exact, nm_per_pixel within 2 %. At least 80 % of the original 12 must hit."""
     entries = [e for e in _load_fixture()["scalebars"] if e["filename"] in ORIGINAL]
@@ -340,6 +341,7 @@ REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 129 images; the old reader 7 (5.4 %)
 
 
 @needs_tesseract
+@pytest.mark.slow
 def test_real_read_and_wrong_rates(real_dir, capsys):
     """Hits among labelled bars and wrong reads among all real images, per split and in all."""
     fx = _load_fixture()
@@ -369,6 +371,7 @@ def test_real_read_and_wrong_rates(real_dir, capsys):
     assert t.get("wrong", 0) / sum(t.values()) <= REAL_MAX_WRONG_RATE, "\n".join(report + lines)
 
 
+@pytest.mark.slow
 def test_real_bar_lengths(real_dir):
     """Bar measurement alone (no OCR): the detected bar matches the truth within 2 px (77 of 84 measured).
 
@@ -384,6 +387,7 @@ def test_real_bar_lengths(real_dir):
     assert good / len(entries) >= 0.9
 
 
+@pytest.mark.slow
 def test_real_images_without_a_bar(real_dir):
     fx = _load_fixture()
     for e in fx["none"]:
@@ -496,27 +500,29 @@ def test_canonical_value(value, expected):
     assert scalebar.canonical_value(value) == expected
 
 
-def _decoy_table(label=True, seed=3):
-    """A white SEM data bar: 'HFW 1.8 µm' ends just left of the scale bar, at its height."""
+def _decoy_table(label=True, hfw="HFW 1.8 µm", seed=3):
+    """A white SEM data bar: an HFW entry ends just left of the scale bar, at its height."""
     img = micrograph(480, 640, seed=seed, bright_particles=False)
     img[420:] = 255
     pil = Image.fromarray(img)
     d = ImageDraw.Draw(pil)
-    d.text((20, 430), "HV 20.00 kV  WD 5.1 mm", fill=(0, 0, 0), font=font("DejaVuSans.ttf", 16))
+    fnt = font("DejaVuSans.ttf", 16)
+    d.text((20, 430), "HV 20.00 kV  WD 5.1 mm", fill=(0, 0, 0), font=fnt)
     d.rectangle([450, 452, 589, 457], fill=(0, 0, 0))
-    l, t, r, b = d.textbbox((0, 0), "HFW 1.8 µm", font=font("DejaVuSans.ttf", 16))
-    d.text((450 - 16 - r, 455 - (t + b) / 2), "HFW 1.8 µm", fill=(0, 0, 0), font=font("DejaVuSans.ttf", 16))
+    l, t, r, b = d.textbbox((0, 0), hfw, font=fnt)
+    d.text((450 - 16 - r, 455 - (t + b) / 2), hfw, fill=(0, 0, 0), font=fnt)
     if label:
-        d.text((490, 426), "500 nm", fill=(0, 0, 0), font=font("DejaVuSans.ttf", 16))
+        d.text((490, 426), "500 nm", fill=(0, 0, 0), font=fnt)
     return np.asarray(pil).copy()
 
 
 @needs_tesseract
-def test_data_table_field_width_is_never_the_scale():
-    s = detect_scale(_decoy_table(label=False))
+@pytest.mark.parametrize("hfw", ["HFW 1.8 µm", "HFW 2.00 µm", "HFW: 5 µm"])
+def test_data_table_field_width_is_never_the_scale(hfw):
+    s = detect_scale(_decoy_table(label=False, hfw=hfw))
     assert s is not None and abs(s.bar_length_px - 140) <= 2
     assert s.value is None and s.nm_per_pixel is None, s
-    s = detect_scale(_decoy_table(label=True))
+    s = detect_scale(_decoy_table(label=True, hfw=hfw))
     assert (s.value, s.unit) == (500.0, "nm"), s
     assert s.nm_per_pixel == pytest.approx(500 / 140, rel=0.02)
 
@@ -558,3 +564,23 @@ def test_image_without_label_lines_makes_no_tesseract_call():
     s = detect_scale(img, stats=stats)
     assert s is not None and s.value is None and s.status == "unread"
     assert stats.get("tesseract_calls", 0) <= 2
+
+
+@needs_tesseract
+def test_label_inside_the_bar_joins_both_halves():
+    # FEI style: |——— 200 nm ———| in a black data bar, the label interrupting the line
+    img = micrograph(480, 640, seed=12)
+    img[430:] = 0
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    fnt = font("DejaVuSans.ttf", 16)
+    l, t, r, b = d.textbbox((0, 0), "200 nm", font=fnt)
+    y, x0, x1 = 455, 380, 620
+    cx = (x0 + x1) / 2
+    d.rectangle([x0, y, cx - (r - l) / 2 - 6, y + 1], fill=(255, 255, 255))
+    d.rectangle([cx + (r - l) / 2 + 6, y, x1 - 1, y + 1], fill=(255, 255, 255))
+    d.text((cx - (r + l) / 2, y + 1 - (t + b) / 2), "200 nm", fill=(255, 255, 255), font=fnt)
+    s = detect_scale(np.asarray(pil))
+    assert s is not None and (s.value, s.unit) == (200.0, "nm"), s
+    assert abs(s.bar_length_px - (x1 - x0)) <= 2, s
+    assert s.nm_per_pixel == pytest.approx(200 / (x1 - x0), rel=0.02)
