@@ -70,10 +70,10 @@ def load_old(ref):
 
 
 def judge(s, truth):
-    """'hit', 'wrong', 'unread' (no value where there is one) or 'ok-none' (no value, none expected)."""
+    """'hit', 'wrong', 'unread' (no value where there is one), 'ok-none' or 'wrong-none' (a value, none expected)."""
     value = None if s is None else s.value
     if truth.get("nm_per_pixel") is None:
-        return "ok-none" if value is None else "wrong"
+        return "ok-none" if value is None else "wrong-none"
     if value is None or s.nm_per_pixel is None:
         return "unread"
     ok = (value == truth["value"] and s.unit == truth["unit"]
@@ -201,11 +201,13 @@ def main():
     for g in groups:
         for r in readers:
             t = tally[r].get(g, {})
-            n_bar = t.get("hit", 0) + t.get("wrong", 0) + t.get("unread", 0) - 0
+            labelled = t.get("hit", 0) + t.get("wrong", 0) + t.get("unread", 0)
             n = sum(t.values())
-            with_value = n_bar  # images whose truth has a value, plus wrongs on none-images
-            print(f"  {g:22s} {r}: n={n:3d} hit {t.get('hit', 0):3d} wrong {t.get('wrong', 0):3d} "
-                  f"unread {t.get('unread', 0):3d} none-ok {t.get('ok-none', 0):3d}")
+            wrong = t.get("wrong", 0) + t.get("wrong-none", 0)
+            print(f"  {g:22s} {r}: {n:3d} images, {labelled:3d} labelled: hit {t.get('hit', 0):3d} "
+                  f"({t.get('hit', 0) / max(labelled, 1):6.1%}), wrong {wrong:3d} ({wrong / max(n, 1):5.1%} of images; "
+                  f"{t.get('wrong-none', 0)} on images without a label), unread {t.get('unread', 0):3d}, "
+                  f"no value where none {t.get('ok-none', 0):3d}")
     print("\nspeed (mean per image, same images, same run)")
     for r in readers:
         print(f"  {r}: {np.mean(times[r]):.3f} s/image, {np.mean(calls[r]):.2f} Tesseract calls/image "

@@ -835,7 +835,7 @@ def _prep_second(line):
 def _stack(images, gap=40):
     """Images stacked top to bottom on white with ``gap`` px between: (stack, row spans)."""
     width = max(im.shape[1] for im in images) + 2 * gap
-    rows, spans, y = [], [], gap
+    spans, y = [], gap
     canvas_h = sum(im.shape[0] for im in images) + gap * (len(images) + 1)
     canvas = np.full((canvas_h, width), 255, np.uint8)
     for im in images:
