@@ -142,12 +142,18 @@ def _mirror(rows, n):
     return seq[:n]
 
 
-def remove_banner(image):
+#: ``remove_banner(box=...)`` default: find the data bar here.
+FIND = object()
+
+
+def remove_banner(image, box=FIND):
     """Detect the data bar and fill it by reflection padding.
 
     Parameters
     ----------
     image : ndarray, shape (H, W, 3), uint8
+    box : tuple (y0, y1, x0, x1) or None, optional
+        The bar, when :func:`find_banner` has found it already (None: there is none).
 
     Returns
     -------
@@ -169,7 +175,7 @@ def remove_banner(image):
     >>> bool((cleaned[:170] == img[:170]).all())
     True
     """
-    box = find_banner(image)
+    box = find_banner(image) if box is FIND else box
     if box is None:
         return image, None
     return fill_by_reflection(image, box), box

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from . import budget
-from .banner import remove_banner
+from .banner import find_banner, remove_banner
 from .calibration import Calibration, effective_calibration
 from .card import read_card
 from .instances import remove_labels, split_touching
@@ -162,11 +162,13 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, de
     img, calibration = read_micrograph(image, filename=filename, max_pixels=max_pixels)
     check_content(img)
     t_load = time.perf_counter()
+    # the data bar is found once: the scale-bar reader reads around it, and it is then filled
+    banner = find_banner(img) if remove_banner_first or detect_scale_bar else None
     budget.check(deadline, "reading the scale bar")
-    scale = detect_scale(img) if detect_scale_bar else None
+    scale = detect_scale(img, banner=banner) if detect_scale_bar else None
     t_scale = time.perf_counter()
     budget.check(deadline, "removing the data bar")
-    cleaned, box = remove_banner(img) if remove_banner_first else (img, None)
+    cleaned, box = remove_banner(img, banner) if remove_banner_first else (img, None)
     t_banner = time.perf_counter()
     seg = segmenter if segmenter is not None else default_segmenter()
     budget.check(deadline, "the network")

@@ -990,7 +990,11 @@ def read_candidates(grey, bars, banner=None, stats=None):
     return out
 
 
-def detect_scale(image, ocr=True, stats=None):
+#: ``detect_scale(banner=...)`` default: find the data bar here.
+FIND_BANNER = object()
+
+
+def detect_scale(image, ocr=True, stats=None, banner=FIND_BANNER):
     """Find the scale bar of a micrograph and read its label.
 
     Parameters
@@ -1004,6 +1008,9 @@ def detect_scale(image, ocr=True, stats=None):
     stats : dict, optional
         When given, filled with diagnostics: ``tesseract_calls`` and the label
         candidates (``candidates``) with their reads and features.
+    banner : tuple (y0, y1, x0, x1) or None, optional
+        The data bar, when the caller has found it already (:func:`saemi.banner.find_banner`
+        of the same image): it is not searched for again.
 
     Returns
     -------
@@ -1036,7 +1043,7 @@ def detect_scale(image, ocr=True, stats=None):
     if not bars:
         return None
     if ocr and tesseract_available():
-        cands = read_candidates(grey, bars, find_banner(grey), stats)
+        cands = read_candidates(grey, bars, find_banner(grey) if banner is FIND_BANNER else banner, stats)
         if stats is not None:
             stats["candidates"] = cands
         read = [c for c in cands if c["value"]]
