@@ -727,9 +727,14 @@ def dragmode(page):
     return page.evaluate("() => document.querySelector('#image-graph .js-plotly-plot')._fullLayout.dragmode")
 
 
-def test_a_scale_bar_read_automatically_is_confirmed_or_edited(ui, tmp_path):
+def test_a_scale_bar_read_automatically_is_confirmed_or_edited(ui, server, tmp_path):
     """The page says what it read, marks sizes unconfirmed, and Confirm or Edit settles it (issue 18)."""
     page = ui.page
+    # a fresh page, as a new user opens it: in this module's long session the first click after the
+    # drawing below was sometimes lost (it passed every time from a fresh page and after the
+    # line-drawing test; not traced further)
+    page.goto(server.url + "/")
+    page.wait_for_selector("#demo-button")
     upload(page, scale_bar_micrograph(tmp_path / "bar_500nm.png"))
     page.wait_for_selector("#calib-check:not([hidden])", timeout=30_000)
     text = page.text_content("#calib-check-text")
@@ -770,12 +775,16 @@ def test_a_scale_bar_read_automatically_is_confirmed_or_edited(ui, tmp_path):
     assert wait_count_change(page, before) == before - 1
 
 
-def test_a_calibration_belongs_to_its_image_unless_used_for_all(ui, emps):
+def test_a_calibration_belongs_to_its_image_unless_used_for_all(ui, emps, tmp_path):
     page = ui.page
+    # copies: the browser does not fire a second upload of the file it has just sent
+    first, second = tmp_path / "first.png", tmp_path / "second.png"
+    shutil.copy(emps / UPLOAD_NAME, first)
+    shutil.copy(emps / UPLOAD_NAME, second)
     page.fill("#nm-per-pixel", "2.5")
     page.press("#nm-per-pixel", "Enter")
     page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(nm)')")
-    upload(page, emps / UPLOAD_NAME)
+    upload(page, first)
     settle(page)
     if not page.input_value("#nm-per-pixel"):  # the image's own calibration, or none: never the last one's
         assert "(px" in page.text_content("#histogram-graph")
@@ -784,7 +793,7 @@ def test_a_calibration_belongs_to_its_image_unless_used_for_all(ui, emps):
     page.fill("#nm-per-pixel", "2.5")
     page.press("#nm-per-pixel", "Enter")
     page.wait_for_function("() => document.querySelector('#histogram-graph').textContent.includes('(nm)')")
-    upload(page, emps / UPLOAD_NAME)
+    upload(page, second)
     assert page.input_value("#nm-per-pixel") == "2.5"  # used for all images, as ImageJ's global scale
     page.uncheck("#calib-all input[type=checkbox]")
 
