@@ -49,9 +49,9 @@ def installed(tmp_path_factory):
 
 def test_wheel_carries_its_data_and_analyses_outside_the_checkout(installed):
     py, env, work, purelib = installed
-    probe = ("import saemi, saemi.card, saemi.ui, saemi.serve; "
+    probe = ("import saemi, saemi.card, saemi.ui, saemi.launch; "
              "print(saemi.__file__); print(saemi.card.DEFAULT_WEIGHTS_DIR); print(saemi.ui.ASSETS); "
-             "print(saemi.serve.CONFIG)")
+             "print(saemi.launch.CONFIG)")
     where = run([py, "-c", probe], work, env).stdout.split()
     for path in where:
         assert Path(path).is_relative_to(purelib) and Path(path).exists(), where
