@@ -200,6 +200,11 @@ def particle_region(segmentation):
     return valid
 
 
+def split(segmentation, settings):
+    """The labels :func:`saemi.instances.split_touching` gives a segmentation (data bar excluded), before exclusions."""
+    return split_touching(segmentation.probability, settings.split_settings(), particle_region(segmentation))
+
+
 def split_and_measure(segmentation, settings=None, deadline=None, split_labels=None):
     """Particles, table and summary of a segmentation under some settings.
 
@@ -221,8 +226,7 @@ def split_and_measure(segmentation, settings=None, deadline=None, split_labels=N
     t = time.perf_counter()
     budget.check(deadline, "splitting touching particles")
     if split_labels is None:
-        split_labels = split_touching(segmentation.probability, settings.split_settings(),
-                                      particle_region(segmentation))
+        split_labels = split(segmentation, settings)
     t_split = time.perf_counter()
     budget.check(deadline, "measuring the particles")
     nm_per_pixel = effective_nm_per_pixel(segmentation, settings)

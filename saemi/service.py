@@ -50,7 +50,7 @@ from .card import read_card
 from .errors import SaemiError
 from .export import csv_text
 from .overlay import draw_overlay, hover_grid, particle_layer, png_bytes, preview_jpeg
-from .pipeline import segment, split_and_measure
+from .pipeline import segment, split, split_and_measure
 from .settings import Settings, names as setting_names
 
 OVERLAY_MODES = ("outline", "filled")
@@ -376,15 +376,28 @@ class AnalysisService:
         self._remember(self._labels, key, labels)
         return labels
 
+    def _keep_labels(self, key, labels):
+        """Store an analysis's split labels for every worker, and in this process's memo."""
+        self.store.put(key, encode_labels(labels))
+        self._remember(self._labels, key, labels)
+
     def _measure(self, entry, settings, deadline=None):
         """:func:`split_and_measure` of a cached image, splitting only if no worker did it yet."""
         key = self._label_key(entry, settings)
         labels = self._cached_labels(key)
         result = split_and_measure(entry.segmentation, settings, deadline, split_labels=labels)
         if labels is None:
-            self.store.put(key, encode_labels(result.split_labels))
-            self._remember(self._labels, key, result.split_labels)
+            self._keep_labels(key, result.split_labels)
         return result
+
+    @staticmethod
+    def _request_values(mode, settings):
+        """The settings dict of a request, after checking its overlay mode (400/422 otherwise)."""
+        if mode not in OVERLAY_MODES:
+            raise SaemiError(f"overlay must be one of {', '.join(OVERLAY_MODES)}", code="bad_parameter")
+        if settings is not None and not isinstance(settings, dict):
+            raise SaemiError("settings must be a JSON object", code="bad_request")
+        return dict(settings or {})
 
     def analyze(self, image_id=None, data=None, filename=None, settings=None,
                 overlay="outline", overlay_alpha=0.7, include_images=True, deadline=None):
@@ -398,11 +411,7 @@ class AnalysisService:
         """
         if (image_id is None) == (data is None):
             raise SaemiError("give either an image or an image_id", code="bad_request")
-        if overlay not in OVERLAY_MODES:
-            raise SaemiError(f"overlay must be one of {', '.join(OVERLAY_MODES)}", code="bad_parameter")
-        if settings is not None and not isinstance(settings, dict):
-            raise SaemiError("settings must be a JSON object", code="bad_request")
-        values = dict(settings or {})
+        values = self._request_values(overlay, settings)
         s = self.parse_settings(values)
         t0 = time.perf_counter()
         if data is not None:
@@ -455,17 +464,14 @@ class AnalysisService:
             ``shape``, ``x0``, ``dx``, ``y0``, ``dy`` (see
             :func:`saemi.overlay.hover_grid`).
         """
-        if mode not in OVERLAY_MODES:
-            raise SaemiError(f"overlay must be one of {', '.join(OVERLAY_MODES)}", code="bad_parameter")
-        if settings is not None and not isinstance(settings, dict):
-            raise SaemiError("settings must be a JSON object", code="bad_request")
-        values = dict(settings or {})
+        values = self._request_values(mode, settings)
         entry = self._get(image_id)
         s = self._settings_for(entry, values)
         key = self._label_key(entry, s)
         labels = self._cached_labels(key)
-        if labels is None:
-            labels = self._measure(entry, s).split_labels
+        if labels is None:  # the cache dropped them: split again (no table needed to draw)
+            labels = split(entry.segmentation, s)
+            self._keep_labels(key, labels)
         h, w = labels.shape
         out = {"layer_png": base64.b64encode(png_bytes(particle_layer(labels, s.removed_labels, mode), 3)).decode(),
                "width": w, "height": h, "count": int(np.count_nonzero(np.bincount(labels.ravel())[1:]))}

@@ -192,6 +192,18 @@ def next_calibration(current, detected, for_all=False):
     return parse_nm_per_pixel(detected)
 
 
+def is_confirmed(image, confirmed):
+    """True when the user confirmed the scale bar read in this image (``confirmed``: the confirm store)."""
+    return bool(image and confirmed and confirmed.get("image_id") == image.get("image_id"))
+
+
+def dragmode_patch(mode):
+    """A Patch of the image view that switches its drag mode ("drawline" to measure, "pan" to click)."""
+    patch = Patch()
+    patch["layout"]["dragmode"] = mode
+    return patch
+
+
 def read_scale_bar_text(info):
     """The line asking the user to check a scale bar read automatically ("read: 100 nm over 123.4 px ...").
 
@@ -501,8 +513,7 @@ def register(app):
         Input("confirm-store", "data"),
     )
     def on_record(nm, image, confirmed):
-        ok = bool(image and confirmed and confirmed.get("image_id") == image.get("image_id"))
-        c = page_calibration(nm, image, ok)
+        c = page_calibration(nm, image, is_confirmed(image, confirmed))
         ask = read_scale_bar_text(image) if c["unconfirmed"] else None
         note = "sizes from the scale bar read automatically, not confirmed" if c["unconfirmed"] else None
         return c["text"], [html.Li(w) for w in c["warnings"]], not c["warnings"], ask is None, ask or "", note
@@ -532,10 +543,8 @@ def register(app):
         if not n or not image:
             raise PreventUpdate
         scale = image.get("scale") or {}
-        patch = Patch()
-        patch["layout"]["dragmode"] = "drawline"
         unit = "µm" if scale.get("unit") == "µm" else "nm"
-        return (patch, format_number(scale["value"]) if scale.get("value") else no_update, unit,
+        return (dragmode_patch("drawline"), format_number(scale["value"]) if scale.get("value") else no_update, unit,
                 "Drag along the scale bar on the image and check the length it stands for; the calibration "
                 "follows the line you draw.")
 
@@ -560,8 +569,7 @@ def register(app):
         back = no_update
         if line is not None and isinstance((relayout or {}).get("shapes"), list):
             # a line was just drawn: back to panning, where a click excludes a particle again
-            back = Patch()
-            back["layout"]["dragmode"] = "pan"
+            back = dragmode_patch("pan")
         return line, back
 
     @app.callback(
@@ -598,6 +606,4 @@ def register(app):
     def on_draw_mode(n_clicks, image):
         if not n_clicks or not image:
             raise PreventUpdate
-        patch = Patch()
-        patch["layout"]["dragmode"] = "drawline"
-        return patch
+        return dragmode_patch("drawline")

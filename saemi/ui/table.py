@@ -5,7 +5,7 @@ from dash import Input, Output, State, dcc, html
 from dash.exceptions import PreventUpdate
 
 from . import particles
-from .calibration import calibration_csv_columns
+from .calibration import calibration_csv_columns, is_confirmed
 
 
 def layout():
@@ -48,8 +48,7 @@ def register(app):
     def download(kind, analysis, removed, nm, unit, image, confirmed):
         """One of the two CSV downloads: the kept particles, or their summary, with the calibration used."""
         table = particles.kept_table(analysis, removed, nm, unit)
-        ok = bool(image and confirmed and confirmed.get("image_id") == image.get("image_id"))
-        cal = calibration_csv_columns(nm, image, ok)
+        cal = calibration_csv_columns(nm, image, is_confirmed(image, confirmed))
         content = particles.particles_csv(table, cal) if kind == "particles" else \
             particles.summary_csv(table, analysis, nm, cal)
         return {"content": content, "filename": particles.download_name(analysis["filename"], kind), "type": "text/csv"}
