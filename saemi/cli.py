@@ -13,7 +13,6 @@ OUTPUT_KINDS = ("labels.png", "particles.csv", "overlay.png")
 SUMMARY_FILE = "summary.csv"
 #: The PNG text chunk that marks the label and overlay images SAEMI writes, so that a
 #: later run over the same folder knows them for outputs, not micrographs.
-OUTPUT_MARK_KEY, OUTPUT_MARK = "Software", "SAEMI"
 
 
 def _say(message):
@@ -30,6 +29,8 @@ def is_saemi_output(path):
     if not (name.endswith("_labels.png") or name.endswith("_overlay.png")):
         return False
     from PIL import Image
+
+    from .overlay import OUTPUT_MARK, OUTPUT_MARK_KEY
 
     try:
         with Image.open(path) as im:
@@ -260,28 +261,6 @@ def describe_error(exc):
     return f"unexpected {type(exc).__name__}: {exc}"
 
 
-def _png(array, kind):
-    """PNG bytes carrying SAEMI's mark: uint8 images as they are, labels as 16-bit grey."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
-    from . import __version__
-
-    a = np.asarray(array)
-    if a.dtype != np.uint8:
-        if a.max(initial=0) > 65535:
-            raise ValueError("more than 65535 particles do not fit a 16-bit label PNG")
-        a = a.astype(np.uint16)
-    info = PngInfo()
-    info.add_text(OUTPUT_MARK_KEY, f"{OUTPUT_MARK} {__version__} ({kind})")
-    buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG", pnginfo=info)
-    return buf.getvalue()
-
-
 def _check_regular(f):
     from .errors import SaemiError
 
@@ -309,13 +288,13 @@ def encode_outputs(analysis, overlay_mode):
     """
     from .calibration import with_calibration_columns
     from .export import csv_text
-    from .overlay import draw_overlay
+    from .overlay import draw_overlay, output_mark, png_bytes
 
     a = analysis
     overlay = draw_overlay(a.segmentation.image, a.labels, overlay_mode, 0.7, a.banner_box)
-    return {"labels.png": _png(a.labels, "labels"),
+    return {"labels.png": png_bytes(a.labels, software=output_mark("labels")),
             "particles.csv": csv_text(with_calibration_columns(a.table, a.calibration)).encode("utf-8"),
-            "overlay.png": _png(overlay, "overlay")}
+            "overlay.png": png_bytes(overlay, software=output_mark("overlay"))}
 
 
 def write_outputs(plan, files):

@@ -81,6 +81,26 @@ def kept_particles(table, removed):
     return table[~table["label"].isin(removed)].reset_index(drop=True)
 
 
+def with_origin(table, origins=None):
+    """The particle table with its ``origin`` column: what made each particle.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        A :func:`particle_table`.
+    origins : dict, optional
+        Label -> origin for the particles manual edits made or changed (see
+        :data:`saemi.edits.ORIGINS`); every other particle is ``model``.
+
+    Examples
+    --------
+    >>> with_origin(pd.DataFrame({"label": [1, 2]}), {2: "added"})["origin"].tolist()
+    ['model', 'added']
+    """
+    origins = origins or {}
+    return table.assign(origin=[origins.get(int(lab), "model") for lab in table["label"]])
+
+
 def particle_table(labels, nm_per_pixel=None):
     """One row per particle with its size and shape.
 

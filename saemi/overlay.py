@@ -8,6 +8,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries
 
+from .errors import SaemiError
+
 
 def label_colours(n, seed=0):
     """``n + 1`` random bright RGB colours (uint8, shape (n + 1, 3)); row 0 is black."""
@@ -51,19 +53,37 @@ def draw_overlay(image, labels, mode="outline", alpha=0.5, banner_box=None, colo
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def png_bytes(array, compress_level=6):
+#: The PNG text chunk that marks SAEMI's own outputs, so that a run never reads them as inputs.
+OUTPUT_MARK_KEY, OUTPUT_MARK = "Software", "SAEMI"
+
+
+def output_mark(kind):
+    """The ``software`` text of an output PNG of some ``kind`` ("labels", "overlay")."""
+    from . import __version__
+
+    return f"{OUTPUT_MARK} {__version__} ({kind})"
+
+
+def png_bytes(array, compress_level=6, software=None):
     """Encode an array as PNG: uint8 grey/RGB/RGBA, or int labels as 16-bit grey.
 
     Labels above 65535 cannot be stored in a 16-bit PNG and raise ValueError.
     ``compress_level`` 0-9 trades size for time (3 for pictures made per click).
+    ``software`` (see :func:`output_mark`) is written as the PNG's Software text.
     """
     a = np.asarray(array)
     if a.dtype != np.uint8:
         if a.max(initial=0) > 65535:
-            raise ValueError("more than 65535 labels do not fit a 16-bit PNG")
+            raise SaemiError("more than 65535 particles do not fit a 16-bit label PNG", code="too_large")
         a = a.astype(np.uint16)
+    info = None
+    if software:
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_text(OUTPUT_MARK_KEY, software)
     buf = io.BytesIO()
-    Image.fromarray(a).save(buf, format="PNG", compress_level=compress_level)
+    Image.fromarray(a).save(buf, format="PNG", compress_level=compress_level, pnginfo=info)
     return buf.getvalue()
 
 

@@ -22,7 +22,7 @@ from .calibration import Calibration, effective_calibration
 from .card import read_card
 from .instances import remove_labels, split_touching
 from .io import check_content, read_micrograph
-from .measure import kept_particles, particle_table, summarize
+from .measure import kept_particles, particle_table, summarize, with_origin
 from .probability import resize_probability
 from .scalebar import detect_scale
 from .settings import Settings
@@ -205,7 +205,7 @@ def split(segmentation, settings):
     return split_touching(segmentation.probability, settings.split_settings(), particle_region(segmentation))
 
 
-def split_and_measure(segmentation, settings=None, deadline=None, split_labels=None):
+def split_and_measure(segmentation, settings=None, deadline=None, split_labels=None, origins=None):
     """Particles, table and summary of a segmentation under some settings.
 
     Parameters
@@ -216,7 +216,11 @@ def split_and_measure(segmentation, settings=None, deadline=None, split_labels=N
         Checked before splitting and before measuring.
     split_labels : ndarray of int, shape (H, W), optional
         The labels :func:`saemi.instances.split_touching` gives for these
-        settings, when a cache already holds them (the split is skipped).
+        settings, when a cache already holds them (the split is skipped), or
+        those labels after the user's edits (:func:`saemi.edits.apply_edits`).
+    origins : dict, optional
+        Label -> origin of the particles edits made or changed (the table's
+        ``origin`` column; every other particle is ``model``).
 
     Returns
     -------
@@ -230,7 +234,7 @@ def split_and_measure(segmentation, settings=None, deadline=None, split_labels=N
     t_split = time.perf_counter()
     budget.check(deadline, "measuring the particles")
     nm_per_pixel = effective_nm_per_pixel(segmentation, settings)
-    table = kept_particles(particle_table(split_labels, nm_per_pixel), settings.removed_labels)
+    table = kept_particles(with_origin(particle_table(split_labels, nm_per_pixel), origins), settings.removed_labels)
     unit = "nm" if nm_per_pixel else "px"
     summary = summarize(table, settings.metric, unit)
     labels = remove_labels(split_labels, settings.removed_labels, renumber=False)

@@ -47,16 +47,23 @@ from .cache import (KEY_RE, check_key, decode_handle, decode_labels, decode_segm
                     encode_segmentation, open_store)
 from .calibration import effective_calibration, with_calibration_columns
 from .card import read_card
+from .edits import MAX_EDITS, Corrected, apply_edits, changed_labels, check_edit, label_points
 from .errors import SaemiError
 from .export import csv_text
-from .overlay import draw_overlay, hover_grid, particle_layer, png_bytes, preview_jpeg
+from .overlay import draw_overlay, hover_grid, output_mark, particle_layer, png_bytes, preview_jpeg
 from .pipeline import segment, split, split_and_measure
 from .settings import Settings, names as setting_names
 
 OVERLAY_MODES = ("outline", "filled")
 #: Store keys: a segmentation under its content digest, a client's handle under its random id,
 #: the labels of an analysis under its segmentation's digest and splitting settings.
-SEG_PREFIX, ID_PREFIX, LABELS_PREFIX = "seg-", "id-", "lab-"
+#: the user's edits of an image under its id (apart from the handle: an analysis saving the
+#: handle on one worker must not overwrite an edit another worker has just stored).
+SEG_PREFIX, ID_PREFIX, LABELS_PREFIX, EDITS_PREFIX = "seg-", "id-", "lab-", "edt-"
+
+#: Edited labellings each process keeps (the last few edit states: undo and the next edit
+#: each replay one edit, not all of them).
+EDITED_ENTRIES = 3
 
 
 def _box_dict(box):
@@ -128,6 +135,7 @@ class AnalysisService:
         self.store = store if store is not None else open_store()
         self._memo = OrderedDict()      # digest -> Segmentation, decoded from the store
         self._labels = OrderedDict()    # label key -> labels of an analysis, decoded from the store
+        self._edited = OrderedDict()    # label key + edits digest -> saemi.edits.Corrected
         self._lock = threading.Lock()
         # One forward pass at a time per process: a pass already uses every core,
         # and two at once only thrash the caches (and GPU memory).
@@ -205,12 +213,12 @@ class AnalysisService:
         self._remember(self._memo, digest, seg)
         return seg
 
-    def _remember(self, memo, key, value):
-        """Keep ``value`` in one of the per-process memos, the oldest beyond MEMO_ENTRIES dropped."""
+    def _remember(self, memo, key, value, size=MEMO_ENTRIES):
+        """Keep ``value`` in one of the per-process memos, the oldest beyond ``size`` dropped."""
         with self._lock:
             memo[key] = value
             memo.move_to_end(key)
-            while len(memo) > MEMO_ENTRIES:
+            while len(memo) > size:
                 memo.popitem(last=False)
 
     def _get(self, image_id):
@@ -381,14 +389,59 @@ class AnalysisService:
         self.store.put(key, encode_labels(labels))
         self._remember(self._labels, key, labels)
 
-    def _measure(self, entry, settings, deadline=None):
-        """:func:`split_and_measure` of a cached image, splitting only if no worker did it yet."""
+    def _split_labels(self, entry, settings):
+        """The split labels of a cached image under ``settings``, split only if no worker did it yet."""
         key = self._label_key(entry, settings)
         labels = self._cached_labels(key)
-        result = split_and_measure(entry.segmentation, settings, deadline, split_labels=labels)
         if labels is None:
-            self._keep_labels(key, result.split_labels)
-        return result
+            labels = split(entry.segmentation, settings)
+            self._keep_labels(key, labels)
+        return labels
+
+    def _edits(self, image_id):
+        """The edits record of an image: ``done`` (applied, oldest first) and ``undone`` (for redo)."""
+        blob = self.store.get(EDITS_PREFIX + image_id)
+        record = decode_handle(blob) if blob is not None else {}
+        return {"done": list(record.get("done", [])), "undone": list(record.get("undone", []))}
+
+    def _save_edits(self, image_id, record):
+        self.store.put(EDITS_PREFIX + image_id, encode_handle(record))
+
+    def _corrected(self, entry, settings, edits):
+        """The labels of ``entry`` under ``settings`` after ``edits`` (a :class:`saemi.edits.Corrected`).
+
+        Edited labellings are memoised per process under the label key and a
+        digest chain of the edits, so a new edit, an undo or a redo replays one
+        edit from a neighbouring state; another worker replays them all once.
+        """
+        labels = self._split_labels(entry, settings)
+        if not edits:
+            return Corrected(labels, {}, [], int(labels.max(initial=0)) + 1, 0)
+        base = self._label_key(entry, settings)
+        chain = [base]
+        for e in edits:
+            chain.append(hashlib.sha256((chain[-1] + json.dumps(e, sort_keys=True)).encode()).hexdigest())
+        with self._lock:
+            hit = next(((n, self._edited[chain[n]]) for n in range(len(edits), 0, -1) if chain[n] in self._edited),
+                       (0, None))
+        n, start = hit
+        if n == len(edits):
+            self._remember(self._edited, chain[n], start, EDITED_ENTRIES)
+            return start
+        out = apply_edits(labels, edits, start=start)
+        self._remember(self._edited, chain[-1], out, EDITED_ENTRIES)
+        return out
+
+    def _measure(self, entry, settings, deadline=None):
+        """:func:`split_and_measure` of a cached image with its edits; returns (Analysis, edits summary)."""
+        record = self._edits(entry.image_id)
+        t = time.perf_counter()
+        corrected = self._corrected(entry, settings, record["done"])
+        t_split = time.perf_counter() - t
+        result = split_and_measure(entry.segmentation, settings, deadline, split_labels=corrected.labels,
+                                   origins=corrected.origins)
+        result.timings["watershed"] = t_split  # splitting (or its cache) and replaying the edits
+        return result, _edits_summary(record, corrected)
 
     @staticmethod
     def _request_values(mode, settings):
@@ -422,13 +475,13 @@ class AnalysisService:
             s = self._settings_for(entry, values)
             info = {**self._describe(image_id, entry), "cached": True}
         image_id = entry.image_id
-        result = self._measure(entry, s, deadline)
+        result, edits = self._measure(entry, s, deadline)
         entry.settings = s.to_dict()
         self._save_handle(entry)
         out = {**info, "settings": entry.settings, "nm_per_pixel": result.nm_per_pixel,
                "calibration": result.calibration.to_dict(),
                "summary": {k: _json_number(v) for k, v in result.summary.items()},
-               "particles": records(result.table),
+               "particles": records(result.table), "edits": edits,
                # only the stages this call ran: a cached image skips load, banner and network
                "timings": {k: round(v, 4) for k, v in result.timings.items()
                            if not info["cached"] or k in ("watershed", "table")}}
@@ -467,11 +520,7 @@ class AnalysisService:
         values = self._request_values(mode, settings)
         entry = self._get(image_id)
         s = self._settings_for(entry, values)
-        key = self._label_key(entry, s)
-        labels = self._cached_labels(key)
-        if labels is None:  # the cache dropped them: split again (no table needed to draw)
-            labels = split(entry.segmentation, s)
-            self._keep_labels(key, labels)
+        labels = self._corrected(entry, s, self._edits(image_id)["done"]).labels
         h, w = labels.shape
         out = {"layer_png": base64.b64encode(png_bytes(particle_layer(labels, s.removed_labels, mode), 3)).decode(),
                "width": w, "height": h, "count": int(np.count_nonzero(np.bincount(labels.ravel())[1:]))}
@@ -490,9 +539,159 @@ class AnalysisService:
         """
         entry = self._get(image_id)
         values = {k: v for k, v in (entry.settings or {}).items() if k not in setting_names("segment")}
-        analysis = self._measure(entry, self._settings_for(entry, values))
+        analysis, _ = self._measure(entry, self._settings_for(entry, values))
         table = with_calibration_columns(analysis.table, analysis.calibration)
         return csv_text(table), f"{safe_stem(entry.filename)}_particles.csv"
+
+    # --- manual corrections (see saemi.edits) ---------------------------------------------------
+
+    def _last_settings(self, entry, settings):
+        """The settings a request about ``entry`` means: ``settings`` if given, else its last analysis's."""
+        if settings is None:
+            settings = {k: v for k, v in (entry.settings or {}).items() if k not in setting_names("segment")}
+        if not isinstance(settings, dict):
+            raise SaemiError("settings must be a JSON object", code="bad_request")
+        return self._settings_for(entry, settings)
+
+    def _edit_answer(self, entry, record, before, after):
+        counts = np.bincount(after.labels.ravel())
+        return {"image_id": entry.image_id, "edits": _edits_summary(record, after),
+                "changed_labels": changed_labels(before.labels, after.labels),
+                "count": int(np.count_nonzero(counts[1:]))}
+
+    def edit(self, image_id, edits, settings=None):
+        """Add edits to an image's labelling; they apply to every analysis of it from now on.
+
+        Parameters
+        ----------
+        image_id : str
+        edits : dict or list of dict
+            One edit or several, as :mod:`saemi.edits` describes them. ``erase``
+            and ``merge`` may give ``labels`` (particle numbers in the labelling
+            of ``settings`` before this request) instead of ``points``.
+        settings : dict, optional
+            The splitting settings the edits were made on (default: those of
+            the image's last analysis).
+
+        Returns
+        -------
+        dict
+            ``image_id``, ``edits`` (the summary analyses carry: ``count``,
+            ``applied``, ``dropped``, ``can_undo``, ``can_redo``),
+            ``changed_labels`` (particles made, removed or reshaped) and
+            ``count`` (particles now).
+
+        Raises
+        ------
+        SaemiError
+            ``bad_parameter`` for a malformed edit or one that would change
+            nothing (a point on background, a line that cuts no particle in
+            two, ...): then none of the request's edits is kept.
+        """
+        entry = self._get(image_id)
+        s = self._last_settings(entry, settings)
+        if isinstance(edits, dict):
+            edits = [edits]
+        if not isinstance(edits, list) or not edits:
+            raise SaemiError("edits must be an edit object or a non-empty list of them", code="bad_parameter")
+        record = self._edits(image_id)
+        if len(record["done"]) + len(edits) > MAX_EDITS:
+            raise SaemiError(f"an image holds at most {MAX_EDITS} edits; this one has {len(record['done'])}",
+                             code="bad_parameter")
+        before = self._corrected(entry, s, record["done"])
+        stored = []
+        for i, e in enumerate(edits):
+            where = f"edit {i + 1}" if len(edits) > 1 else "the edit"
+            try:
+                if isinstance(e, dict) and e.get("op") in ("erase", "merge") and "labels" in e and "points" not in e:
+                    if not isinstance(e["labels"], list) or not e["labels"]:
+                        raise SaemiError("labels must be a non-empty list of particle numbers", code="bad_parameter")
+                    e = {"op": e["op"], **{k: v for k, v in e.items() if k not in ("op", "labels")},
+                         "points": label_points(before.labels, e["labels"])}
+                stored.append(check_edit(e, before.labels.shape))
+            except SaemiError as exc:
+                raise SaemiError(f"{where}: {exc.message}", code=exc.code) from None
+        after = apply_edits(before.labels, record["done"] + stored, start=before)
+        if after.dropped[len(before.dropped):]:
+            bad = after.dropped[len(before.dropped)]
+            where = f"edit {bad['index'] - len(record['done']) + 1}" if len(edits) > 1 else "the edit"
+            raise SaemiError(f"{where} ({bad['op']}) changes nothing: {bad['reason']}; no edit was kept",
+                             code="bad_parameter")
+        record = {"done": record["done"] + stored, "undone": []}
+        self._save_edits(image_id, record)
+        self._corrected(entry, s, record["done"])  # remembers ``after`` for the analysis that follows
+        return self._edit_answer(entry, record, before, after)
+
+    def _move_edit(self, image_id, settings, source, target, verb):
+        entry = self._get(image_id)
+        s = self._last_settings(entry, settings)
+        record = self._edits(image_id)
+        if not record[source]:
+            raise SaemiError(f"there is no edit to {verb}", code="bad_parameter")
+        before = self._corrected(entry, s, record["done"])
+        record[target].append(record[source].pop())
+        self._save_edits(image_id, record)
+        return self._edit_answer(entry, record, before, self._corrected(entry, s, record["done"]))
+
+    def undo(self, image_id, settings=None):
+        """Take back the last edit (it can be redone); returns what :meth:`edit` returns."""
+        return self._move_edit(image_id, settings, "done", "undone", "undo")
+
+    def redo(self, image_id, settings=None):
+        """Apply again the last edit undone; returns what :meth:`edit` returns."""
+        return self._move_edit(image_id, settings, "undone", "done", "redo")
+
+    def list_edits(self, image_id):
+        """The edits of an image: ``done`` (oldest first) and ``undone`` (the redo stack, next last)."""
+        self._get(image_id)
+        return {"image_id": image_id, **self._edits(image_id)}
+
+    def clear_edits(self, image_id, settings=None):
+        """Drop every edit of an image (not undoable); returns what :meth:`edit` returns."""
+        entry = self._get(image_id)
+        s = self._last_settings(entry, settings)
+        record = self._edits(image_id)
+        before = self._corrected(entry, s, record["done"])
+        self.store.delete(EDITS_PREFIX + image_id)
+        empty = {"done": [], "undone": []}
+        return self._edit_answer(entry, empty, before, self._corrected(entry, s, []))
+
+    def labels_png(self, image_id, settings=None, every_particle=False):
+        """The corrected label image of an analysis as a 16-bit PNG, and its download name.
+
+        The same contract as the CLI's ``<name>_labels.png``: 0 is background,
+        each particle one number, the particles the user excluded zeroed,
+        unless ``every_particle`` (a training mask: an excluded particle is
+        still a particle).
+        """
+        entry = self._get(image_id)
+        result, _ = self._measure(entry, self._last_settings(entry, settings))
+        labels = result.split_labels if every_particle else result.labels
+        return png_bytes(labels, software=output_mark("labels")), f"{safe_stem(entry.filename)}_labels.png"
+
+    def training_pair(self, image_id, settings=None):
+        """The image and its corrected mask as a zip of ``images/<name>.png`` and ``segmaps/<name>.png``.
+
+        Unzipped into one folder with other such pairs, it is what
+        ``saemi train --extra DIR`` takes. Returns (zip bytes, download name).
+        """
+        import zipfile
+        from io import BytesIO
+
+        entry = self._get(image_id)
+        mask, _ = self.labels_png(image_id, settings, every_particle=True)
+        stem = f"{safe_stem(entry.filename)}_{image_id[:8]}"
+        buf = BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:  # PNGs are compressed already
+            z.writestr(f"images/{stem}.png", png_bytes(entry.segmentation.image))
+            z.writestr(f"segmaps/{stem}.png", mask)
+        return buf.getvalue(), f"{safe_stem(entry.filename)}_training_pair.zip"
+
+
+def _edits_summary(record, corrected):
+    """What an analysis says about the edits it applied (see :meth:`AnalysisService.edit`)."""
+    return {"count": len(record["done"]), "applied": len(record["done"]) - len(corrected.dropped),
+            "dropped": corrected.dropped, "can_undo": bool(record["done"]), "can_redo": bool(record["undone"])}
 
 
 #: Longest file name kept as a label; longer ones are shortened, keeping the suffix.

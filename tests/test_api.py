@@ -578,3 +578,151 @@ def test_layer_draws_the_cached_labels(server, spec, images):
     assert "grid" not in no_grid
     check_error(spec, requests.post(url(server, "/layer"), timeout=30, json={"image_id": "x" * 30}), 404,
                 "not_found")
+
+
+# --- manual corrections ----------------------------------------------------------------------
+
+def labels_of(server, spec, image_id, **query):
+    r = check(spec, requests.get(url(server, f"/analyses/{image_id}/labels.png"), params=query, timeout=60),
+              "/analyses/{image_id}/labels.png", "get")
+    assert r.headers["Content-Disposition"].endswith('_labels.png"')
+    im = Image.open(io.BytesIO(r.content))
+    assert im.mode.startswith("I;16") or im.mode == "I"  # 16-bit grey, the CLI's contract
+    return np.asarray(im).astype(np.int64)
+
+
+def background_square(labels, side=14):
+    """Top-left (x, y) of a side x side square of background with a 3-pixel background margin."""
+    from scipy import ndimage as ndi
+
+    free = ndi.minimum_filter((labels == 0).astype(np.uint8), size=side + 6, mode="constant") > 0
+    ys, xs = np.nonzero(free)
+    assert len(ys), "no free background square to draw in"
+    return int(xs[0]) - side // 2, int(ys[0]) - side // 2
+
+
+def test_edits_through_http_each_leave_exactly_the_expected_labels(server, spec, images):
+    from scipy import ndimage as ndi
+
+    seg = requests.post(url(server, "/segment"), files={"file": ("edit me.png", images["2ee0518d7a"])},
+                        timeout=120).json()
+    iid = seg["image_id"]
+    first = check(spec, requests.post(url(server, "/analyze"), timeout=60, json={
+        "image_id": iid, "include_images": False}), "/analyze").json()
+    assert first["edits"] == {"count": 0, "applied": 0, "dropped": [], "can_undo": False, "can_redo": False}
+    n = first["summary"]["count"]
+    l0 = labels_of(server, spec, iid)
+    assert len(np.unique(l0)) - 1 == n
+
+    def post(body, status=201):
+        r = requests.post(url(server, f"/analyses/{iid}/edits"), json=body, timeout=60)
+        if status != 201:
+            return check_error(spec, r, status)
+        return check(spec, r, "/analyses/{image_id}/edits").json()
+
+    # add: a square drawn on background is a new particle of exactly its pixels
+    x, y = background_square(l0)
+    out = post({"op": "add", "polygon": [[x, y], [x + 13, y], [x + 13, y + 13], [x, y + 13]]})
+    l1 = labels_of(server, spec, iid)
+    new = int(l0.max()) + 1
+    assert out["count"] == n + 1 and out["changed_labels"] == [new]
+    square = np.zeros_like(l0, bool)
+    square[y:y + 14, x:x + 14] = True
+    assert np.array_equal(l1 == new, square) and np.array_equal(l1[~square], l0[~square])
+
+    # erase by label: that particle's pixels become background, nothing else changes
+    areas = np.bincount(l1.ravel())
+    erased = next(int(k) + 1 for k in np.argsort(areas[1:])[len(areas) // 2:] if k + 1 != new and areas[k + 1])
+    out = post({"op": "erase", "labels": [erased]})
+    l2 = labels_of(server, spec, iid)
+    assert out["count"] == n and out["changed_labels"] == [erased]
+    assert (l2[l1 == erased] == 0).all() and np.array_equal(l2[l1 != erased], l1[l1 != erased])
+
+    # split: a line across the roundest large particle cuts it into two labels covering its pixels
+    table = {p["label"]: p for p in check(spec, requests.post(url(server, "/analyze"), timeout=60, json={
+        "image_id": iid, "include_images": False}), "/analyze").json()["particles"]}
+    big = max((p for p in table.values() if p["area_px"] > 200 and not p["touches_edge"]),
+              key=lambda p: p["circularity"])
+    target = big["label"]
+    ys, xs = np.nonzero(l2 == target)
+    cx = int(round(big["centroid_x_px"]))
+    out = post({"op": "split", "line": [[cx, int(ys.min()) - 3], [cx, int(ys.max()) + 3]]})
+    l3 = labels_of(server, spec, iid)
+    piece = int(l2.max()) + 1
+    assert out["count"] == n + 1 and out["changed_labels"] == [target, piece]
+    assert set(np.unique(l3[l2 == target])) == {target, piece} and np.array_equal(l3 > 0, l2 > 0)
+    assert np.array_equal(l3[l2 != target], l2[l2 != target])
+    left = l3[:, :cx][l2[:, :cx] == target]
+    right = l3[:, cx + 1:][l2[:, cx + 1:] == target]
+    assert len(set(left)) == 1 and len(set(right)) == 1 and set(left) != set(right)
+
+    # merge two particles by points: the smaller label takes both
+    a, b = sorted(k for k in table if k not in (target, new))[:2]
+    pa = [int(np.nonzero(l3 == a)[1][0]), int(np.nonzero(l3 == a)[0][0])]
+    pb = [int(np.nonzero(l3 == b)[1][0]), int(np.nonzero(l3 == b)[0][0])]
+    out = post({"edits": [{"op": "merge", "points": [pa, pb]}]})
+    l4 = labels_of(server, spec, iid)
+    assert out["count"] == n and out["changed_labels"] == [a, b]
+    assert (l4[(l3 == a) | (l3 == b)] == a).all() and np.array_equal(l4[(l3 != b)], l3[(l3 != b)])
+
+    # undo twice, redo twice: the label images of those states exactly
+    for expected, verb in ((l3, "undo"), (l2, "undo"), (l3, "redo"), (l4, "redo")):
+        r = check(spec, requests.post(url(server, f"/analyses/{iid}/edits/{verb}"), timeout=60),
+                  f"/analyses/{{image_id}}/edits/{verb}")
+        assert np.array_equal(labels_of(server, spec, iid), expected), verb
+    body = check_error(spec, requests.post(url(server, f"/analyses/{iid}/edits/redo"), timeout=60), 422)
+    assert "no edit to redo" in body["error"]["message"]
+    done = check(spec, requests.get(url(server, f"/analyses/{iid}/edits"), timeout=30),
+                 "/analyses/{image_id}/edits", "get").json()
+    assert [e["op"] for e in done["done"]] == ["add", "erase", "split", "merge"] and done["undone"] == []
+
+    # the CSV marks each particle's origin
+    csv = requests.get(url(server, f"/analyses/{iid}/particles.csv"), timeout=60).text.splitlines()
+    header = csv[0].split(",")
+    origins = {int(row.split(",")[0]): row.split(",")[header.index("origin")] for row in csv[1:]}
+    assert origins[new] == "added" and origins[target] == origins[piece] == "split" and origins[a] == "merged"
+    assert erased not in origins and b not in origins
+    assert sum(v == "model" for v in origins.values()) == n - 4
+
+    # bad edits: refused, named, and nothing kept
+    for body, words in (({"op": "erase", "points": [[0, 0]]} if l4[0, 0] == 0 else {"op": "erase",
+                                                                                     "points": [[1e6, 0]]},
+                         ("changes nothing", "outside")),
+                        ({"op": "split", "line": [[x + 5, y + 5], [x + 6, y + 5]]}, ("changes nothing",)),
+                        ({"op": "merge", "labels": [a]}, ("two or more",)),
+                        ({"op": "merge", "labels": [99999, a]}, ("no particle 99999",)),
+                        ({"op": "add", "polygon": "square"}, ("pixel coordinates",)),
+                        ({"edits": []}, ("non-empty",)),
+                        ({"nothing": 1}, ("no edit",))):
+        err = post(body, 422 if "nothing" not in body else 400)
+        assert any(w in err["error"]["message"] for w in words), err
+    assert len(requests.get(url(server, f"/analyses/{iid}/edits"), timeout=30).json()["done"]) == 4
+    check_error(spec, requests.post(url(server, f"/analyses/{iid}/edits"), data=b"{not json",
+                                    headers={"Content-Type": "application/json"}, timeout=30), 400, "bad_request")
+    check_error(spec, requests.post(url(server, "/analyses/" + "x" * 30 + "/edits"),
+                                    json={"op": "erase", "points": [[1, 1]]}, timeout=30), 404, "not_found")
+
+    # a slider move replays the edits on the new labelling: the drawn particle stays
+    moved = check(spec, requests.post(url(server, "/analyze"), timeout=60, json={
+        "image_id": iid, "min_distance": 3, "include_images": True}), "/analyze").json()
+    assert moved["edits"]["count"] == 4 and moved["edits"]["applied"] + len(moved["edits"]["dropped"]) == 4
+    moved_labels = np.asarray(Image.open(io.BytesIO(base64.b64decode(moved["labels_png"]))))
+    assert len(np.unique(moved_labels[square])) == 1 and moved_labels[square][0] > 0
+
+    # the training pair: the image and every particle's mask, named for saemi train --extra
+    r = check(spec, requests.get(url(server, f"/analyses/{iid}/training-pair.zip"), timeout=60),
+              "/analyses/{image_id}/training-pair.zip", "get")
+    import zipfile
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        names = sorted(z.namelist())
+        assert [nm.split("/")[0] for nm in names] == ["images", "segmaps"]
+        assert names[0].split("/")[1] == names[1].split("/")[1]
+        mask = np.asarray(Image.open(io.BytesIO(z.read(names[1]))))
+        picture = Image.open(io.BytesIO(z.read(names[0])))
+    assert picture.size == (seg["width"], seg["height"]) and mask.shape == (seg["height"], seg["width"])
+    assert ndi.maximum(mask) > 0 and np.array_equal(mask.astype(np.int64), moved_labels.astype(np.int64))
+
+    # clearing drops them all
+    out = check(spec, requests.delete(url(server, f"/analyses/{iid}/edits"), timeout=60),
+                "/analyses/{image_id}/edits", "delete").json()
+    assert out["edits"]["count"] == 0

@@ -7,6 +7,7 @@ its schemas with ``jsonschema`` (OpenAPI 3.1 schemas are JSON Schema 2020-12).
 
 import copy
 
+from ..edits import MAX_EDITS, ORIGINS
 from ..settings import openapi_properties
 
 _NUM_OR_NULL = {"type": ["number", "null"]}
@@ -35,6 +36,21 @@ _ERRORS = {
 
 _REUPLOAD = ("/segment only: upload an image again under the image_id it had before the cache dropped it "
              "(an id still known is left as it is).")
+
+_IMAGE_ID = {"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_NOT_FOUND = _err("Unknown or expired image_id (code not_found): upload the image again.")
+_EDIT_RESULT = {"description": "The edits now in force.", "content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/EditResult"}}}}
+_SETTINGS_ONLY = {"required": False, "content": {"application/json": {"schema": {
+    "type": "object", "additionalProperties": False,
+    "properties": {"settings": {"$ref": "#/components/schemas/Settings"}}}}}}
+_POINTS = {"type": "array", "minItems": 1, "items": {"type": "array", "prefixItems": [{"type": "number"}] * 2,
+                                                       "minItems": 2, "maxItems": 2},
+           "description": "[x, y] image pixels: x the column, y the row, pixel centres at integers."}
+_QUERY_SETTINGS = {"name": "settings", "in": "query", "required": False, "style": "form", "explode": True,
+                   "schema": {"type": "object", "additionalProperties": {"type": "string"}},
+                   "description": "Any setting as name=value (e.g. min_distance=7, removed_labels=3,5); "
+                                  "default: the settings of the image's last analysis."}
 
 _PREVIEW = {"type": "boolean", "default": False,
             "description": "/segment only: add `preview`, the image as a JPEG a browser can show."}
@@ -139,6 +155,72 @@ DOCUMENT = {
                         "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
                         "content": {"text/csv": {"schema": {"type": "string"}}}},
                 "404": _err("Unknown or expired image_id (code not_found).")}}},
+        "/analyses/{image_id}/edits": {
+            "get": {
+                "operationId": "listEdits", "summary": "The manual edits of an image, oldest first, and the redo stack.",
+                "parameters": [_IMAGE_ID],
+                "responses": {"200": {"description": "Edits.", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["image_id", "done", "undone"],
+                    "properties": {"image_id": {"type": "string"},
+                                   "done": {"type": "array", "items": {"$ref": "#/components/schemas/Edit"}},
+                                   "undone": {"type": "array", "items": {"$ref": "#/components/schemas/Edit"},
+                                              "description": "What redo applies again, the next one last."}}}}}},
+                    "404": _NOT_FOUND}},
+            "post": {
+                "operationId": "addEdits",
+                "summary": "Correct the particles: add, erase, split or merge; every later analysis applies the edits.",
+                "description": "Edits are kept on the server beside the image's cached segmentation, as geometry "
+                               "in image pixels, and replayed on the labels of any splitting settings: a drawn "
+                               "particle always survives a slider move, a merge survives while its points fall on "
+                               "two or more particles, and so on. Analyses report the edits that no longer apply "
+                               "(`edits.dropped`). `labels` (for erase and merge) name particles in the labelling "
+                               "of the request's settings (default: the last analysis's) before this request. An "
+                               "edit that changes nothing is refused (422) and then none of the request's edits "
+                               f"is kept. At most {MAX_EDITS} edits per image.",
+                "parameters": [_IMAGE_ID],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "oneOf": [{"$ref": "#/components/schemas/Edit"},
+                              {"type": "object", "required": ["edits"], "additionalProperties": False,
+                               "properties": {"edits": {"type": "array", "minItems": 1,
+                                                        "items": {"$ref": "#/components/schemas/Edit"}},
+                                              "settings": {"$ref": "#/components/schemas/Settings"},
+                                              **_SETTINGS_PROPS}}]}}}},
+                "responses": {"201": _EDIT_RESULT, "404": _NOT_FOUND, **_ERRORS}},
+            "delete": {
+                "operationId": "clearEdits", "summary": "Drop every edit of an image (not undoable).",
+                "parameters": [_IMAGE_ID], "requestBody": _SETTINGS_ONLY,
+                "responses": {"200": _EDIT_RESULT, "404": _NOT_FOUND, **_ERRORS}}},
+        "/analyses/{image_id}/edits/undo": {"post": {
+            "operationId": "undoEdit", "summary": "Take back the last edit (redo applies it again).",
+            "parameters": [_IMAGE_ID], "requestBody": _SETTINGS_ONLY,
+            "responses": {"200": _EDIT_RESULT, "404": _NOT_FOUND,
+                          "422": _err("No edit to undo (code bad_parameter).")}}},
+        "/analyses/{image_id}/edits/redo": {"post": {
+            "operationId": "redoEdit", "summary": "Apply again the last edit undone.",
+            "parameters": [_IMAGE_ID], "requestBody": _SETTINGS_ONLY,
+            "responses": {"200": _EDIT_RESULT, "404": _NOT_FOUND,
+                          "422": _err("No edit to redo (code bad_parameter).")}}},
+        "/analyses/{image_id}/labels.png": {"get": {
+            "operationId": "labelsPng",
+            "summary": "The corrected label image: 16-bit PNG, 0 background (the CLI's <name>_labels.png).",
+            "description": "Excluded particles (removed_labels) are zeroed unless every_particle=true.",
+            "parameters": [_IMAGE_ID, {"name": "every_particle", "in": "query", "required": False,
+                                       "schema": {"type": "boolean", "default": False}}, _QUERY_SETTINGS],
+            "responses": {"200": {"description": "PNG; Content-Disposition names <stem>_labels.png.",
+                                  "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                                  "content": {"image/png": {"schema": {"type": "string",
+                                                                       "contentMediaType": "image/png"}}}},
+                          "404": _NOT_FOUND, **_ERRORS}}},
+        "/analyses/{image_id}/training-pair.zip": {"get": {
+            "operationId": "trainingPair",
+            "summary": "The image and its corrected mask as images/<name>.png + segmaps/<name>.png in a zip.",
+            "description": "Unzip several into one folder for `saemi train --extra DIR`. The mask holds every "
+                           "particle, the excluded ones too.",
+            "parameters": [_IMAGE_ID, _QUERY_SETTINGS],
+            "responses": {"200": {"description": "Zip; Content-Disposition names <stem>_training_pair.zip.",
+                                  "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
+                                  "content": {"application/zip": {"schema": {"type": "string"}}}},
+                          "404": _NOT_FOUND, **_ERRORS}}},
     },
     "components": {"schemas": {
         "Error": {
@@ -255,6 +337,40 @@ DOCUMENT = {
                             "description": "With preview=true: the image as a JPEG, every stride-th pixel.",
                             "properties": {"jpeg": {"type": "string", "contentEncoding": "base64"},
                                            "stride": {"type": "integer", "minimum": 1}}}}},
+        "Edit": {
+            "type": "object", "required": ["op"],
+            "description": "One correction, in image pixels (see saemi.edits).",
+            "oneOf": [
+                {"properties": {"op": {"const": "add"}, "polygon": {**_POINTS, "minItems": 3}},
+                 "required": ["op", "polygon"], "additionalProperties": False,
+                 "description": "A new particle: the pixels inside the closed outline; it takes over the pixels "
+                                "of the particles it covers."},
+                {"properties": {"op": {"const": "split"}, "line": {**_POINTS, "minItems": 2}},
+                 "required": ["op", "line"], "additionalProperties": False,
+                 "description": "Cut the particles the polyline crosses into the pieces on either side."},
+                {"properties": {"op": {"enum": ["erase", "merge"]}, "points": _POINTS,
+                                "labels": {"type": "array", "minItems": 1, "items": {"type": "integer"}}},
+                 "required": ["op"], "additionalProperties": False,
+                 "oneOf": [{"required": ["points"]}, {"required": ["labels"]}],
+                 "description": "Erase the particles under the points (or with these labels), or merge them "
+                                "(two or more) into one. Stored as points."}]},
+        "EditsSummary": {
+            "type": "object", "required": ["count", "applied", "dropped", "can_undo", "can_redo"],
+            "properties": {
+                "count": {"type": "integer", "minimum": 0, "description": "Edits of the image."},
+                "applied": {"type": "integer", "minimum": 0, "description": "Those that applied to this labelling."},
+                "dropped": {"type": "array", "description": "Edits that change nothing under these settings.",
+                            "items": {"type": "object", "required": ["index", "op", "reason"],
+                                      "properties": {"index": {"type": "integer"}, "op": {"type": "string"},
+                                                     "reason": {"type": "string"}}}},
+                "can_undo": {"type": "boolean"}, "can_redo": {"type": "boolean"}}},
+        "EditResult": {
+            "type": "object", "required": ["image_id", "edits", "changed_labels", "count"],
+            "properties": {"image_id": {"type": "string"},
+                           "edits": {"$ref": "#/components/schemas/EditsSummary"},
+                           "changed_labels": {"type": "array", "items": {"type": "integer"},
+                                              "description": "Particles made, removed or reshaped by this call."},
+                           "count": {"type": "integer", "minimum": 0, "description": "Particles now."}}},
         "Summary": {
             "type": "object",
             "required": ["metric", "unit", "count", "mean", "median", "std", "d10", "d50", "d90"],
@@ -266,13 +382,15 @@ DOCUMENT = {
             "type": "object",
             "required": ["label", "area_px", "equivalent_diameter_px", "feret_max_px", "feret_min_px",
                          "perimeter_px", "circularity", "aspect_ratio", "centroid_x_px", "centroid_y_px",
-                         "touches_edge"],
+                         "touches_edge", "origin"],
             "properties": {"label": {"type": "integer", "minimum": 1}, "area_px": {"type": "integer"},
                            "equivalent_diameter_px": {"type": "number"}, "feret_max_px": {"type": "number"},
                            "feret_min_px": {"type": "number"}, "perimeter_px": {"type": "number"},
                            "circularity": {"type": "number"}, "aspect_ratio": _NUM_OR_NULL,
                            "centroid_x_px": {"type": "number"}, "centroid_y_px": {"type": "number"},
                            "touches_edge": {"type": "boolean"},
+                           "origin": {"enum": list(ORIGINS), "description": "What made the particle: the model, "
+                                                                            "or a manual edit."},
                            "area_nm2": {"type": "number"}, "equivalent_diameter_nm": {"type": "number"},
                            "feret_max_nm": {"type": "number"}, "feret_min_nm": {"type": "number"},
                            "perimeter_nm": {"type": "number"}, "centroid_x_nm": {"type": "number"},
@@ -287,6 +405,7 @@ DOCUMENT = {
                                                 "bar's, else null (its record: calibration)."},
                 "summary": {"$ref": "#/components/schemas/Summary"},
                 "particles": {"type": "array", "items": {"$ref": "#/components/schemas/Particle"}},
+                "edits": {"$ref": "#/components/schemas/EditsSummary"},
                 "labels_png": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
                                "description": "16-bit PNG of the labels (0 background); absent if "
                                               "include_images is false."},

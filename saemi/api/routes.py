@@ -271,6 +271,82 @@ def particles_csv(image_id):
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
+# --- manual corrections ---------------------------------------------------------------------
+
+#: Keys of an edits request that are not settings (see saemi.edits).
+EDIT_KEYS = frozenset({"edits", "op", "polygon", "points", "line", "labels", "settings"})
+
+
+def _given_settings(fields_, own_keys):
+    """The settings a request names, or None when it names none (the last analysis's then apply)."""
+    rest = {k: v for k, v in fields_.items() if k not in own_keys}
+    if not rest and fields_.get("settings") is None:
+        return None
+    return _settings_from({k: v for k, v in fields_.items() if k not in own_keys or k == "settings"})
+
+
+def _optional_json_body():
+    raw = _body_bytes()
+    return _json_body() if raw.strip() else {}
+
+
+@bp.get("/analyses/<image_id>/edits")
+def list_edits(image_id):
+    return jsonify(_service().list_edits(image_id))
+
+
+@bp.post("/analyses/<image_id>/edits")
+def add_edits(image_id):
+    """Add one edit (the body is the edit) or several (``{"edits": [...]}``) to an image's labelling."""
+    body = _json_body()
+    if "edits" in body and "op" in body:
+        raise SaemiError("send one edit ({\"op\": ...}) or a list ({\"edits\": [...]}), not both",
+                         code="bad_request")
+    if "edits" in body:
+        edits = body["edits"]
+    elif "op" in body:
+        edits = {k: body[k] for k in ("op", "polygon", "points", "line", "labels") if k in body}
+    else:
+        raise SaemiError("no edit: send {\"op\": ..., ...} or {\"edits\": [...]}", code="bad_request")
+    out = _service().edit(image_id, edits, _given_settings(body, EDIT_KEYS))
+    return jsonify(out), 201
+
+
+@bp.post("/analyses/<image_id>/edits/undo")
+def undo_edit(image_id):
+    return jsonify(_service().undo(image_id, _given_settings(_optional_json_body(), {"settings"})))
+
+
+@bp.post("/analyses/<image_id>/edits/redo")
+def redo_edit(image_id):
+    return jsonify(_service().redo(image_id, _given_settings(_optional_json_body(), {"settings"})))
+
+
+@bp.delete("/analyses/<image_id>/edits")
+def clear_edits(image_id):
+    return jsonify(_service().clear_edits(image_id, _given_settings(_optional_json_body(), {"settings"})))
+
+
+def _query_settings():
+    """Settings given in the query string (as text), or None for the last analysis's."""
+    args = {k: v for k, v in request.args.items() if k != "every_particle"}
+    return _settings_from(args) if args else None
+
+
+@bp.get("/analyses/<image_id>/labels.png")
+def labels_png(image_id):
+    every = _bool(request.args.get("every_particle", "false"), "every_particle")
+    data, name = _service().labels_png(image_id, _query_settings(), every_particle=every)
+    return Response(data, mimetype="image/png", headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@bp.get("/analyses/<image_id>/training-pair.zip")
+def training_pair(image_id):
+    data, name = _service().training_pair(image_id, _query_settings())
+    return Response(data, mimetype="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
 @bp.after_request
 def _cors(resp):
     """Minimal CORS for browser clients on other origins (``SAEMI_ALLOWED_ORIGINS``)."""
@@ -282,7 +358,7 @@ def _cors(resp):
         if "*" not in allowed:
             resp.headers.add("Vary", "Origin")
         if request.method == "OPTIONS":
-            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            resp.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
             resp.headers["Access-Control-Allow-Headers"] = "Content-Type"
             resp.headers["Access-Control-Max-Age"] = "600"
     return resp
