@@ -829,6 +829,193 @@ def test_sizes_switch_to_micrometres_and_the_calibration_takes_other_units(ui):
     settle(page)
 
 
+# --- manual correction (issue 15) ---------------------------------------------------------------
+
+def downloaded_labels(page, button="#download-labels-button"):
+    """The label image the page's download button gives, as an int array."""
+    from PIL import Image
+
+    with page.expect_download() as d:
+        page.click(button)
+    path = OUT / d.value.suggested_filename
+    d.value.save_as(str(path))
+    im = Image.open(path)
+    assert im.mode.startswith("I;16") or im.mode == "I", im.mode
+    return np.asarray(im).astype(np.int64), d.value.suggested_filename
+
+
+def to_screen(page, x, y):
+    """The screen position of image pixel (x, y) on the image view."""
+    g = image_geometry(page)
+    k = g["width"] / g["image_width"]
+    return g["left"] + (x + 0.5) * k, g["top"] + (y + 0.5) * k
+
+
+def choose_tool(page, key, tool):
+    page.mouse.move(2, 2)
+    page.keyboard.press(key)  # the shortcut the page lists
+    page.wait_for_function(f"() => document.querySelector('#edit-tool input[value=\"{tool}\"]').checked")
+    settle(page)
+
+
+def edited(page, before, action):
+    """Do an edit; returns (new count, seconds from the end of the gesture until the count changed)."""
+    action()
+    t0 = time.perf_counter()
+    page.wait_for_function(f"() => document.querySelector('#summary-count').textContent !== '{before}'",
+                           timeout=120_000)
+    seconds = time.perf_counter() - t0
+    settle(page)
+    return count(page), seconds
+
+
+def test_particles_are_corrected_by_mouse_and_keyboard(ui, server, emps, tmp_path):
+    """Draw, erase, split, merge, undo and redo on a shared image; after each the count and the
+    downloaded label image are exactly what the edit means."""
+    from scipy import ndimage as ndi
+
+    page = ui.page
+    page.goto(server.url + "/")
+    page.wait_for_selector("#demo-button")
+    path = tmp_path / "to_correct.png"
+    shutil.copy(emps / UPLOAD_NAME, path)
+    upload(page, path)
+    page.evaluate("() => document.querySelector('#image-graph').scrollIntoView({block: 'start'})")
+    page.wait_for_timeout(300)
+    n0 = count(page)
+    l0, name = downloaded_labels(page)
+    assert name == "to_correct_labels.png" and len(np.unique(l0)) - 1 == n0
+    # the baseline of the timings below: an exclusion click and its undoing, as before issue 15
+    p = find_particle(page)
+    timings = {}
+    assert edited(page, n0, lambda: page.mouse.click(p["x"], p["y"]))[0] == n0 - 1
+    n, timings["exclude click"] = edited(page, n0 - 1, lambda: page.mouse.click(p["x"], p["y"]))
+    assert n == n0
+
+    # add: outline a patch of background
+    choose_tool(page, "a", "add")
+    assert page.evaluate("() => document.querySelector('#image-graph .js-plotly-plot')._fullLayout.dragmode") \
+        == "drawclosedpath"
+    side = 24
+    free = ndi.minimum_filter((l0 == 0).astype(np.uint8), size=side + 8, mode="constant") > 0
+    ys, xs = np.nonzero(free)
+    pick = len(ys) // 2
+    cx, cy = int(xs[pick]), int(ys[pick])
+    corners = [(cx - side // 2, cy - side // 2), (cx + side // 2, cy - side // 2), (cx + side // 2, cy + side // 2),
+               (cx - side // 2, cy + side // 2), (cx - side // 2, cy - side // 2)]
+
+    def outline():
+        page.mouse.move(*to_screen(page, *corners[0]))
+        page.mouse.down()
+        for c in corners[1:]:
+            page.mouse.move(*to_screen(page, *c), steps=6)
+        page.mouse.up()
+
+    n1, timings["add"] = edited(page, n0, outline)
+    settle(page)
+    assert n1 == n0 + 1
+    l1, _ = downloaded_labels(page)
+    new = int(l0.max()) + 1
+    assert set(np.unique(l1)) == set(np.unique(l0)) | {new}
+    assert np.array_equal(l1[l1 != new], l0[l1 != new])  # nothing else changed
+    inner = np.zeros_like(l0, bool)
+    inner[cy - side // 2 + 3:cy + side // 2 - 2, cx - side // 2 + 3:cx + side // 2 - 2] = True
+    outer = np.zeros_like(l0, bool)
+    outer[cy - side // 2 - 3:cy + side // 2 + 4, cx - side // 2 - 3:cx + side // 2 + 4] = True
+    assert (l1[inner] == new).all() and not ((l1 == new) & ~outer).any()
+    shapes = page.evaluate("() => document.querySelector('#image-graph .js-plotly-plot').layout.shapes || []")
+    assert not [sh for sh in shapes if sh.get("type") == "path"]  # the drawn outline became the particle
+    assert "1 edit" in page.text_content("#edit-status")
+    shot(page, "20-edit-added.png", full_page=False)
+
+    # erase: click a particle
+    choose_tool(page, "e", "erase")
+    p = find_particle(page, exclude=[new])
+    n2, timings["erase"] = edited(page, n1, lambda: page.mouse.click(p["x"], p["y"]))
+    settle(page)
+    assert n2 == n1 - 1
+    l2, _ = downloaded_labels(page)
+    erased = p["label"]
+    assert set(np.unique(l2)) == set(np.unique(l1)) - {erased}
+    assert (l2[l1 == erased] == 0).all() and np.array_equal(l2[l1 != erased], l1[l1 != erased])
+
+    # split: drag a line across the roundest large particle, through its middle
+    choose_tool(page, "s", "split")
+    objects = ndi.find_objects(l2)
+    best = None
+    for lab, sl in enumerate(objects, start=1):
+        if sl is None or lab == new:
+            continue
+        mask = l2[sl] == lab
+        h, w = mask.shape
+        if mask.sum() < 300 or sl[0].start == 0 or sl[1].start == 0 or sl[0].stop == l2.shape[0] \
+                or sl[1].stop == l2.shape[1]:
+            continue
+        fill = mask.sum() / (h * w)  # near pi/4 for a disc
+        if best is None or abs(fill - math.pi / 4) + abs(h - w) / max(h, w) < best[0]:
+            best = (abs(fill - math.pi / 4) + abs(h - w) / max(h, w), lab, sl)
+    _, target, sl = best
+    ys, xs = np.nonzero(l2 == target)
+    mid = int(round(xs.mean()))
+    top, bottom = int(ys.min()) - 4, int(ys.max()) + 4
+    n3, timings["split"] = edited(page, n2, lambda: drag(page, *to_screen(page, mid, top), *to_screen(page, mid, bottom)))
+    settle(page)
+    assert n3 == n2 + 1
+    l3, _ = downloaded_labels(page)
+    piece = new + 1
+    assert set(np.unique(l3)) == set(np.unique(l2)) | {piece}
+    assert set(np.unique(l3[l2 == target])) == {target, piece} and np.array_equal(l3 > 0, l2 > 0)
+    assert np.array_equal(l3[l2 != target], l2[l2 != target])
+    sides = [set(np.unique(l3[:, :mid - 1][l2[:, :mid - 1] == target])),
+             set(np.unique(l3[:, mid + 2:][l2[:, mid + 2:] == target]))]
+    assert len(sides[0]) == len(sides[1]) == 1 and sides[0] != sides[1]  # cut along the line
+
+    # merge: select two particles with clicks, then Enter
+    choose_tool(page, "m", "merge")
+    first = find_particle(page, exclude=[new, target, piece])
+    page.mouse.click(first["x"], first["y"])
+    page.wait_for_function(f"() => document.querySelector('#edit-status').textContent.includes('{first['label']}')")
+    second = find_particle(page, exclude=[new, target, piece, first["label"]])
+    page.mouse.click(second["x"], second["y"])
+    page.wait_for_selector("#edit-merge:not([disabled])")
+    page.mouse.move(2, 2)
+    n4, timings["merge"] = edited(page, n3, lambda: page.keyboard.press("Enter"))
+    settle(page)
+    assert n4 == n3 - 1
+    l4, _ = downloaded_labels(page)
+    a, b = sorted((first["label"], second["label"]))
+    assert set(np.unique(l4)) == set(np.unique(l3)) - {b}
+    assert (l4[(l3 == a) | (l3 == b)] == a).all() and np.array_equal(l4[l3 != b], l3[l3 != b])
+
+    # the table marks each particle's origin
+    with page.expect_download() as d:
+        page.click("#download-particles-button")
+    rows = list(csv.DictReader(io.StringIO(Path(d.value.path()).read_text())))
+    origin = {int(r["label"]): r["origin"] for r in rows}
+    assert origin[new] == "added" and origin[target] == origin[piece] == "split" and origin[a] == "merged"
+    assert len(rows) == n4 and sum(v == "model" for v in origin.values()) == n4 - 4
+
+    # undo (Ctrl+Z) and redo (the button): exactly the label images before and after the merge
+    n5, timings["undo"] = edited(page, n4, lambda: page.keyboard.press("Control+z"))
+    settle(page)
+    assert n5 == n3 and np.array_equal(downloaded_labels(page)[0], l3)
+    n6, timings["redo"] = edited(page, n5, lambda: page.click("#edit-redo"))
+    settle(page)
+    assert n6 == n4 and np.array_equal(downloaded_labels(page)[0], l4)
+    assert "4 edits" in page.text_content("#edit-status")
+    shot(page, "21-edits-done.png", full_page=False)
+
+    # a slider move keeps the drawn particle (edits are replayed on the new labelling)
+    old = (histogram_meta(page) or {}).get("key")
+    set_slider(page, "min-distance", control_settings(page)["min_distance"] + 3)
+    wait_key_change(page, old)
+    moved, _ = downloaded_labels(page)
+    assert len(np.unique(moved[inner])) == 1 and moved[inner][0] > 0
+    assert "4 edits" in page.text_content("#edit-status")
+    print("\nedit to new count in the browser (s): " + ", ".join(f"{k} {v:.2f}" for k, v in timings.items()))
+    ui.training_pair_source = path
+
+
 def test_no_javascript_errors(ui):
     bad = [e for e in ui.errors if "favicon" not in e]
     assert not bad, "\n".join(bad[:10])

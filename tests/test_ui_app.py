@@ -83,7 +83,7 @@ def test_reduce_analysis_keeps_pixel_columns_and_labels_apart():
     a, ref = controls.reduce_analysis(res, SETTINGS)
     assert a["key"] == ref["key"] == controls.analysis_key("abc123", SETTINGS)
     assert "labels_png" not in a and "labels_png" not in ref  # the labels stay on the server
-    assert ref == {"key": a["key"], "image_id": "abc123", "settings": SETTINGS}
+    assert ref == {"key": a["key"], "image_id": "abc123", "settings": SETTINGS, "edits": 0}
     assert all(not k.endswith("_nm") and k != "area_nm2" for p in a["particles"] for k in p)
     assert a["count_api"] == 4 and len(a["particles"]) == 4
 
@@ -172,7 +172,7 @@ def test_analyze_callback_then_histogram(dash_app):
     analysis = body["response"]["analysis-store"]["data"]
     assert len(analysis["particles"]) == 4 and body["response"]["analysis-status"]["children"].startswith("4 ")
     assert body["response"]["analysis-ref-store"]["data"] == {"key": analysis["key"], "image_id": "abc123",
-                                                              "settings": analysis["settings"]}
+                                                              "settings": analysis["settings"], "edits": 0}
     assert analysis["settings"]["merge_threshold"] == 0.4 and analysis["settings"]["min_relative_size"] == 0.125
     sent = dash_app.saemi_client.svc.calls[-1][2]  # what the backend was asked for
     assert sent["merge_threshold"] == 0.4 and sent["min_relative_size"] == 0.125
@@ -218,25 +218,55 @@ def test_analyze_callback_then_histogram(dash_app):
 def test_calibration_line_store_follows_the_drawing(dash_app):
     out = next(k for k in dash_app.callback_map if "calib-line-store.data" in k)
     shapes = {"shapes": [BOX, drawn(10, 50, 110, 50)]}
+    measuring = [{"id": "draw-mode-store", "property": "data", "value": {"purpose": "calibrate"}}]
 
     def inputs(relayout, image=None):
         return [{"id": "image-graph", "property": "relayoutData", "value": relayout},
                 {"id": "image-store", "property": "data", "value": image or {"image_id": "abc123"}}]
 
     status, body = call(dash_app, out, inputs(shapes), [{"id": "calib-line-store", "property": "data",
-                                                         "value": None}])
+                                                         "value": None}, *measuring])
     line = body["response"]["calib-line-store"]["data"]
     assert status == 200 and calibration.line_length(line) == 100
-    # the line is drawn: back to panning, so that a click excludes a particle again (issue 18)
-    assert '"pan"' in json.dumps(body["response"]["image-graph"]["figure"])
     state = [{"id": "calib-line-store", "property": "data", "value": line}]
-    status, body = call(dash_app, out, inputs({"shapes[1].x1": 210, "shapes[1].y1": 50}), state)
-    assert calibration.line_length(body["response"]["calib-line-store"]["data"]) == 200
-    assert "image-graph" not in body["response"]  # moving an end changes no mode
-    status, _ = call(dash_app, out, inputs({"xaxis.range[0]": 5}), state)
+    tool = [{"id": "draw-mode-store", "property": "data", "value": {"purpose": "tool"}}]
+    status, body = call(dash_app, out, inputs({"shapes[1].x1": 210, "shapes[1].y1": 50}), state + tool)
+    assert calibration.line_length(body["response"]["calib-line-store"]["data"]) == 200  # an end moved later
+    status, _ = call(dash_app, out, inputs({"xaxis.range[0]": 5}), state + tool)
     assert status == 204  # a zoom leaves the line alone
-    status, body = call(dash_app, out, inputs(shapes, {"image_id": "new"}), state, triggered="image-store.data")
+    status, _ = call(dash_app, out, inputs({"shapes": [BOX, drawn(10, 50, 110, 90)]}), state + tool)
+    assert status == 204  # a line the Split tool drew is not the measuring line
+    status, body = call(dash_app, out, inputs(shapes, {"image_id": "new"}), state + measuring,
+                        triggered="image-store.data")
     assert body["response"]["calib-line-store"]["data"] is None  # a new image starts without a line
+
+
+@pytest.mark.parametrize("tool, after", [("exclude", "pan"), ("split", "drawline"), ("add", "drawclosedpath")])
+def test_one_callback_owns_the_drag_mode(dash_app, tool, after):
+    """Draw line measures, then the tool's drag mode comes back (a click excludes again with Exclude: issue 18)."""
+    out = output_of(dash_app, "draw-line-button")
+
+    def mode(triggered, purpose, image=True):
+        inputs = [{"id": "edit-tool", "property": "value", "value": tool},
+                  {"id": "draw-line-button", "property": "n_clicks", "value": 1},
+                  {"id": "calib-edit", "property": "n_clicks", "value": 0},
+                  {"id": "calib-line-store", "property": "data", "value": {"index": 1}}]
+        state = [{"id": "draw-mode-store", "property": "data", "value": {"purpose": purpose}},
+                 {"id": "image-store", "property": "data", "value": {"image_id": "abc123"} if image else None}]
+        return call(dash_app, out, inputs, state, triggered=triggered)
+
+    status, _ = mode("draw-line-button.n_clicks", "tool", image=False)
+    assert status == 204  # nothing to draw on yet
+    status, body = mode("draw-line-button.n_clicks", "tool")
+    assert body["response"]["draw-mode-store"]["data"] == {"purpose": "calibrate"}
+    assert '"drawline"' in json.dumps(body["response"]["image-graph"]["figure"])
+    status, body = mode("calib-line-store.data", "calibrate")  # the line is drawn
+    assert body["response"]["draw-mode-store"]["data"] == {"purpose": "tool"}
+    assert f'"{after}"' in json.dumps(body["response"]["image-graph"]["figure"])
+    status, _ = mode("calib-line-store.data", "tool")  # an end of the line moved: the tool's mode stays
+    assert status == 204
+    status, body = mode("edit-tool.value", "tool")
+    assert f'"{after}"' in json.dumps(body["response"]["image-graph"]["figure"])
 
 
 def test_calibration_fills_nm_per_pixel(dash_app):
@@ -258,18 +288,6 @@ def test_calibration_fills_nm_per_pixel(dash_app):
     resp = measure(None, "500")
     assert "nm-per-pixel" not in resp and "Draw a line" in resp["calib-message"]["children"]
     assert resp["calib-line-length"]["children"] == "No line drawn"
-
-
-def test_draw_line_button_switches_the_drag_mode(dash_app):
-    out = output_of(dash_app, "draw-line-button")
-    status, body = call(dash_app, out,
-                        [{"id": "draw-line-button", "property": "n_clicks", "value": 1}],
-                        [{"id": "image-store", "property": "data", "value": {"image_id": "abc123"}}])
-    assert status == 200 and "drawline" in json.dumps(body["response"]["image-graph"]["figure"])
-    status, _ = call(dash_app, out,
-                     [{"id": "draw-line-button", "property": "n_clicks", "value": 1}],
-                     [{"id": "image-store", "property": "data", "value": None}])
-    assert status == 204  # nothing to draw on yet
 
 
 def test_max_upload_mb():

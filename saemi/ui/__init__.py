@@ -86,7 +86,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     """
     import flask
 
-    from . import calibration, controls, histogram, image_view, layout, table, upload
+    from . import calibration, controls, editing, histogram, image_view, layout, table, upload
 
     if server is None:
         server = flask.Flask("saemi")
@@ -104,6 +104,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     controls.register(app, client, assets_folder)
     calibration.register(app)
     image_view.register(app, client)
+    editing.register(app, client)
     histogram.register(app)
     table.register(app)
     _secure(app, server)

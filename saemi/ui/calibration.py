@@ -15,7 +15,7 @@ as when the number is typed (:func:`drawn_line`, :func:`manual_calibration`).
 import math
 import re
 
-from dash import Input, Output, Patch, State, dcc, html, no_update
+from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from ..scalebar import UNITS_NM
@@ -195,13 +195,6 @@ def next_calibration(current, detected, for_all=False):
 def is_confirmed(image, confirmed):
     """True when the user confirmed the scale bar read in this image (``confirmed``: the confirm store)."""
     return bool(image and confirmed and confirmed.get("image_id") == image.get("image_id"))
-
-
-def dragmode_patch(mode):
-    """A Patch of the image view that switches its drag mode ("drawline" to measure, "pan" to click)."""
-    patch = Patch()
-    patch["layout"]["dragmode"] = mode
-    return patch
 
 
 def read_scale_bar_text(info):
@@ -530,7 +523,6 @@ def register(app):
         return {"image_id": image.get("image_id")}
 
     @app.callback(
-        Output("image-graph", "figure", allow_duplicate=True),
         Output("bar-value", "value"),
         Output("bar-unit", "value"),
         Output("calib-message", "children", allow_duplicate=True),
@@ -539,38 +531,41 @@ def register(app):
         prevent_initial_call=True,
     )
     def on_edit(n, image):
-        """Edit a scale bar read automatically: draw along it, with the value read filled in."""
+        """Edit a scale bar read automatically: draw along it (saemi.ui.editing sets the drag mode), with the
+        value read filled in."""
         if not n or not image:
             raise PreventUpdate
         scale = image.get("scale") or {}
         unit = "µm" if scale.get("unit") == "µm" else "nm"
-        return (dragmode_patch("drawline"), format_number(scale["value"]) if scale.get("value") else no_update, unit,
+        return (format_number(scale["value"]) if scale.get("value") else no_update, unit,
                 "Drag along the scale bar on the image and check the length it stands for; the calibration "
                 "follows the line you draw.")
 
     @app.callback(
         Output("calib-line-store", "data"),
-        Output("image-graph", "figure", allow_duplicate=True),
         Input("image-graph", "relayoutData"),
         Input("image-store", "data"),
         State("calib-line-store", "data"),
+        State("draw-mode-store", "data"),
         prevent_initial_call=True,
     )
-    def on_line(relayout, image, previous):
+    def on_line(relayout, image, previous, mode):
+        """The measuring line; a new line counts only while drawing it was asked for (the tools draw too).
+
+        Once it is drawn, :mod:`saemi.ui.editing` gives the drag mode back to the tool.
+        """
         from dash import ctx
 
         if ctx.triggered_id == "image-store":  # a new image: its figure has no line yet
             if previous is None:
                 raise PreventUpdate
-            return None, no_update
+            return None
+        if isinstance((relayout or {}).get("shapes"), list) and (mode or {}).get("purpose") != "calibrate":
+            raise PreventUpdate  # an outline or a split line of the editing tools
         line = drawn_line(relayout, previous)
         if line == previous:
             raise PreventUpdate
-        back = no_update
-        if line is not None and isinstance((relayout or {}).get("shapes"), list):
-            # a line was just drawn: back to panning, where a click excludes a particle again
-            back = dragmode_patch("pan")
-        return line, back
+        return line
 
     @app.callback(
         Output("nm-per-pixel", "value", allow_duplicate=True),
@@ -596,14 +591,3 @@ def register(app):
         State("nm-per-pixel", "n_blur"),
         prevent_initial_call=True,
     )
-
-    @app.callback(
-        Output("image-graph", "figure", allow_duplicate=True),
-        Input("draw-line-button", "n_clicks"),
-        State("image-store", "data"),
-        prevent_initial_call=True,
-    )
-    def on_draw_mode(n_clicks, image):
-        if not n_clicks or not image:
-            raise PreventUpdate
-        return dragmode_patch("drawline")

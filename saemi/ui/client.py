@@ -57,6 +57,24 @@ class AnalysisClient:
         """Post-processing defaults of the model in use (dict of SETTINGS_KEYS)."""
         raise NotImplementedError
 
+    def edit(self, image_id, edits, settings=None):
+        """Add manual edits (see :mod:`saemi.edits`); returns the service's ``edit`` dict."""
+        raise NotImplementedError
+
+    def undo(self, image_id, settings=None):
+        raise NotImplementedError
+
+    def redo(self, image_id, settings=None):
+        raise NotImplementedError
+
+    def labels_png(self, image_id, settings=None, every_particle=False):
+        """The corrected 16-bit label PNG of an analysis: (bytes, file name)."""
+        raise NotImplementedError
+
+    def training_pair(self, image_id, settings=None):
+        """The image and its corrected mask as a zip for ``saemi train --extra``: (bytes, file name)."""
+        raise NotImplementedError
+
 
 def _clean_settings(settings):
     return {k: v for k, v in (settings or {}).items() if k in SETTINGS_KEYS}
@@ -91,6 +109,21 @@ class InProcessClient(AnalysisClient):
 
     def particle_layer(self, image_id, settings=None, mode="outline", grid=True):
         return self._call(self.service.particle_layer, image_id, _clean_settings(settings), mode, grid)
+
+    def edit(self, image_id, edits, settings=None):
+        return self._call(self.service.edit, image_id, edits, _clean_settings(settings))
+
+    def undo(self, image_id, settings=None):
+        return self._call(self.service.undo, image_id, _clean_settings(settings))
+
+    def redo(self, image_id, settings=None):
+        return self._call(self.service.redo, image_id, _clean_settings(settings))
+
+    def labels_png(self, image_id, settings=None, every_particle=False):
+        return self._call(self.service.labels_png, image_id, _clean_settings(settings), every_particle)
+
+    def training_pair(self, image_id, settings=None):
+        return self._call(self.service.training_pair, image_id, _clean_settings(settings))
 
     def default_settings(self):
         try:
@@ -130,10 +163,20 @@ class RemoteClient(AnalysisClient):
     def _url(self, path):
         return f"{self.base_url}/api/v1/{path}"
 
+    def _raw(self, method, path, **kwargs):
+        """The backend's response; an error answer raises :class:`ClientError` with its message."""
+        resp = self._send(method, path, **kwargs)
+        if resp.status_code >= 400:
+            self._json(resp)  # raises with the backend's message
+        return resp
+
     def _request(self, method, path, **kwargs):
+        return self._json(self._send(method, path, **kwargs))
+
+    def _send(self, method, path, **kwargs):
         req = self._requests
         try:
-            resp = self.session.request(method, self._url(path), timeout=kwargs.pop("timeout", self.timeout),
+            return self.session.request(method, self._url(path), timeout=kwargs.pop("timeout", self.timeout),
                                         **kwargs)
         except req.exceptions.Timeout as exc:
             raise ClientError(f"the analysis backend at {self.base_url} did not answer within "
@@ -141,6 +184,8 @@ class RemoteClient(AnalysisClient):
         except req.exceptions.RequestException as exc:
             raise ClientError(f"the analysis backend at {self.base_url} is not reachable "
                               f"({type(exc).__name__}); is it running?", code="backend_unavailable") from exc
+
+    def _json(self, resp):
         try:
             body = resp.json()
         except ValueError:
@@ -170,6 +215,31 @@ class RemoteClient(AnalysisClient):
     def particle_layer(self, image_id, settings=None, mode="outline", grid=True):
         body = {"image_id": image_id, **_clean_settings(settings), "overlay": mode, "grid": bool(grid)}
         return self._request("POST", "layer", json=body)
+
+    def edit(self, image_id, edits, settings=None):
+        return self._request("POST", f"analyses/{image_id}/edits",
+                             json={"edits": edits if isinstance(edits, list) else [edits],
+                                   "settings": _clean_settings(settings)})
+
+    def undo(self, image_id, settings=None):
+        return self._request("POST", f"analyses/{image_id}/edits/undo", json={"settings": _clean_settings(settings)})
+
+    def redo(self, image_id, settings=None):
+        return self._request("POST", f"analyses/{image_id}/edits/redo", json={"settings": _clean_settings(settings)})
+
+    def _download(self, path, settings, **extra):
+        params = {k: (",".join(map(str, v)) if isinstance(v, (list, tuple)) else
+                      (str(v).lower() if isinstance(v, bool) else str(v)))
+                  for k, v in {**_clean_settings(settings), **extra}.items() if v is not None}
+        resp = self._raw("GET", path, params=params)
+        name = resp.headers.get("Content-Disposition", "").rsplit("filename=", 1)[-1].strip('"') or "download"
+        return resp.content, name
+
+    def labels_png(self, image_id, settings=None, every_particle=False):
+        return self._download(f"analyses/{image_id}/labels.png", settings, every_particle=bool(every_particle))
+
+    def training_pair(self, image_id, settings=None):
+        return self._download(f"analyses/{image_id}/training-pair.zip", settings)
 
     def default_settings(self):
         """The backend's defaults when it publishes its model card, else the local card's."""

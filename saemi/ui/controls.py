@@ -118,8 +118,10 @@ def reduce_analysis(result, settings):
     analysis = {"key": key, "image_id": result["image_id"], "filename": result.get("filename", "image"),
                 "width": result.get("width"), "height": result.get("height"), "settings": dict(settings),
                 "particles": particles, "count_api": (result.get("summary") or {}).get("count"),
-                "timings": result.get("timings", {})}
-    return analysis, {"key": key, "image_id": result["image_id"], "settings": dict(settings)}
+                "timings": result.get("timings", {}), "edits": result.get("edits") or {}}
+    # the edit count in the ref: a new edit (same key, new labels) redraws the layer and its hover grid
+    return analysis, {"key": key, "image_id": result["image_id"], "settings": dict(settings),
+                      "edits": (result.get("edits") or {}).get("count", 0)}
 
 
 def analyse(client, image, controls):

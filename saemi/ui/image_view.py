@@ -4,12 +4,12 @@ import plotly.graph_objects as go
 from dash import Input, Output, Patch, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import calibration, figures, particles
+from . import calibration, editing, figures, particles
 from ..errors import SaemiError
 
 # Hover: look the label up in the particle list in the browser (no request per mouse move).
 HOVER_JS = """
-function(hover, analysis, removed, nm, unit) {
+function(hover, analysis, removed, nm, unit, tool) {
     const hide = [false, window.dash_clientside.no_update, window.dash_clientside.no_update];
     if (!hover || !hover.points || !hover.points.length || !analysis) { return hide; }
     const pt = hover.points[0];
@@ -23,7 +23,11 @@ function(hover, analysis, removed, nm, unit) {
     let text = "Particle " + label + ": eq. diameter " + fmt(row.equivalent_diameter_px * k) + " " + shown
         + ", area " + fmt(row.area_px * k * k) + " " + shown + "\u00b2";
     const gone = removed && removed.key === analysis.key && (removed.labels || []).includes(label);
-    text += gone ? " (excluded; click to restore)" : " (click to exclude)";
+    // what a click does depends on the editing tool (saemi.ui.editing)
+    const action = {erase: " (click to erase)", merge: " (click to select for merging)", add: "", split: ""};
+    const origin = row.origin && row.origin !== "model" ? ", " + row.origin + " by hand" : "";
+    text += origin + (tool in action ? action[tool]
+                      : (gone ? " (excluded; click to restore)" : " (click to exclude)"));
     return [true, pt.bbox, text];
 }
 """
@@ -54,11 +58,14 @@ def layout():
                                   style=figures.graph_style()),
                         dcc.Tooltip(id="image-tooltip", direction="right", className="particle-tooltip"),
                     ])),
+        editing.layout(),
         calibration.layout(),
-        html.P("Hover a particle for its size; click it to exclude it from the statistics (click again to "
-               "restore). Scroll to zoom, drag to pan, double-click to reset. A dotted cyan box marks the "
-               "instrument data bar that was ignored, a green box the scale bar that was read. A drawn line can be "
-               "dragged or its ends moved after a click on it; the toolbar's eraser removes it.", className="hint"),
+        html.P("Hover a particle for its size. With the Exclude tool a click leaves it out of the statistics "
+               "(click again to restore); the other tools correct the particles themselves, and every edit can be "
+               "undone. Scroll to zoom, drag to pan, double-click to reset. A dotted cyan box marks the "
+               "instrument data bar that was ignored, a green box the scale bar that was read. The scale-bar line "
+               "can be dragged or its ends moved after a click on it; the toolbar's eraser removes it.",
+               className="hint"),
     ])
 
 
@@ -106,15 +113,18 @@ def register(app, client):
         Input("analysis-ref-store", "data"),
         Input("image-graph", "clickData"),
         State("removed-store", "data"),
+        State("edit-tool", "value"),
         prevent_initial_call=True,
     )
-    def on_click(ref, click, removed):
+    def on_click(ref, click, removed, tool):
         from dash import ctx
 
         if not ref:
             raise PreventUpdate
         key = ref["key"]
         if ctx.triggered_id == "image-graph":
+            if tool not in (None, "exclude"):
+                raise PreventUpdate  # saemi.ui.editing's tools take the click
             label = particles.clicked_label(click)
             if not label:
                 return no_update, None
@@ -132,4 +142,5 @@ def register(app, client):
         State("removed-store", "data"),
         State("nm-store", "data"),
         State("unit-store", "data"),
+        State("edit-tool", "value"),
     )

@@ -114,6 +114,8 @@ def kept_table(analysis, removed=None, nm_per_pixel=None, unit="auto"):
     for col in table.columns:
         if col == "touches_edge":
             table[col] = table[col].astype(bool)
+        elif col == "origin":  # what made the particle: model, added, split, merged, edited
+            table[col] = table[col].fillna("model").astype(str)
         elif col != "label":
             table[col] = pd.to_numeric(table[col], errors="coerce").astype(float)
     if "label" in table:
@@ -195,13 +197,13 @@ def grid_columns(nm_per_pixel=None, unit=None):
             (f"feret_max_{unit}", f"Feret max ({u})"), (f"feret_min_{unit}", f"Feret min ({u})"),
             (f"perimeter_{unit}", f"Perimeter ({u})"), ("circularity", "Circularity"),
             ("aspect_ratio", "Aspect ratio"), (f"centroid_x_{unit}", f"x ({u})"),
-            (f"centroid_y_{unit}", f"y ({u})"), ("touches_edge", "Touches edge")]
+            (f"centroid_y_{unit}", f"y ({u})"), ("touches_edge", "Touches edge"), ("origin", "Origin")]
     out = []
     for field, name in cols:
         longest = max(len(w) for w in name.split())
-        col = {"field": field, "headerName": name, "sortable": True, "filter": field != "touches_edge",
+        col = {"field": field, "headerName": name, "sortable": True, "filter": field not in ("touches_edge", "origin"),
                "minWidth": max(80, 8 * longest + 52), "headerTooltip": name}
-        if field not in ("label", "touches_edge"):
+        if field not in ("label", "touches_edge", "origin"):
             col["type"] = "numericColumn"
         out.append(col)
     return out
