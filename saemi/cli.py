@@ -452,12 +452,18 @@ def _evaluate(args):
 
 
 def _train(args):
+    from .errors import SaemiError
     from .train import train
 
-    card = train(args.data, args.out, epochs=args.epochs, crop=args.size, batch_size=args.batch_size,
-                 lr=args.lr, device=args.device, val_fraction=args.val_fraction, seed=args.seed,
-                 minutes=args.minutes, val_every=args.val_every, checkpoint_dir=args.checkpoint_dir,
-                 resume=args.resume, limit_images=args.limit_images)
+    try:
+        card = train(args.data, args.out, epochs=args.epochs, crop=args.size, batch_size=args.batch_size,
+                     lr=args.lr, device=args.device, val_fraction=args.val_fraction, seed=args.seed,
+                     minutes=args.minutes, val_every=args.val_every, checkpoint_dir=args.checkpoint_dir,
+                     resume=args.resume, limit_images=args.limit_images, extra_dirs=args.extra,
+                     extra_weight=args.extra_weight)
+    except SaemiError as exc:  # a bad --data or --extra folder: one line, nothing trained
+        print(f"saemi: error: {exc}", file=sys.stderr)
+        return 2
     print("validation (training scale):", card.get("validation_at_training_scale"))
     return 0
 
@@ -477,6 +483,16 @@ def _positive_int(text):
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return n
+
+
+def _positive_float(text):
+    try:
+        x = float(text)
+    except ValueError:
+        x = 0.0
+    if not x > 0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+    return x
 
 
 def build_parser():
@@ -516,7 +532,14 @@ def build_parser():
     e.set_defaults(func=_evaluate)
 
     t = sub.add_parser("train", help="train the U-Net from scratch on EMPS-style data")
-    t.add_argument("--data", required=True, help="folder with images/*.png and segmaps/*.png")
+    t.add_argument("--data", required=True,
+                   help="folder with images/*.png (or .tif) and segmaps/*.png, split into training and validation "
+                        "images (to train on a lab's own folder alone, give it here)")
+    t.add_argument("--extra", action="append", default=[], metavar="DIR",
+                   help="a further folder of the same layout (e.g. corrected masks from the page) used for training "
+                        "only, never validation; repeat for several folders")
+    t.add_argument("--extra-weight", type=_positive_float, default=4.0, metavar="W",
+                   help="each --extra image is drawn W times as often as a --data image (default 4)")
     t.add_argument("--out", default="model_weights",
                    help="where the weights, card and split go (serve them with SAEMI_WEIGHTS=FOLDER, or give "
                         "--out saemi/model_weights to replace the bundled ones)")

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .card import CARD_FILE, read_card, weights_dir
-from .dataset import list_pairs, read_label_image
+from .dataset import image_file, list_pairs, read_label_image
 from .instances import boundary_evidence, filter_particles, label_particles, merge_stage, remove_small
 from .metrics import score_image
 from .pipeline import particle_region, segment, split_and_measure
@@ -54,7 +54,7 @@ def evaluate(data_dir, names, segmenter, settings=None, progress=True):
     rows, segmentations = [], {}
     for name in tqdm(names, desc="evaluate", disable=not progress, mininterval=5):
         t = time.perf_counter()
-        seg = segment(data_dir / "images" / f"{name}.png", segmenter)
+        seg = segment(image_file(data_dir, name), segmenter)
         analysis = split_and_measure(seg, settings)
         seconds = time.perf_counter() - t
         truth = read_label_image(data_dir / "segmaps" / f"{name}.png")

@@ -16,7 +16,11 @@ Decisions, written down once:
   (``--minutes``) so a run always finishes annealed inside a session.
 * **Resumable**: a checkpoint (model, optimiser, step, elapsed time) goes to
   ``checkpoints/`` every few minutes; ``--resume`` continues it.
-* **Split**: seeded, written to ``<out>/split.json``.
+* **Split**: seeded, written to ``<out>/split.json``; made of the ``--data``
+  images only.
+* **Extra folders** (``--extra DIR``, a lab's corrected images): training
+  images only, never validation; each drawn ``--extra-weight`` (4) times as
+  often as a ``--data`` image; listed on the card (see :func:`train`).
 """
 
 import json
@@ -29,12 +33,11 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage as ndi
 
 from .instances import SplitSettings, split_touching
 from .metrics import score_image
 from .card import CARD_FILE, DEFAULT_CARD, WEIGHTS_FILE
-from .dataset import list_pairs, read_label_image  # noqa: F401  (the loaders train reads with)
+from .dataset import DatasetError, class_targets, list_pairs, load_dataset, read_label_image  # noqa: F401  (the loaders train reads with)
 from .model import Segmenter, build_unet, choose_device, standardize
 
 
@@ -46,43 +49,6 @@ def make_split(names, val_fraction=0.15, seed=0):
     n_val = max(1, round(len(names) * val_fraction))
     return {"seed": seed, "val_fraction": val_fraction,
             "train": sorted(shuffled[n_val:]), "val": sorted(shuffled[:n_val])}
-
-
-def class_targets(labels, boundary_width=2):
-    """Background (0) / interior (1) / boundary (2) targets from instance labels.
-
-    Parameters
-    ----------
-    labels : ndarray of int, shape (H, W)
-    boundary_width : int
-        Width in pixels of the boundary ring inside each particle.
-
-    Returns
-    -------
-    ndarray of uint8, shape (H, W)
-    """
-    size = 2 * boundary_width + 1
-    hi = ndi.maximum_filter(labels, size=size, mode="nearest")
-    lo = ndi.minimum_filter(labels, size=size, mode="nearest")
-    target = (labels > 0).astype(np.uint8)
-    target[(labels > 0) & ((hi != labels) | (lo != labels))] = 2
-    return target
-
-
-def load_dataset(data_dir, names, scale=0.5, boundary_width=2):
-    """Images (uint8 RGB) and class targets, resized by ``scale``; plus full-res labels."""
-    data_dir = Path(data_dir)
-    items = []
-    for name in names:
-        img = cv2.cvtColor(cv2.imread(str(data_dir / "images" / f"{name}.png"), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        lab = read_label_image(data_dir / "segmaps" / f"{name}.png")
-        h, w = lab.shape
-        sh, sw = max(32, round(h * scale)), max(32, round(w * scale))
-        img_s = cv2.resize(img, (sw, sh), interpolation=cv2.INTER_AREA)
-        lab_s = cv2.resize(lab, (sw, sh), interpolation=cv2.INTER_NEAREST)
-        items.append({"name": name, "image": img_s, "labels": lab_s,
-                      "target": class_targets(lab_s, boundary_width)})
-    return items
 
 
 def augment_crop(item, crop, rng):
@@ -124,9 +90,74 @@ def augment_crop(item, crop, rng):
     return standardize(im), np.ascontiguousarray(tg).astype(np.int64)
 
 
-def make_batch(items, batch_size, crop, rng):
-    xs, ys = zip(*(augment_crop(items[rng.randrange(len(items))], crop, rng) for _ in range(batch_size)))
+def make_batch(items, batch_size, crop, rng, weights=None):
+    """A batch of augmented crops, each from an image drawn at random (in proportion to ``weights``)."""
+    if weights is None:  # uniform: the draws of every run before extra folders existed
+        xs, ys = zip(*(augment_crop(items[rng.randrange(len(items))], crop, rng) for _ in range(batch_size)))
+    else:
+        picks = rng.choices(range(len(items)), weights=weights, k=batch_size)
+        xs, ys = zip(*(augment_crop(items[i], crop, rng) for i in picks))
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+
+
+#: How many times as often as a ``--data`` image each ``--extra`` image is drawn for a training crop.
+DEFAULT_EXTRA_WEIGHT = 4.0
+
+
+def extra_share(n_data, n_extra, weight):
+    """The expected fraction of training crops cut from the extra images."""
+    total = n_data + weight * n_extra
+    return weight * n_extra / total if total else 0.0
+
+
+def load_extra(extra_dirs, data_dir, scale=0.5, boundary_width=2):
+    """Check and load every extra folder (before the main data, so that a bad folder fails at once).
+
+    Returns
+    -------
+    items : list of dict
+        Training items (:func:`saemi.dataset.load_dataset`) of all folders.
+    folders : list of dict
+        ``{"folder", "images", "names"}`` per folder, for the model card.
+
+    Raises
+    ------
+    DatasetError
+        A folder that is missing, malformed (see :func:`saemi.dataset.list_pairs`
+        with ``strict``), given twice, or the ``--data`` folder itself.
+    """
+    items, folders, seen = [], [], {}
+    data_real = Path(data_dir).resolve()
+    for d in extra_dirs:
+        d = Path(d)
+        names = list_pairs(d, strict=True)
+        real = d.resolve()
+        if real == data_real:
+            raise DatasetError(f"--extra {d} is the --data folder; its images are already training "
+                               "(and validation) images")
+        if real in seen:
+            raise DatasetError(f"--extra {d} is given twice (also as {seen[real]})")
+        seen[real] = d
+        items += load_dataset(d, names, scale, boundary_width)
+        folders.append({"folder": str(d), "images": len(names), "names": names})
+    return items, folders
+
+
+def _check_not_validation(extra_items, val_items, log=print):
+    """Refuse an extra image that is a validation image (same name, same pixels): it would be trained on.
+
+    An extra image that only shares a validation image's name is kept, with a warning.
+    """
+    val = {it["name"]: it for it in val_items}
+    for it in extra_items:
+        twin = val.get(it["name"])
+        if twin is None:
+            continue
+        if twin["image"].shape == it["image"].shape and np.array_equal(twin["image"], it["image"]):
+            raise DatasetError(f"the extra image {it['name']} is the validation image {it['name']} of --data; "
+                               "validation images must not be trained on (leave it out of the extra folder)")
+        log(f"warning: the extra image {it['name']} has the name of a validation image of --data but other "
+            "pixels; it is used for training")
 
 
 def seg_loss(logits, target, class_weights):
@@ -176,13 +207,47 @@ def save_weights(net, out_dir, card):
 
 def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device="auto",
           val_fraction=0.15, seed=0, minutes=None, val_every=4, checkpoint_dir="checkpoints",
-          resume=False, scale=0.5, boundary_width=2, limit_images=None, precision="auto", log=print):
+          resume=False, scale=0.5, boundary_width=2, limit_images=None, precision="auto", log=print,
+          extra_dirs=(), extra_weight=DEFAULT_EXTRA_WEIGHT):
     """Train the U-Net and write the best weights (by validation AP) to ``out_dir``.
+
+    Extra training folders (``extra_dirs``; ``saemi train --extra DIR``, repeatable)
+    are a lab's own corrected images, e.g. the pairs the page downloads:
+
+    * **Training only.** Their images join the training set; the seeded
+      train/validation split is made of ``data_dir``'s images alone, so
+      ``split.json`` is the same file with or without extras and the weights are
+      still chosen on the shared validation images.
+    * **Drawn more often.** Each extra image is picked for a training crop
+      ``extra_weight`` times as often as a ``data_dir`` image (default
+      :data:`DEFAULT_EXTRA_WEIGHT`, 4): a few corrected images then make a
+      noticeable share of the crops without swamping the shared set (2 extra
+      images beside EMPS's 311 training images: 2.5 % of the crops; 20: 20 %;
+      ``extra_weight=1`` treats them like any other image). The share is logged.
+    * **Checked first.** Every folder is checked and loaded before the main data:
+      a missing folder, no ``images/`` or ``segmaps/``, no images, an image without
+      its mask (or a mask without its image: a name mismatch is refused rather
+      than skipped, so that no corrected image is silently left out), two images
+      with one name, a mask that is not an integer label image, or one whose
+      shape differs from its image's raise :class:`~saemi.dataset.DatasetError`
+      naming the file. The same rules hold for ``data_dir``.
+    * **On the card.** ``training.extra`` lists each folder (as given), its image
+      count and names; ``training.extra_weight`` and ``extra_crop_share`` the
+      sampling.
+
+    A lab with no shared data trains on its own folder alone by giving it as
+    ``data_dir``: it is then split into training and validation images like any
+    data set (with ``val_fraction``; at least one validation image).
 
     Parameters
     ----------
     data_dir : path
-        EMPS layout: ``images/<id>.png`` and 16-bit ``segmaps/<id>.png``.
+        EMPS layout: ``images/<id>.png`` (or ``.tif``/``.tiff``) and 16-bit ``segmaps/<id>.png``
+        (see :mod:`saemi.dataset`). Split into training and validation images.
+    extra_dirs : sequence of paths
+        Further folders of the same layout, for training only (above).
+    extra_weight : float
+        How many times as often as a ``data_dir`` image each extra image is drawn (> 0).
     out_dir : path
         Receives ``saemi_unet_resnet18.pt`` (fp16 state dict), ``model_card.json``
         and ``split.json``.
@@ -201,20 +266,32 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
         The model card written (with the validation metrics of the saved weights).
     """
     started = time.time()
+    if not extra_weight > 0:
+        raise DatasetError(f"the extra weight must be above 0, got {extra_weight}")
+    extra_items, extra_folders = load_extra(extra_dirs, data_dir, scale, boundary_width)
+    names = list_pairs(data_dir, strict=True)
     dev = choose_device(device)
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    names = list_pairs(data_dir)
     if limit_images:
         names = names[:limit_images]
     split = make_split(names, val_fraction, seed)
+    train_items = load_dataset(data_dir, split["train"], scale, boundary_width)
+    val_items = load_dataset(data_dir, split["val"], scale, boundary_width)
+    _check_not_validation(extra_items, val_items, log)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "split.json", "w") as f:
         json.dump(split, f, indent=1)
-    train_items = load_dataset(data_dir, split["train"], scale, boundary_width)
-    val_items = load_dataset(data_dir, split["val"], scale, boundary_width)
     log(f"data: {len(train_items)} training and {len(val_items)} validation images, loaded in {time.time() - started:.0f} s")
+    sample_weights, share = None, 0.0
+    if extra_items:
+        share = extra_share(len(train_items), len(extra_items), extra_weight)
+        sample_weights = [1.0] * len(train_items) + [float(extra_weight)] * len(extra_items)
+        log(f"extra: {len(extra_items)} training images from " + ", ".join(
+            f"{f['folder']} ({f['images']})" for f in extra_folders)
+            + f", each drawn x{extra_weight:g}: {100 * share:.1f} % of the crops")
+    train_items = train_items + extra_items
 
     if precision == "auto":
         precision = "bf16" if dev.type == "cpu" else "fp32"
@@ -256,7 +333,7 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
                 break
             for g in opt.param_groups:
                 g["lr"] = lr_at(progress(), lr)
-            x, y = make_batch(train_items, batch_size, crop, rng)
+            x, y = make_batch(train_items, batch_size, crop, rng, sample_weights)
             x, y = x.to(dev), y.to(dev)
             if dev.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -283,6 +360,9 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
             if metrics["ap50"] > best["ap50"]:
                 best = {**metrics, "epoch": epoch, "step": step}
                 card = _card(best, split, epochs, step, elapsed, dev, crop, batch_size, scale, boundary_width, data_dir, precision)
+                if extra_folders:
+                    card["training"].update(extra=extra_folders, extra_weight=float(extra_weight),
+                                            extra_crop_share=round(share, 4))
                 save_weights(net, out_dir, card)
                 msg += " (saved)"
         log(msg)
