@@ -1016,6 +1016,43 @@ def test_particles_are_corrected_by_mouse_and_keyboard(ui, server, emps, tmp_pat
     ui.training_pair_source = path
 
 
+def test_training_pairs_written_by_the_page_train_a_model(ui, emps, tmp_path):
+    """Two corrected images downloaded as training pairs, unzipped into one folder: saemi train --extra takes it."""
+    import subprocess
+    import sys
+    import zipfile
+
+    page = ui.page
+    extra = tmp_path / "corrected"
+    for round_ in range(2):
+        if round_:
+            path = tmp_path / "second.png"
+            shutil.copy(emps / TIMING_SOURCE, path)
+            upload(page, path)
+            page.evaluate("() => document.querySelector('#image-graph').scrollIntoView({block: 'start'})")
+            choose_tool(page, "e", "erase")
+            p = find_particle(page)
+            edited(page, count(page), lambda: page.mouse.click(p["x"], p["y"]))
+        with page.expect_download() as d:
+            page.click("#download-pair-button")
+        assert d.value.suggested_filename.endswith("_training_pair.zip")
+        with zipfile.ZipFile(d.value.path()) as z:
+            z.extractall(extra)
+    assert len(list((extra / "images").glob("*.png"))) == len(list((extra / "segmaps").glob("*.png"))) == 2
+    out = tmp_path / "weights"
+    r = subprocess.run([str(Path(sys.executable).parent / "saemi"), "train", "--data", str(REPO / "tests/fixtures/emps"),
+                        "--extra", str(extra), "--epochs", "1", "--size", "64", "--batch-size", "2",
+                        "--val-every", "1", "--val-fraction", "0.34", "--device", "cpu", "--out", str(out),
+                        "--checkpoint-dir", str(tmp_path / "ck")],
+                       cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    card = json.loads((out / "model_card.json").read_text())["training"]
+    assert card["extra"][0]["images"] == 2
+    from saemi.model import load_segmenter
+
+    load_segmenter(out, device="cpu")
+
+
 def test_no_javascript_errors(ui):
     bad = [e for e in ui.errors if "favicon" not in e]
     assert not bad, "\n".join(bad[:10])
