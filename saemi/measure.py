@@ -101,7 +101,7 @@ def with_origin(table, origins=None):
     return table.assign(origin=[origins.get(int(lab), "model") for lab in table["label"]])
 
 
-def particle_table(labels, nm_per_pixel=None):
+def particle_table(labels, nm_per_pixel=None, only=None):
     """One row per particle with its size and shape.
 
     Parameters
@@ -110,6 +110,8 @@ def particle_table(labels, nm_per_pixel=None):
         Instance labels, 0 = background.
     nm_per_pixel : float, optional
         Calibration; when given, ``*_nm`` (lengths) and ``area_nm2`` columns are added.
+    only : iterable of int, optional
+        Measure these labels only (see :func:`update_table`).
 
     Returns
     -------
@@ -138,8 +140,9 @@ def particle_table(labels, nm_per_pixel=None):
     h, w = labels.shape
     rows = []
     objects = ndi.find_objects(labels.astype(np.int64))
+    wanted = None if only is None else {int(v) for v in only}
     for lab, sl in enumerate(objects, start=1):
-        if sl is None:
+        if sl is None or (wanted is not None and lab not in wanted):
             continue
         mask = labels[sl] == lab
         area = int(mask.sum())
@@ -164,6 +167,33 @@ def particle_table(labels, nm_per_pixel=None):
     if nm_per_pixel:
         add_physical_columns(table, nm_per_pixel)
     return table
+
+
+def update_table(table, labels, changed):
+    """A pixel-unit particle table after some particles changed: only those are measured again.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        :func:`particle_table` (no physical columns) of the labels before the change.
+    labels : ndarray of int, shape (H, W)
+        The labels after it.
+    changed : iterable of int
+        Labels made, removed or reshaped (see :func:`saemi.edits.changed_labels`).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Equal to ``particle_table(labels)``, rows in label order.
+    """
+    changed = sorted({int(v) for v in changed})
+    if not changed:
+        return table
+    kept = table[~table["label"].isin(changed)]
+    fresh = particle_table(labels, only=changed)
+    parts = [t for t in (kept, fresh) if len(t)]
+    out = pd.concat(parts, ignore_index=True) if parts else fresh
+    return out.sort_values("label", kind="stable").reset_index(drop=True)
 
 
 def add_physical_columns(table, nm_per_pixel, unit="nm"):

@@ -22,7 +22,7 @@ from .calibration import Calibration, effective_calibration
 from .card import read_card
 from .instances import remove_labels, split_touching
 from .io import check_content, read_micrograph
-from .measure import kept_particles, particle_table, summarize, with_origin
+from .measure import add_physical_columns, kept_particles, particle_table, summarize, with_origin
 from .probability import resize_probability
 from .scalebar import detect_scale
 from .settings import Settings
@@ -205,7 +205,7 @@ def split(segmentation, settings):
     return split_touching(segmentation.probability, settings.split_settings(), particle_region(segmentation))
 
 
-def split_and_measure(segmentation, settings=None, deadline=None, split_labels=None, origins=None):
+def split_and_measure(segmentation, settings=None, deadline=None, split_labels=None, origins=None, px_table=None):
     """Particles, table and summary of a segmentation under some settings.
 
     Parameters
@@ -221,6 +221,8 @@ def split_and_measure(segmentation, settings=None, deadline=None, split_labels=N
     origins : dict, optional
         Label -> origin of the particles edits made or changed (the table's
         ``origin`` column; every other particle is ``model``).
+    px_table : pandas.DataFrame, optional
+        ``particle_table(split_labels)`` (pixel units) when a cache holds it.
 
     Returns
     -------
@@ -234,7 +236,11 @@ def split_and_measure(segmentation, settings=None, deadline=None, split_labels=N
     t_split = time.perf_counter()
     budget.check(deadline, "measuring the particles")
     nm_per_pixel = effective_nm_per_pixel(segmentation, settings)
-    table = kept_particles(with_origin(particle_table(split_labels, nm_per_pixel), origins), settings.removed_labels)
+    if px_table is None:
+        table = particle_table(split_labels, nm_per_pixel)
+    else:
+        table = add_physical_columns(px_table.copy(), nm_per_pixel) if nm_per_pixel else px_table.copy()
+    table = kept_particles(with_origin(table, origins), settings.removed_labels)
     unit = "nm" if nm_per_pixel else "px"
     summary = summarize(table, settings.metric, unit)
     labels = remove_labels(split_labels, settings.removed_labels, renumber=False)

@@ -50,6 +50,7 @@ from .card import read_card
 from .edits import MAX_EDITS, Corrected, apply_edits, changed_labels, check_edit, label_points
 from .errors import SaemiError
 from .export import csv_text
+from .measure import particle_table, update_table
 from .overlay import draw_overlay, hover_grid, output_mark, particle_layer, png_bytes, preview_jpeg
 from .pipeline import segment, split, split_and_measure
 from .settings import Settings, names as setting_names
@@ -136,6 +137,7 @@ class AnalysisService:
         self._memo = OrderedDict()      # digest -> Segmentation, decoded from the store
         self._labels = OrderedDict()    # label key -> labels of an analysis, decoded from the store
         self._edited = OrderedDict()    # label key + edits digest -> saemi.edits.Corrected
+        self._tables = OrderedDict()    # the same keys -> the particle table (pixel units) of those labels
         self._lock = threading.Lock()
         # One forward pass at a time per process: a pass already uses every core,
         # and two at once only thrash the caches (and GPU memory).
@@ -407,39 +409,55 @@ class AnalysisService:
     def _save_edits(self, image_id, record):
         self.store.put(EDITS_PREFIX + image_id, encode_handle(record))
 
-    def _corrected(self, entry, settings, edits):
-        """The labels of ``entry`` under ``settings`` after ``edits`` (a :class:`saemi.edits.Corrected`).
+    def _state(self, entry, settings, edits):
+        """The labels of ``entry`` under ``settings`` after ``edits``, and the key of that state.
 
-        Edited labellings are memoised per process under the label key and a
-        digest chain of the edits, so a new edit, an undo or a redo replays one
-        edit from a neighbouring state; another worker replays them all once.
+        Returns (:class:`saemi.edits.Corrected`, str). Edited labellings are
+        memoised per process under the label key and a digest chain of the
+        edits, so a new edit, an undo or a redo replays one edit from a
+        neighbouring state (another worker replays them all once), and the
+        particle table of the neighbouring state is updated for the particles
+        that changed instead of measured again.
         """
         labels = self._split_labels(entry, settings)
-        if not edits:
-            return Corrected(labels, {}, [], int(labels.max(initial=0)) + 1, 0)
         base = self._label_key(entry, settings)
+        if not edits:
+            return Corrected(labels, {}, [], int(labels.max(initial=0)) + 1, 0), base
         chain = [base]
         for e in edits:
             chain.append(hashlib.sha256((chain[-1] + json.dumps(e, sort_keys=True)).encode()).hexdigest())
         with self._lock:
-            hit = next(((n, self._edited[chain[n]]) for n in range(len(edits), 0, -1) if chain[n] in self._edited),
-                       (0, None))
-        n, start = hit
+            n, start = next(((n, self._edited[chain[n]]) for n in range(len(edits), 0, -1)
+                             if chain[n] in self._edited), (0, None))
+            table = self._tables.get(chain[n])
         if n == len(edits):
             self._remember(self._edited, chain[n], start, EDITED_ENTRIES)
-            return start
+            return start, chain[n]
         out = apply_edits(labels, edits, start=start)
         self._remember(self._edited, chain[-1], out, EDITED_ENTRIES)
-        return out
+        if table is not None:
+            before = labels if start is None else start.labels
+            self._remember(self._tables, chain[-1], update_table(table, out.labels, changed_labels(before, out.labels)),
+                           EDITED_ENTRIES + 1)
+        return out, chain[-1]
+
+    def _corrected(self, entry, settings, edits):
+        """The labels of ``entry`` under ``settings`` after ``edits`` (a :class:`saemi.edits.Corrected`)."""
+        return self._state(entry, settings, edits)[0]
 
     def _measure(self, entry, settings, deadline=None):
         """:func:`split_and_measure` of a cached image with its edits; returns (Analysis, edits summary)."""
         record = self._edits(entry.image_id)
         t = time.perf_counter()
-        corrected = self._corrected(entry, settings, record["done"])
+        corrected, state = self._state(entry, settings, record["done"])
         t_split = time.perf_counter() - t
+        with self._lock:
+            table = self._tables.get(state)
+        if table is None:
+            table = particle_table(corrected.labels)
+            self._remember(self._tables, state, table, EDITED_ENTRIES + 1)
         result = split_and_measure(entry.segmentation, settings, deadline, split_labels=corrected.labels,
-                                   origins=corrected.origins)
+                                   origins=corrected.origins, px_table=table)
         result.timings["watershed"] = t_split  # splitting (or its cache) and replaying the edits
         return result, _edits_summary(record, corrected)
 
