@@ -193,13 +193,13 @@ DOCUMENT = {
         "/analyses/{image_id}/edits/undo": {"post": {
             "operationId": "undoEdit", "summary": "Take back the last edit (redo applies it again).",
             "parameters": [_IMAGE_ID], "requestBody": _SETTINGS_ONLY,
-            "responses": {"200": _EDIT_RESULT, "404": _NOT_FOUND,
-                          "422": _err("No edit to undo (code bad_parameter).")}}},
+            "responses": {"200": _EDIT_RESULT, "404": _NOT_FOUND, **_ERRORS,
+                          "422": _err("No edit to undo, or bad settings (code bad_parameter).")}}},
         "/analyses/{image_id}/edits/redo": {"post": {
             "operationId": "redoEdit", "summary": "Apply again the last edit undone.",
             "parameters": [_IMAGE_ID], "requestBody": _SETTINGS_ONLY,
-            "responses": {"200": _EDIT_RESULT, "404": _NOT_FOUND,
-                          "422": _err("No edit to redo (code bad_parameter).")}}},
+            "responses": {"200": _EDIT_RESULT, "404": _NOT_FOUND, **_ERRORS,
+                          "422": _err("No edit to redo, or bad settings (code bad_parameter).")}}},
         "/analyses/{image_id}/labels.png": {"get": {
             "operationId": "labelsPng",
             "summary": "The corrected label image: 16-bit PNG, 0 background (the CLI's <name>_labels.png).",
