@@ -1053,6 +1053,49 @@ def test_training_pairs_written_by_the_page_train_a_model(ui, emps, tmp_path):
     load_segmenter(out, device="cpu")
 
 
+def test_touch_screen_pans_and_zooms(browser, server):
+    """On a touch device the image view zooms with the toolbar's +/- and pans with a finger."""
+    ctx = browser.new_context(viewport={"width": 900, "height": 1000}, has_touch=True, is_mobile=True)
+    page = ctx.new_page()
+    page.set_default_timeout(60_000)
+    try:
+        page.goto(server.url + "/")
+        page.click("#demo-button")
+        page.wait_for_function("() => { const gd = document.querySelector('#histogram-graph .js-plotly-plot');"
+                               " return gd && gd.layout && gd.layout.meta && gd.layout.meta.key; }", timeout=240_000)
+        settle(page)
+        page.locator("#image-graph").scroll_into_view_if_needed()
+
+        def x_range():
+            return page.evaluate("() => document.querySelector('#image-graph .js-plotly-plot')._fullLayout"
+                                 ".xaxis.range.slice()")
+
+        full = x_range()
+        box = page.locator("#image-graph .nsewdrag").first.bounding_box()
+        page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # shows the toolbar
+        page.locator('#image-graph .modebar-btn[data-title="Zoom in"]').tap()
+        page.wait_for_function("(w) => { const r = document.querySelector('#image-graph .js-plotly-plot')"
+                               "._fullLayout.xaxis.range; return r[1] - r[0] < w * 0.9; }", arg=full[1] - full[0])
+        zoomed = x_range()
+        # a one-finger drag, as the browser sends it: touchstart, touchmove, touchend on the plot
+        cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+        page.evaluate("""([cx, cy]) => {
+            const el = document.elementFromPoint(cx, cy);
+            const touch = (x, y) => new Touch({identifier: 1, target: el, clientX: x, clientY: y, pageX: x, pageY: y});
+            const fire = (type, x, y) => el.dispatchEvent(new TouchEvent(type, {bubbles: true, cancelable: true,
+                touches: type === 'touchend' ? [] : [touch(x, y)], changedTouches: [touch(x, y)]}));
+            fire('touchstart', cx, cy);
+            for (let k = 1; k <= 10; k++) fire('touchmove', cx + 12 * k, cy);
+            fire('touchend', cx + 120, cy);
+        }""", [cx, cy])
+        page.wait_for_function("(r0) => document.querySelector('#image-graph .js-plotly-plot')._fullLayout"
+                               ".xaxis.range[0] < r0 - 1", arg=zoomed[0])
+        panned = x_range()
+        assert abs((panned[1] - panned[0]) - (zoomed[1] - zoomed[0])) < 1e-6 * (full[1] - full[0]) + 1e-6
+    finally:
+        ctx.close()
+
+
 def test_no_javascript_errors(ui):
     bad = [e for e in ui.errors if "favicon" not in e]
     assert not bad, "\n".join(bad[:10])
