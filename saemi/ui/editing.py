@@ -117,9 +117,14 @@ def drawn_shape(relayout, tool):
     return None
 
 
+def selected_labels(selected, key):
+    """The particles selected for merging in labelling ``key`` (a selection of another one is void)."""
+    return list((selected or {}).get("labels", [])) if (selected or {}).get("key") == key else []
+
+
 def toggle_selected(selected, key, label):
     """Add or remove a particle from the merge selection of labelling ``key``."""
-    labels = list((selected or {}).get("labels", [])) if (selected or {}).get("key") == key else []
+    labels = selected_labels(selected, key)
     if label in labels:
         labels.remove(label)
     elif label:
@@ -233,7 +238,7 @@ def register(app, client):
     def on_merge(n, selected, ref, image, removed, *control_values):
         if not n or not ref or not image:
             raise PreventUpdate
-        labels = (selected or {}).get("labels", []) if (selected or {}).get("key") == ref["key"] else []
+        labels = selected_labels(selected, ref["key"])
         if len(labels) < 2:
             return (no_update,) * 4 + ("Select two or more particles to merge (click them with Merge on).",
                                        no_update)
@@ -288,7 +293,7 @@ def register(app, client):
             return "", True, True, True, True, True
         edits = analysis.get("edits") or {}
         text = edits_text(edits)
-        chosen = (selected or {}).get("labels", []) if (selected or {}).get("key") == analysis.get("key") else []
+        chosen = selected_labels(selected, analysis.get("key"))
         if tool == "merge":
             pick = f"Selected for merging: {', '.join(map(str, chosen))}" if chosen else "No particle selected"
             text = f"{pick}. {text}" if text else pick + "."
@@ -313,9 +318,7 @@ def register(app, client):
                 data, name = client.training_pair(analysis["image_id"], settings)
         except SaemiError as exc:
             return no_update, f"Could not prepare the download: {upload.sentence_tail(exc.message)}"
-        from dash import dcc as _dcc
-
-        return _dcc.send_bytes(data, name), ""
+        return dcc.send_bytes(data, name), ""
 
     for kind, button in (("labels", "download-labels-button"), ("pair", "download-pair-button")):
         @app.callback(
