@@ -974,9 +974,12 @@ def test_particles_are_corrected_by_mouse_and_keyboard(ui, server, emps, tmp_pat
     choose_tool(page, "m", "merge")
     first = find_particle(page, exclude=[new, target, piece])
     page.mouse.click(first["x"], first["y"])
-    page.wait_for_function(f"() => document.querySelector('#edit-status').textContent.includes('{first['label']}')")
+    page.wait_for_function("(t) => document.querySelector('#edit-status').textContent.startsWith(t)",
+                           arg=f"Selected for merging: {first['label']}.", timeout=20_000)
     second = find_particle(page, exclude=[new, target, piece, first["label"]])
     page.mouse.click(second["x"], second["y"])
+    page.wait_for_function("(t) => document.querySelector('#edit-status').textContent.startsWith(t)",
+                           arg=f"Selected for merging: {first['label']}, {second['label']}.", timeout=20_000)
     page.wait_for_selector("#edit-merge:not([disabled])")
     page.mouse.move(2, 2)
     n4, timings["merge"] = edited(page, n3, lambda: page.keyboard.press("Enter"))

@@ -455,7 +455,7 @@ def layout():
 # A new image, whose figure replaces the old one, must not inherit an active shape either; and the
 # figure patch that returns to panning lands after the drawing, so deactivate again once it has.
 DEACTIVATE_SHAPE_JS = """
-function(relayout, line, image) {
+function(relayout, line, image, ref) {
     const trigger = (window.dash_clientside.callback_context.triggered[0] || {}).prop_id || "";
     if (trigger.startsWith("image-graph") && !(relayout && Array.isArray(relayout.shapes))) {
         return window.dash_clientside.no_update;
@@ -474,9 +474,12 @@ function(relayout, line, image) {
 
 
 def register(app):
+    # analysis-ref-store: an edit's outline or split line is taken off the figure when its analysis
+    # arrives, and that redraw must not leave a removed shape active either
     app.clientside_callback(DEACTIVATE_SHAPE_JS, Output("shape-done-store", "data"),
                             Input("image-graph", "relayoutData"), Input("calib-line-store", "data"),
-                            Input("image-store", "data"), prevent_initial_call=True)
+                            Input("image-store", "data"), Input("analysis-ref-store", "data"),
+                            prevent_initial_call=True)
 
     @app.callback(
         Output("nm-store", "data"),

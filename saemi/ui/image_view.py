@@ -123,8 +123,10 @@ def register(app, client):
             raise PreventUpdate
         key = ref["key"]
         if ctx.triggered_id == "image-graph":
-            if tool not in (None, "exclude"):
-                raise PreventUpdate  # saemi.ui.editing's tools take the click
+            if click is None or tool not in (None, "exclude"):
+                # None: a callback has just cleared the click. Clearing it again would start a
+                # ping-pong whose late answer overwrites (and so loses) the user's next click.
+                raise PreventUpdate  # other tools: saemi.ui.editing takes the click
             label = particles.clicked_label(click)
             if not label:
                 return no_update, None
