@@ -249,6 +249,30 @@ def summary_row(file, status, error="", analysis=None):
     return row
 
 
+def sample_row(rows, plans, metric):
+    """The last ``summary.csv`` row of a run: every particle of the images analysed, as one sample.
+
+    Read back from the ``*_particles.csv`` files written (a serial run and a Dask
+    run alike). Sizes are in nm when every image has a calibration, else in px
+    for all, and the row's ``error`` cell says why. None when no image was analysed.
+    """
+    import pandas as pd
+
+    from .distribution import sample_table
+    from .measure import summarize
+
+    done = [(r, plan) for r, plan in zip(rows, plans) if r["status"] == "ok"]
+    if not done:
+        return None
+    calibrated = sum(str(r.get("unit", "px")).startswith("nm") for r, _ in done)
+    unit = "nm" if calibrated == len(done) else "px"
+    note = "" if unit == "nm" or not calibrated else \
+        f"sizes in px: {calibrated} of {len(done)} images have a calibration, so nm cannot be combined"
+    table = sample_table({r["file"]: pd.read_csv(plan["particles.csv"]) for r, plan in done})
+    return {"file": f"sample of {len(done)} images", "status": "sample", "error": note,
+            **summarize(table, metric, unit), "seconds": round(sum(float(r.get("seconds") or 0) for r, _ in done), 3)}
+
+
 def describe_error(exc):
     """A one-line message for a per-file failure; unexpected types are named."""
     from .errors import SaemiError
@@ -370,7 +394,10 @@ def _analyze(args):
             rows, failed, interrupted = run_batch(cluster, files, plans, settings, args.overlay, args.quiet)
     else:
         rows, failed, interrupted = _run_serial(files, plans, settings, segmenter, args.overlay, args.quiet)
+    sample = sample_row(rows, plans, settings.metric)
     rows += [summary_row(path, "skipped", reason) for path, reason in skipped]
+    if sample is not None:
+        rows.append(sample)
     try:
         # convert_dtypes: integer columns stay integers beside the empty cells of error and skipped rows
         write_atomic(out / SUMMARY_FILE, csv_text(pd.DataFrame(rows).convert_dtypes()))
@@ -378,6 +405,9 @@ def _analyze(args):
         print(f"saemi: error: {out / SUMMARY_FILE} could not be written: {describe_error(exc)}", file=sys.stderr)
         return 130 if interrupted else 1
     ok = sum(r["status"] == "ok" for r in rows)
+    if sample is not None and not args.quiet:
+        _say(f"the sample: {sample['count']} particles, median {sample['metric'].replace('_', ' ')} "
+             f"{sample['median']:.4g} {sample['unit']}" + (f" ({sample['error']})" if sample["error"] else ""))
     print(f"{ok} of {len(files)} images analysed; results in {out}" + (f"; {failed} failed" if failed else "")
           + (f"; {len(skipped)} paths skipped" if skipped else "") + ("; interrupted" if interrupted else ""))
     if interrupted:

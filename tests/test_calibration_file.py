@@ -294,6 +294,7 @@ def test_cli_folder_of_mixed_formats(tmp_path):
     rc = cli.main(["analyze", str(folder), "--out", str(out), "--quiet", "--device", "cpu", "--scale-bar", "none"])
     assert rc == 0
     rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    check_sample_row(rows)
     assert set(rows) == {"tem.dm3", "stack.tif", "float.tif", "hitachi.tif", "velox.emd", "cryo.mrc", "hitachi.txt"}
     assert rows.pop("hitachi.txt")["status"] == "skipped"  # the sidecar is read with its image, not analysed
     expect = {"tem.dm3": ("0.7344", "file"), "stack.tif": ("7.344", "file"), "hitachi.tif": ("24.8", "file"),
@@ -391,6 +392,7 @@ def test_cli_reads_every_format(tmp_path):
     out = tmp_path / "out"
     assert cli.main(["analyze", str(folder), "--out", str(out), "--quiet", "--device", "cpu"]) == 0
     rows = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(out / "summary.csv"))}
+    check_sample_row(rows)
     assert set(rows) == set(FORMATS)
     for name, (_, nm) in FORMATS.items():
         assert float(rows[name]["nm_per_pixel"]) == nm and rows[name]["calibration_source"] == "file", rows[name]
@@ -441,3 +443,13 @@ def test_calibration_survives_the_shared_cache(tmp_path, trained_segmenter):
     again = decode_segmentation(encode_segmentation(seg))
     assert again.calibration == seg.calibration and again.calibration.nm_per_pixel == 7.344
     assert split_and_measure(again, Settings()).nm_per_pixel == 7.344
+
+
+def check_sample_row(rows):
+    """Pop the folder's pooled row: every particle of the images analysed, in nm when all are calibrated."""
+    name, sample = next((k, r) for k, r in rows.items() if r["status"] == "sample")
+    rows.pop(name)
+    done = [r for r in rows.values() if r["status"] == "ok"]
+    assert name == f"sample of {len(done)} images"
+    assert int(sample["count"]) == sum(int(r["count"]) for r in done)
+    assert sample["unit"] == ("nm" if all(r["unit"] == "nm" for r in done) else "px")

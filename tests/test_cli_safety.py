@@ -100,7 +100,7 @@ def test_rerun_into_the_input_folder_skips_earlier_outputs(tmp_path, otsu_cli):
         assert f"skipped {folder / name}: an output of an earlier SAEMI run" in err
     assert (folder / "a.png").read_bytes() == original
     summary = pd.read_csv(folder / "summary.csv")
-    assert summary.status.tolist() == ["ok"] + ["skipped"] * 4
+    assert summary.status.tolist() == ["ok"] + ["skipped"] * 4 + ["sample"]
     assert summary.file[0] == str(folder / "a.png")
     assert (folder / "a_labels.png").read_bytes() == first["a_labels.png"]  # the same result again
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
@@ -156,7 +156,9 @@ def test_per_file_errors_of_any_kind_are_rows_and_the_batch_goes_on(tmp_path, ot
     assert code == 1
     assert "Traceback" not in err
     summary = pd.read_csv(tmp_path / "out" / "summary.csv", keep_default_na=False)
-    assert summary.status.tolist() == ["ok", "error", "error", "ok", "error"]
+    assert summary.status.tolist() == ["ok", "error", "error", "ok", "error", "sample"]
+    counts = summary["count"]
+    assert int(counts.iloc[-1]) == int(counts.iloc[0]) + int(counts.iloc[3]) > 0  # the images analysed, pooled
     assert summary.error[1] == "OSError: Input/output error"
     assert summary.error[2] == "unexpected RuntimeError: a bug in the pipeline"
     assert "not an image" in summary.error[4]
@@ -194,7 +196,7 @@ def test_a_failed_write_leaves_earlier_outputs_whole(tmp_path, otsu_cli, monkeyp
     for name in ["a_labels.png", "a_particles.csv", "a_overlay.png"]:
         assert (out / name).read_text() == "earlier"  # all three are replaced together, or none
     summary = pd.read_csv(out / "summary.csv")
-    assert summary.status.tolist() == ["error", "ok"]
+    assert summary.status.tolist() == ["error", "ok", "sample"]
     assert "No space left on device" in summary.error[0]
     assert (out / "b_overlay.png").is_file()
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left behind
@@ -216,7 +218,7 @@ def test_an_interrupted_run_still_writes_its_summary(tmp_path, otsu_cli, monkeyp
     code, out, _ = otsu_cli(inputs, "--out", tmp_path / "out")
     assert code == 130 and "interrupted" in out
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
-    assert summary.status.tolist() == ["ok", "interrupted", "interrupted"]
+    assert summary.status.tolist() == ["ok", "interrupted", "interrupted", "sample"]
 
 
 def test_formula_like_cells_are_escaped_in_every_csv(tmp_path, otsu_cli, monkeypatch):
