@@ -65,6 +65,19 @@ def build_unet(n_classes=3, img_size=(256, 256)):
         return DynamicUnet(body, n_classes, img_size)
 
 
+def build_inference_unet(n_classes=3):
+    """The same network as :func:`build_unet`, in plain torch (:class:`saemi.unet.ResNet18Unet`).
+
+    The torch inference path (CUDA serving, ``SAEMI_ENGINE=torch``) loads the weights into
+    this one: it takes the same state dict, gives the same logits (tests/test_unet.py), and
+    needs no fastai import (which costs seconds of cold start: pandas, matplotlib, scikit-learn).
+    Training and the ONNX graph export keep fastai's network.
+    """
+    from .unet import ResNet18Unet
+
+    return ResNet18Unet(n_classes)
+
+
 def _cuda_present():
     """Whether a CUDA GPU is visible, asked of the driver (``libcuda``) without importing torch."""
     import ctypes
@@ -268,7 +281,7 @@ def load_segmenter(weights=None, device="auto", precision=None, engine=None):
     dev = device if isinstance(device, torch.device) else choose_device(device)
     try:  # the file first: a corrupt or unsafe one is refused before the network is built
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        net = build_unet(len(card["classes"]))
+        net = build_inference_unet(len(card["classes"]))
         net.load_state_dict({k: v.float() for k, v in state.items()})
     except Exception as exc:  # a corrupt or mismatched file: say which
         raise SaemiError(f"could not load model weights from {weights_file}: {exc}", code="no_model") from exc
