@@ -14,12 +14,13 @@ How the exported network is made, and why it cannot go stale
   shipped one is the same graph.
 * At first use :func:`exported_model` fills that graph with the weights file's
   tensors (read by :func:`saemi.statedict.read_state_dict`, without torch), as
-  float32, and writes the result to the engine cache,
+  float32 (float16 weights stay float16 in the file, cast on load: exact), and writes the
+  result to the engine cache,
   ``$SAEMI_ENGINE_DIR`` (default ``$XDG_CACHE_HOME/saemi/engine``, i.e.
   ``~/.cache/saemi/engine``; the package folder may be read-only), as
-  ``unet-<weights sha256>-<graph sha256>.onnx`` with a JSON record beside it.
-  Every load hashes the weights file again and uses the cached export only when
-  its record names the same weights hash, graph hash and file size; anything else
+  ``unet-<weights sha256>-<graph sha256>-v<format>.onnx`` with a JSON record beside
+  it. Every load hashes the weights file again and uses the cached export only when
+  its record names the same weights hash, graph hash, export format and file size; anything else
   (new weights, a retrained card's weights, a truncated file) builds it again.
   Every initializer's shape is checked against the weights, so weights of
   another architecture are refused (:class:`SaemiError` ``no_model``) rather than
@@ -59,6 +60,8 @@ ENGINES = ("openvino", "onnxruntime")
 #: The graph's input and output names.
 INPUT, OUTPUT = "x", "logits"
 OPSET = 17
+#: Bumped whenever :func:`fill_graph` writes the export differently: part of the cache key.
+EXPORT_FORMAT = 2
 
 
 def engine_dir():
@@ -107,7 +110,12 @@ def _load_graph(graph_file=GRAPH_FILE):
 
 
 def fill_graph(graph, state, weights_label="weights"):
-    """The graph with its empty initializers filled from a state dict, as float32.
+    """The graph with its empty initializers filled from a state dict.
+
+    Float32 weights go in as float32. Float16 ones (the shipped weights are stored so) go in
+    as float16 under ``NAME::fp16``, with a ``Cast`` to float32 named ``NAME`` at the top of
+    the graph: exact (every float16 is a float32), half the file, and both runtimes fold the
+    casts when they load the model, so it runs as the float32 network does.
 
     Raises
     ------
@@ -116,29 +124,34 @@ def fill_graph(graph, state, weights_label="weights"):
         another architecture (or number of classes) than the graph's.
     """
     import onnx
-    from onnx import numpy_helper
+    from onnx import helper, numpy_helper
 
     model = onnx.ModelProto()
     model.CopyFrom(graph)
-    wanted = {init.name for init in model.graph.initializer if not init.raw_data and init.data_type == onnx.TensorProto.FLOAT
-              and init.name in state}
+    slots = {init.name: init for init in model.graph.initializer
+             if not init.raw_data and init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) > 0}
     # batch norm's step counter is not a weight (saved as int64, or as float16 by a blanket .half())
     floating = {k for k, v in state.items() if v.dtype.kind == "f" and not k.endswith(".num_batches_tracked")}
-    missing = sorted(floating - wanted)
-    for init in model.graph.initializer:
-        if init.name not in state:
-            continue
-        value = np.ascontiguousarray(state[init.name], dtype="<f4")
-        if tuple(init.dims) != value.shape:
-            raise SaemiError(f"{weights_label} do not fit the exported network: {init.name} has shape "
-                             f"{value.shape}, the graph wants {tuple(init.dims)}", code="no_model")
-        init.CopyFrom(numpy_helper.from_array(value, init.name))
-    empty = [init.name for init in model.graph.initializer if not init.raw_data and not init.float_data
-             and init.data_type == onnx.TensorProto.FLOAT and np.prod(init.dims) > 0]
+    missing, empty = sorted(floating - set(slots)), sorted(set(slots) - floating)
     if empty or missing:
         raise SaemiError(f"{weights_label} do not fit the exported network: "
                          f"{len(empty)} graph weights without a value (e.g. {empty[:3]}), "
                          f"{len(missing)} weights the graph does not use (e.g. {missing[:3]})", code="no_model")
+    casts = []
+    for name, init in slots.items():
+        value = state[name]
+        if tuple(init.dims) != tuple(value.shape):
+            raise SaemiError(f"{weights_label} do not fit the exported network: {name} has shape "
+                             f"{tuple(value.shape)}, the graph wants {tuple(init.dims)}", code="no_model")
+        if value.dtype == np.float16:
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value, dtype="<f2"), f"{name}::fp16"))
+            casts.append(helper.make_node("Cast", [f"{name}::fp16"], [name], to=onnx.TensorProto.FLOAT,
+                                          name=f"{name}::cast"))
+        else:
+            init.CopyFrom(numpy_helper.from_array(np.ascontiguousarray(value, dtype="<f4"), name))
+    nodes = casts + list(model.graph.node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
     return model
 
 
@@ -195,20 +208,20 @@ def exported_model(weights_file, cache_dir=None, graph_file=GRAPH_FILE):
     if not weights_file.exists():
         raise SaemiError(f"model weights not found at {weights_file}", code="no_model")
     wsha, gsha = file_sha256(weights_file), graph_sha256(graph_file)
-    name = f"unet-{wsha[:16]}-{gsha[:12]}.onnx"
+    name = f"unet-{wsha[:16]}-{gsha[:12]}-v{EXPORT_FORMAT}.onnx"
     dirs = [Path(cache_dir) if cache_dir else engine_dir(),
             Path(tempfile.gettempdir()) / f"saemi-engine-{os.getuid() if hasattr(os, 'getuid') else 'user'}"]
-    wanted = {"weights_sha256": wsha, "graph_sha256": gsha}
+    wanted = {"weights_sha256": wsha, "graph_sha256": gsha, "format": EXPORT_FORMAT}
     for d in dirs:
         if _cached(d / name, wanted):
             size = (d / name).stat().st_size
             return d / name, {**wanted, "size": size, "built": False}
     model = fill_graph(_load_graph(graph_file), read_state_dict(weights_file), f"weights {weights_file}")
-    meta = {"saemi_weights_sha256": wsha, "saemi_graph_sha256": gsha}
+    meta = {"saemi_weights_sha256": wsha, "saemi_graph_sha256": gsha, "saemi_export_format": str(EXPORT_FORMAT)}
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
     data = model.SerializeToString()
-    record = {"weights_sha256": wsha, "graph_sha256": gsha, "size": len(data)}
+    record = {**wanted, "size": len(data)}
     errors = []
     for d in dirs:
         path = d / name
