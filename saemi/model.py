@@ -22,6 +22,18 @@ out, which is a +8 % diameter error on a 25-pixel particle. :class:`Segmenter`
 divides the weights back out (a prior correction: ``softmax(logits - log w)``),
 so the probabilities it returns are calibrated and the 0.5 threshold sits on the
 true edge.
+
+Engines. :func:`load_segmenter` returns this module's torch :class:`Segmenter` or,
+on the CPU, :class:`saemi.engine.EngineSegmenter` (the ONNX export of the same
+weights under OpenVINO or ONNX Runtime), both with the same interface; the choice
+(:func:`choose_engine`, ``$SAEMI_ENGINE``) was made by measurement
+(``bench/bench_inference.py``, README "Inference engines"): on a 2-core AVX512-BF16
+CPU OpenVINO bf16 ran the full pipeline 1.84x faster than torch bf16 and kept the
+evaluation scores to 3 decimals; ONNX Runtime fp32 was no faster than torch bf16.
+torch stays for CUDA, for training and as the fallback. Nothing here imports torch
+until the torch path is taken, so a serving install without torch works; the torch
+path itself builds :class:`saemi.unet.ResNet18Unet` (fastai's network in plain
+torch), not fastai's, to skip importing fastai.
 """
 
 import logging
