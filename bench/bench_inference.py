@@ -8,7 +8,7 @@ reading, data bar, network, splitting, table: ``segment`` + ``split_and_measure`
 with the model card's settings — once per segmenter:
 
 * ``torch``: the path before the engine (torch, bf16 autocast + channels-last where
-  the CPU has native bf16, else fp32);
+  the CPU has native bf16, else fp32), and ``torch fp32`` beside it on a bf16 CPU;
 * every CPU engine installed (OpenVINO bf16/f32, ONNX Runtime fp32), on the ONNX
   export of the same weights (:mod:`saemi.engine`);
 * ``default``: what ``load_segmenter()`` picks here (``SAEMI_ENGINE=auto``).
@@ -59,6 +59,8 @@ def segmenters(weights):
         warnings.simplefilter("ignore")
         try:
             out["torch"] = load_segmenter(weights, "cpu", engine="torch")
+            if out["torch"].precision != "fp32":  # what a CPU without native bf16 would run
+                out["torch fp32"] = load_segmenter(weights, "cpu", "fp32", engine="torch")
         except Exception as exc:  # a serving install without torch
             print(f"torch path not measured: {exc}")
         for engine in available_engines():
