@@ -162,6 +162,8 @@ def choose_engine(preference=None, device="auto"):
     if name not in ENGINE_NAMES:
         raise SaemiError(f"unknown engine {name!r}: use {', '.join(ENGINE_NAMES)}", code="bad_parameter")
     dev = str(getattr(device, "type", device) or "auto").lower()
+    if dev not in ("auto", "cpu", "cuda"):
+        raise SaemiError(f"unknown device {device!r}: use auto, cpu or cuda", code="bad_parameter")
     if name != "auto":
         if name != "torch" and dev == "cuda":
             raise SaemiError(f"engine {name!r} runs on the CPU; use engine torch for device cuda",

@@ -223,6 +223,8 @@ def test_engine_choice(monkeypatch):
         model.choose_engine("openvino", "cuda")
     with pytest.raises(SaemiError, match="unknown engine"):
         model.choose_engine("tensorrt", "cpu")
+    with pytest.raises(SaemiError, match="unknown device"):
+        model.choose_engine(None, "tpu")
 
 
 @needs_engine
