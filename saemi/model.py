@@ -28,7 +28,7 @@ on the CPU, :class:`saemi.engine.EngineSegmenter` (the ONNX export of the same
 weights under OpenVINO or ONNX Runtime), both with the same interface; the choice
 (:func:`choose_engine`, ``$SAEMI_ENGINE``) was made by measurement
 (``bench/bench_inference.py``, README "Inference engines"): on a 2-core AVX512-BF16
-CPU OpenVINO bf16 ran the full pipeline 1.84x faster than torch bf16 and kept the
+CPU OpenVINO bf16 ran the full pipeline 1.78-1.84x faster than torch bf16 and kept the
 evaluation scores to 3 decimals; ONNX Runtime fp32 was no faster than torch bf16.
 torch stays for CUDA, for training and as the fallback. Nothing here imports torch
 until the torch path is taken, so a serving install without torch works; the torch
