@@ -170,6 +170,28 @@ def _cached(model_path, wanted):
         return False
 
 
+#: Exports kept per cache folder (62 MB each), the most recently used; older ones are removed
+#: when a new one is built (other weights, or a new graph or format).
+KEEP_EXPORTS = 4
+
+
+def _touch(path):
+    try:
+        os.utime(path)
+    except OSError:  # a read-only cache (built at install): fine
+        pass
+
+
+def _prune(folder, keep):
+    exports = sorted(Path(folder).glob("unet-*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in exports[keep:]:
+        for p in (old, _record_path(old)):
+            try:
+                p.unlink()
+            except OSError:
+                pass
+
+
 def _atomic_write(path, data):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -199,7 +221,7 @@ def exported_model(weights_file, cache_dir=None, graph_file=GRAPH_FILE):
     Returns
     -------
     path : Path
-        The ``.onnx`` file (weights inside, float32).
+        The ``.onnx`` file (the weights inside).
     record : dict
         What it was built from: ``weights_sha256``, ``graph_sha256``, ``size``,
         and ``built`` (True when it was built by this call).
@@ -214,8 +236,8 @@ def exported_model(weights_file, cache_dir=None, graph_file=GRAPH_FILE):
     wanted = {"weights_sha256": wsha, "graph_sha256": gsha, "format": EXPORT_FORMAT}
     for d in dirs:
         if _cached(d / name, wanted):
-            size = (d / name).stat().st_size
-            return d / name, {**wanted, "size": size, "built": False}
+            _touch(d / name)
+            return d / name, {**wanted, "size": (d / name).stat().st_size, "built": False}
     model = fill_graph(_load_graph(graph_file), read_state_dict(weights_file), f"weights {weights_file}")
     meta = {"saemi_weights_sha256": wsha, "saemi_graph_sha256": gsha, "saemi_export_format": str(EXPORT_FORMAT)}
     for key, value in meta.items():
@@ -228,6 +250,7 @@ def exported_model(weights_file, cache_dir=None, graph_file=GRAPH_FILE):
         try:
             _atomic_write(path, data)
             _atomic_write(_record_path(path), json.dumps(record).encode())
+            _prune(d, keep=KEEP_EXPORTS)
             return path, {**record, "built": True}
         except OSError as exc:
             errors.append(f"{d}: {exc}")

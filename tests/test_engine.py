@@ -158,6 +158,20 @@ def test_a_stale_export_is_detected_and_rebuilt(random_segmenter, random_weights
     assert exported_model(random_weights, cache)[1]["built"]
 
 
+def test_old_exports_are_pruned(random_weights, tmp_path, monkeypatch):
+    from saemi import engine as engine_mod
+
+    monkeypatch.setattr(engine_mod, "KEEP_EXPORTS", 2)
+    for k in range(3):
+        (tmp_path / f"unet-{k:016d}-000000000000-v2.onnx").write_bytes(b"old")
+        (tmp_path / f"unet-{k:016d}-000000000000-v2.json").write_text("{}")
+        os.utime(tmp_path / f"unet-{k:016d}-000000000000-v2.onnx", (1000 + k, 1000 + k))
+    path, _ = exported_model(random_weights, tmp_path)
+    left = sorted(p.name for p in tmp_path.glob("unet-*.onnx"))
+    assert left == sorted([path.name, "unet-0000000000000002-000000000000-v2.onnx"])
+    assert len(list(tmp_path.glob("unet-*.json"))) == 2
+
+
 def test_the_shipped_weights_export_is_keyed_by_their_hash(tmp_path):
     from saemi.card import DEFAULT_WEIGHTS_DIR, WEIGHTS_FILE
     from saemi.statedict import file_sha256
