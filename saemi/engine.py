@@ -13,18 +13,17 @@ How the exported network is made, and why it cannot go stale
   trained values; ``tests/test_engine.py`` exports it again and checks that the
   shipped one is the same graph.
 * At first use :func:`exported_model` fills that graph with the weights file's
-  tensors (read by :func:`saemi.statedict.read_state_dict`, without torch), as
-  float32 (float16 weights stay float16 in the file, cast on load: exact), and writes the
-  result to the engine cache,
-  ``$SAEMI_ENGINE_DIR`` (default ``$XDG_CACHE_HOME/saemi/engine``, i.e.
-  ``~/.cache/saemi/engine``; the package folder may be read-only), as
-  ``unet-<weights sha256>-<graph sha256>-v<format>.onnx`` with a JSON record beside
-  it. Every load hashes the weights file again and uses the cached export only when
-  its record names the same weights hash, graph hash, export format and file size; anything else
-  (new weights, a retrained card's weights, a truncated file) builds it again.
-  Every initializer's shape is checked against the weights, so weights of
-  another architecture are refused (:class:`SaemiError` ``no_model``) rather than
-  run wrongly.
+  tensors (read by :func:`saemi.statedict.read_state_dict`, without torch; float16
+  weights, as shipped, stay float16 with a cast to float32 in the graph: exact) and
+  writes the result to the engine cache, ``$SAEMI_ENGINE_DIR`` (default
+  ``$XDG_CACHE_HOME/saemi/engine``, i.e. ``~/.cache/saemi/engine``: the package
+  folder may be read-only), as ``unet-<weights sha256>-<graph sha256>-v<format>.onnx``
+  with a JSON record beside it. Every load hashes the weights file again and uses
+  the cached export only when its record names the same weights hash, graph hash,
+  export format and file size; anything else (other or retrained weights, a new
+  graph, a truncated file) builds it again. Every initializer's shape is checked
+  against the weights, so weights of another architecture are refused
+  (:class:`SaemiError` ``no_model``) rather than run wrongly.
 * The model card is not compiled into the export: the class-weight correction
   (``loss_class_weights``), ``input_scale`` and the tiling are applied outside
   the graph (:mod:`saemi.inference`), read from the card at load time, so a card
@@ -33,7 +32,10 @@ How the exported network is made, and why it cannot go stale
 Engines and precision (measured: ``bench/bench_inference.py``; docs in README)
 ------------------------------------------------------------------------------
 * ``openvino``: ``bf16`` where the CPU has native bf16 (AVX512-BF16 / AMX; the
-  card's ``inference_precision``), else ``f32``.
+  card's ``inference_precision``), else ``f32``. The default on the CPU: 1.8x the
+  full pipeline of torch bf16 on a 2-core AVX512-BF16 CPU, ``saemi evaluate`` scores
+  equal to the fp32 network's to 3 decimals (AP 0.8996 against 0.8997, Dice 0.9529).
+  int8 (static QDQ) was 1.85x faster again but lost 0.004 Dice: not used.
 * ``onnxruntime``: fp32 (its CPU provider has no bf16 convolutions).
 * ``torch`` (:mod:`saemi.model`): CUDA, training, and the fallback.
 
@@ -41,7 +43,6 @@ Engines and precision (measured: ``bench/bench_inference.py``; docs in README)
 ``auto``: see :func:`saemi.model.choose_engine`).
 """
 
-import hashlib
 import json
 import os
 import tempfile
