@@ -5,7 +5,7 @@
 #
 #   docker build --target backend  -t saemi-backend  .   # REST API, model on CUDA
 #   docker build --target frontend -t saemi-frontend .   # Dash page, calls $SAEMI_BACKEND_URL
-#   docker build --target web      -t saemi-web      .   # everything in one process, CPU (Heroku)
+#   docker build --target web      -t saemi-web      .   # everything in one process, CPU, no torch (Heroku)
 #
 # The backend image can also serve everything in one process:
 #   docker run --gpus all -p 8050:8050 -e PORT=8050 saemi-backend gunicorn -c gunicorn.conf.py app:server
@@ -44,6 +44,7 @@ COPY gunicorn.conf.py app.py pyproject.toml ./
 COPY saemi/*.py saemi/
 COPY saemi/api/ saemi/api/
 COPY saemi/ui/ saemi/ui/
+COPY saemi/graphs/ saemi/graphs/
 COPY saemi/model_weights/ saemi/model_weights/
 
 USER saemi
@@ -99,18 +100,18 @@ CMD ["gunicorn", "-c", "gunicorn.conf.py", "app:server"]
 
 # ---------------------------------------------------------------------------------------------
 # web: the one-process layout on CPU (page + backend + model in each worker). For the Heroku
-# container stack (heroku.yml; the buildpack slug would exceed 500 MB, see docs/deploy.md) or
-# any VM without a GPU. Heroku sets $PORT at run time.
+# container stack (heroku.yml) or any VM without a GPU. Heroku sets $PORT at run time.
 FROM frontend AS web
 
 USER root
-# the network on CPU: the +cpu builds satisfy requirements.txt's torch==/torchvision== pins (local
-# version labels), then the rest of the lock (fastai, ...)
-RUN pip install --index-url https://download.pytorch.org/whl/cpu \
-        "torch==$(sed -n 's/^torch==//p' requirements.txt)" \
-        "torchvision==$(sed -n 's/^torchvision==//p' requirements.txt)" \
-    && pip install -r requirements.txt
+# the network on the CPU engine, no torch (saemi/engine.py): the serving set, pinned as in the lock;
+# the ONNX export of the weights is built here, at install, into a folder the app reads at start
+COPY requirements-serve.txt .
+RUN pip install -r requirements-serve.txt
+COPY saemi/graphs/ saemi/graphs/
 COPY saemi/model_weights/ saemi/model_weights/
+ENV SAEMI_ENGINE_DIR=/opt/saemi-engine
+RUN python -m saemi.engine --build saemi/model_weights/saemi_unet_resnet18.pt && chmod -R a+rX /opt/saemi-engine
 ENV SAEMI_BACKEND_URL="" \
     WEB_CONCURRENCY=1 \
     SAEMI_THREADS=4 \

@@ -3,7 +3,8 @@
 Run:  python bench/bench_pipeline.py [--repeats 3] [--image PATH] [--threads N]
 
 Stages: load (decode PNG bytes), banner, network, watershed, table; the network
-is timed in fp32 and bf16 (autocast). The baseline, measured in the same run on
+is the torch path, timed in fp32 and bf16 (autocast). The CPU engines (OpenVINO,
+ONNX Runtime) against it: bench/bench_inference.py. The baseline, measured in the same run on
 the same image, is the textbook pipeline: Otsu threshold + distance-transform
 watershed + the same table. Ratios are SAEMI time / baseline time.
 """
@@ -77,7 +78,7 @@ def main():
     base, _, base_table = best_of(lambda: otsu_watershed(data), args.repeats)
     results = {}
     for precision in ("fp32", "bf16"):
-        seg_model = load_segmenter(args.weights, "cpu", precision)
+        seg_model = load_segmenter(args.weights, "cpu", precision, engine="torch")
         segment(data, seg_model)  # warm-up: first pass allocates
         stage = {k: [] for k in STAGES}
         for _ in range(args.repeats):

@@ -1,7 +1,7 @@
 """Print the requirements of the page-only front end (Dockerfile target ``frontend``), one a line.
 
 The front end (``app:server`` with ``SAEMI_BACKEND_URL``) never imports torch: it needs the
-package's core requirements less the network's (torch, torchvision, fastai) plus the ``web``
+package's core requirements less the network's (the CPU engine: onnx, openvino) plus the ``web``
 and ``ocr`` extras, all read from ``pyproject.toml``. Install them pinned by the lock::
 
     python deploy/frontend_requirements.py > frontend.txt
@@ -15,7 +15,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-NETWORK = {"torch", "torchvision", "fastai"}
+NETWORK = {"torch", "torchvision", "fastai", "onnx", "openvino", "onnxruntime"}
 EXTRAS = ("web", "ocr")
 
 

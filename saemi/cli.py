@@ -465,6 +465,8 @@ def _evaluate(args):
     else:
         segmenter = default_segmenter(args.weights, args.device)
         settings = Settings.from_dict(None, defaults=read_card(args.weights)["postprocess"])
+        print(f"network: engine {getattr(segmenter, 'engine', 'torch')}, {getattr(segmenter, 'precision', '?')} "
+              "(SAEMI_ENGINE, SAEMI_PRECISION)", file=sys.stderr)
     per_image, summary, segmentations = evaluate(args.data, names, segmenter, settings)
     if args.tune and not args.baseline:
         best, table, ap_per_setting = tune_postprocess(args.data, segmentations)

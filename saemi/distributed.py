@@ -80,10 +80,13 @@ def cpu_count():
 
 
 def _set_torch_threads(threads):
+    """CPU threads per forward pass: ``OMP_NUM_THREADS``, which the CPU engine (saemi.engine) reads when
+    it loads, and torch's own setting if torch is loaded (it is not imported here: a worker on the
+    CPU engine never loads it; torch reads ``OMP_NUM_THREADS`` itself when it is imported later)."""
     if threads:
-        import torch
-
-        if torch.get_num_threads() != threads:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
 
 
@@ -110,7 +113,7 @@ class ModelPlugin(_WorkerPluginBase):
         ``$SAEMI_WEIGHTS`` or its bundled weights.
     device : {'auto', 'cpu', 'cuda'}
     threads : int or None
-        PyTorch CPU threads per worker; None leaves the worker's setting
+        CPU threads per forward pass in each worker (engine or PyTorch); None leaves the worker's setting
         (under ``dask worker`` that is ``OMP_NUM_THREADS``, which Dask's nanny
         sets to 1 unless configured otherwise).
     """

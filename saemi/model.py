@@ -22,20 +22,31 @@ out, which is a +8 % diameter error on a 25-pixel particle. :class:`Segmenter`
 divides the weights back out (a prior correction: ``softmax(logits - log w)``),
 so the probabilities it returns are calibrated and the 0.5 threshold sits on the
 true edge.
+
+Engines. :func:`load_segmenter` returns this module's torch :class:`Segmenter` or,
+on the CPU, :class:`saemi.engine.EngineSegmenter` (the ONNX export of the same
+weights under OpenVINO or ONNX Runtime), both with the same interface; the choice
+(:func:`choose_engine`, ``$SAEMI_ENGINE``) was made by measurement
+(``bench/bench_inference.py``, README "Inference engines"): on a 2-core AVX512-BF16
+CPU OpenVINO bf16 ran the full pipeline 1.78-1.84x faster than torch bf16 and kept the
+evaluation scores to 3 decimals; ONNX Runtime fp32 was no faster than torch bf16.
+torch stays for CUDA, for training and as the fallback. Nothing here imports torch
+until the torch path is taken, so a serving install without torch works; the torch
+path itself builds :class:`saemi.unet.ResNet18Unet` (fastai's network in plain
+torch), not fastai's, to skip importing fastai.
 """
 
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
-import numpy as np
-import torch
-
-from . import budget
 from .card import DEFAULT_CARD, DEFAULT_WEIGHTS_DIR, WEIGHTS_FILE, read_card
 from .errors import SaemiError
-from .probability import resize_probability
+# torch-free, shared with saemi.engine; re-exported here, where callers have always found them
+from .inference import PredictMixin, _pad_to, _ramp, _starts, log_class_weights, predict_tiled, standardize  # noqa: F401
+
+log = logging.getLogger(__name__)
 
 def build_unet(n_classes=3, img_size=(256, 256)):
     """Build the ResNet18 U-Net, randomly initialised.
@@ -66,6 +77,31 @@ def build_unet(n_classes=3, img_size=(256, 256)):
         return DynamicUnet(body, n_classes, img_size)
 
 
+def build_inference_unet(n_classes=3):
+    """The same network as :func:`build_unet`, in plain torch (:class:`saemi.unet.ResNet18Unet`).
+
+    The torch inference path (CUDA serving, ``SAEMI_ENGINE=torch``) loads the weights into
+    this one: it takes the same state dict, gives the same logits (tests/test_unet.py), and
+    needs no fastai import (which costs seconds of cold start: pandas, matplotlib, scikit-learn).
+    Training and the ONNX graph export keep fastai's network.
+    """
+    from .unet import ResNet18Unet
+
+    return ResNet18Unet(n_classes)
+
+
+def _cuda_present():
+    """Whether a CUDA GPU is visible, asked of the driver (``libcuda``) without importing torch."""
+    import ctypes
+
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        count = ctypes.c_int(0)
+        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+    except (OSError, AttributeError):
+        return False
+
+
 def choose_device(preference="auto"):
     """Return the torch device to use: CUDA when present (for ``auto``), else CPU.
 
@@ -78,6 +114,8 @@ def choose_device(preference="auto"):
     SaemiError
         If ``cuda`` is asked for and none is available, or the name is unknown.
     """
+    import torch
+
     preference = (preference or "auto").lower()
     if preference == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -91,25 +129,69 @@ def choose_device(preference="auto"):
     raise SaemiError(f"unknown device {preference!r}: use auto, cpu or cuda", code="bad_parameter")
 
 
-def standardize(image):
-    """Per-image standardisation of an (H, W, 3) uint8 image to float32 (3, H, W)."""
-    x = image.astype(np.float32)
-    std = float(x.std())
-    x = (x - float(x.mean())) / (std if std > 1e-6 else 1.0)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+#: The CPU engines in the order ``auto`` prefers them, fastest first as measured by
+#: bench/bench_inference.py (README, "Inference engines"). torch is the last resort on the CPU.
+CPU_ENGINE_ORDER = ("openvino", "onnxruntime")
+ENGINE_NAMES = ("auto", "torch", "openvino", "onnxruntime")
+
+
+def _torch_installed():
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
+
+
+def choose_engine(preference=None, device="auto"):
+    """The engine :func:`load_segmenter` uses: ``torch``, ``openvino`` or ``onnxruntime``.
+
+    ``preference`` (default ``$SAEMI_ENGINE``, else ``auto``) names one, or
+    ``auto``: torch for CUDA (``device`` cuda, or auto with a GPU present), else the
+    first installed of :data:`CPU_ENGINE_ORDER`, else torch. Nothing is imported
+    to decide (the GPU is asked of the driver), so a serving install without torch
+    never loads it.
+
+    Raises
+    ------
+    SaemiError
+        ``bad_parameter`` for an unknown name, or a CPU engine asked for with
+        device ``cuda``.
+    """
+    from .engine import available_engines
+
+    name = (preference or os.environ.get("SAEMI_ENGINE") or "auto").lower()
+    if name not in ENGINE_NAMES:
+        raise SaemiError(f"unknown engine {name!r}: use {', '.join(ENGINE_NAMES)}", code="bad_parameter")
+    dev = str(getattr(device, "type", device) or "auto").lower()
+    if dev not in ("auto", "cpu", "cuda"):
+        raise SaemiError(f"unknown device {device!r}: use auto, cpu or cuda", code="bad_parameter")
+    if name != "auto":
+        if name != "torch" and dev == "cuda":
+            raise SaemiError(f"engine {name!r} runs on the CPU; use engine torch for device cuda",
+                             code="bad_parameter")
+        return name
+    if dev == "cuda" or (dev == "auto" and _torch_installed() and _cuda_present()):
+        return "torch"
+    installed = available_engines()
+    for engine in CPU_ENGINE_ORDER:
+        if engine in installed:
+            return engine
+    return "torch"
 
 
 @dataclass
-class Segmenter:
-    """A loaded network with its model card, ready to predict.
+class Segmenter(PredictMixin):
+    """A loaded torch network with its model card, ready to predict.
 
-    Use :func:`load_segmenter` to make one. ``predict`` is safe to call from
+    Use :func:`load_segmenter` to make one. ``predict``, ``predict_at_network_scale``
+    and ``predict_resized`` (standardise, tile, blend) are
+    :class:`saemi.inference.PredictMixin`'s, shared with the CPU engine
+    (:class:`saemi.engine.EngineSegmenter`). ``predict`` is safe to call from
     several threads: torch inference holds no shared mutable state here.
     """
 
-    net: torch.nn.Module
+    net: "torch.nn.Module"  # noqa: F821
     card: dict
-    device: torch.device
+    device: "torch.device"  # noqa: F821
     precision: str = "fp32"
     weights_path: str = ""
     classes: list = field(default_factory=list)
@@ -118,7 +200,11 @@ class Segmenter:
         self.classes = list(self.card.get("classes", DEFAULT_CARD["classes"]))
         self.log_class_weights = class_weight_correction(self.card, len(self.classes)).to(self.device)
 
+    engine = "torch"
+
     def _forward(self, batch):
+        import torch
+
         with torch.inference_mode():
             x = torch.from_numpy(batch).to(self.device)
             if self.device.type == "cpu":
@@ -129,62 +215,6 @@ class Segmenter:
             else:
                 logits = self.net(x)
             return torch.softmax(logits.float() - self.log_class_weights, dim=1).cpu().numpy()
-
-    def predict_at_network_scale(self, image, deadline=None):
-        """Class probabilities at the scale the network works at (``input_scale`` of the card).
-
-        Parameters
-        ----------
-        image : ndarray, shape (H, W, 3), dtype uint8
-        deadline : saemi.budget.Deadline, optional
-            Checked before each tile; past it, :class:`SaemiError` (code ``timeout``).
-
-        Returns
-        -------
-        ndarray, shape (C, h, w), dtype float32
-            ``h, w`` = ``H, W`` times the card's ``input_scale`` (at least 32).
-        """
-        h, w = image.shape[:2]
-        scale = float(self.card.get("input_scale", 1.0))
-        sh, sw = max(32, round(h * scale)), max(32, round(w * scale))
-        small = image if (sh, sw) == (h, w) else cv2.resize(image, (sw, sh), interpolation=cv2.INTER_AREA)
-        return self.predict_resized(small, deadline)
-
-    def predict_resized(self, small, deadline=None):
-        """Class probabilities of an image already at the network's working scale.
-
-        The network's half of :meth:`predict_at_network_scale` (standardise, tile,
-        blend); training validates through it, so its scores are those of the
-        shipped inference path.
-
-        Parameters
-        ----------
-        small : ndarray, shape (h, w, 3), dtype uint8
-        deadline : saemi.budget.Deadline, optional
-
-        Returns
-        -------
-        ndarray, shape (C, h, w), dtype float32
-        """
-        prob = predict_tiled(self._forward, standardize(small), len(self.classes),
-                             int(self.card.get("tile_size", 512)), int(self.card.get("tile_overlap", 64)),
-                             deadline)
-        return prob.astype(np.float32)
-
-    def predict(self, image, deadline=None):
-        """Per-pixel class probabilities at the image's own resolution.
-
-        Parameters
-        ----------
-        image : ndarray, shape (H, W, 3), dtype uint8
-        deadline : saemi.budget.Deadline, optional
-
-        Returns
-        -------
-        ndarray, shape (C, H, W), dtype float32
-            Probabilities of the card's classes; they sum to 1 over axis 0.
-        """
-        return resize_probability(self.predict_at_network_scale(image, deadline), image.shape[:2])
 
 
 def class_weight_correction(card, n_classes):
@@ -206,89 +236,25 @@ def class_weight_correction(card, n_classes):
     >>> class_weight_correction({"loss_class_weights": [1, 1, 2]}, 3).flatten().tolist()
     [0.0, 0.0, 0.6931471824645996]
     """
-    weights = card.get("loss_class_weights")
-    if weights is None:
-        return torch.zeros(1, n_classes, 1, 1)
-    try:
-        w = torch.tensor([float(v) for v in weights], dtype=torch.float32)
-    except (TypeError, ValueError):
-        raise SaemiError(f"model card: loss_class_weights must be a list of numbers, got {weights!r}",
-                         code="no_model")
-    if len(w) != n_classes:
-        return torch.zeros(1, n_classes, 1, 1)
-    if not bool((torch.isfinite(w) & (w > 0)).all()):
-        raise SaemiError(f"model card: loss_class_weights must be positive, got {weights!r}", code="no_model")
-    return torch.log(w).reshape(1, n_classes, 1, 1)
+    import torch
+
+    return torch.from_numpy(log_class_weights(card, n_classes))
 
 
-def _pad_to(x, mult):
-    """Reflect-pad a (C, H, W) array so H and W are multiples of ``mult``."""
-    _, h, w = x.shape
-    ph, pw = (-h) % mult, (-w) % mult
-    if ph or pw:
-        mode = "reflect" if (ph < h and pw < w) else "edge"
-        x = np.pad(x, ((0, 0), (0, ph), (0, pw)), mode=mode)
-    return x
+def resolve_weights(weights=None):
+    """The weights file and model card for ``weights`` (a file, a folder, or None for the default)."""
+    weights = Path(weights or os.environ.get("SAEMI_WEIGHTS") or DEFAULT_WEIGHTS_DIR)
+    weights_file = weights / WEIGHTS_FILE if weights.is_dir() else weights
+    card = read_card(weights_file)
+    if not weights_file.exists():
+        raise SaemiError(
+            f"model weights not found at {weights_file}; train them with 'saemi train' "
+            "or point SAEMI_WEIGHTS at a weights file", code="no_model")
+    return weights_file, card
 
 
-def _ramp(n, overlap):
-    """1-D blending weights: linear ramps of ``overlap`` pixels at both ends."""
-    r = np.ones(n, np.float32)
-    k = min(overlap, n // 2)
-    if k > 0:
-        edge = (np.arange(k, dtype=np.float32) + 1) / (k + 1)
-        r[:k], r[-k:] = edge, edge[::-1]
-    return r
-
-
-def _starts(n, tile, step):
-    if n <= tile:
-        return [0]
-    s = list(range(0, n - tile, step)) + [n - tile]
-    return sorted(set(s))
-
-
-def predict_tiled(forward, x, n_classes, tile=512, overlap=64, deadline=None):
-    """Run ``forward`` over overlapping tiles of ``x`` and blend the results.
-
-    Parameters
-    ----------
-    forward : callable
-        Maps float32 (N, 3, h, w) with h, w multiples of 32 to probabilities
-        (N, n_classes, h, w).
-    x : ndarray, shape (3, H, W), float32
-    n_classes : int
-    tile, overlap : int
-        Tile side and overlap in pixels (of ``x``).
-    deadline : saemi.budget.Deadline, optional
-        Checked before each tile.
-
-    Returns
-    -------
-    ndarray, shape (n_classes, H, W), float32
-    """
-    _, h, w = x.shape
-    if h <= tile and w <= tile:
-        xp = _pad_to(x, 32)
-        return forward(xp[None])[0][:, :h, :w]
-    xp = _pad_to(x, 32)
-    H, W = xp.shape[1:]
-    th, tw = min(tile, H), min(tile, W)
-    out = np.zeros((n_classes, H, W), np.float32)
-    weight = np.zeros((H, W), np.float32)
-    win = np.outer(_ramp(th, overlap), _ramp(tw, overlap))
-    starts = [(y0, x0) for y0 in _starts(H, th, th - overlap) for x0 in _starts(W, tw, tw - overlap)]
-    for i, (y0, x0) in enumerate(starts):
-        budget.check(deadline, f"network tile {i + 1} of {len(starts)}")
-        p = forward(xp[None, :, y0:y0 + th, x0:x0 + tw])[0]
-        out[:, y0:y0 + th, x0:x0 + tw] += p * win
-        weight[y0:y0 + th, x0:x0 + tw] += win
-    out /= np.maximum(weight, 1e-6)
-    return out[:, :h, :w]
-
-
-def load_segmenter(weights=None, device="auto", precision=None):
-    """Build the network and load trained weights as a state dict.
+def load_segmenter(weights=None, device="auto", precision=None, engine=None):
+    """Load trained weights as a segmenter on the best engine.
 
     Parameters
     ----------
@@ -299,28 +265,40 @@ def load_segmenter(weights=None, device="auto", precision=None):
     device : {'auto', 'cpu', 'cuda'} or torch.device
     precision : {'fp32', 'bf16'}, optional
         Default: ``$SAEMI_PRECISION``, else the card's ``inference_precision``,
-        else fp32.
+        else fp32. bf16 is used only where the CPU runs it natively.
+    engine : {'auto', 'torch', 'openvino', 'onnxruntime'}, optional
+        Default ``$SAEMI_ENGINE``, else ``auto`` (:func:`choose_engine`). The CPU
+        engines run the ONNX export of the same weights (:mod:`saemi.engine`)
+        and return a :class:`saemi.engine.EngineSegmenter`, which has this
+        module's :class:`Segmenter` interface.
 
     Raises
     ------
     SaemiError
         If the weights file is missing or does not fit the network.
     """
-    weights = Path(weights or os.environ.get("SAEMI_WEIGHTS") or DEFAULT_WEIGHTS_DIR)
-    weights_file = weights / WEIGHTS_FILE if weights.is_dir() else weights
-    card = read_card(weights_file)
-    if not weights_file.exists():
-        raise SaemiError(
-            f"model weights not found at {weights_file}; train them with 'saemi train' "
-            "or point SAEMI_WEIGHTS at a weights file", code="no_model")
+    weights_file, card = resolve_weights(weights)
+    precision = precision or os.environ.get("SAEMI_PRECISION") or card.get("inference_precision", "fp32")
+    chosen = choose_engine(engine, device)
+    if chosen != "torch":
+        from .engine import load_engine_segmenter
+
+        explicit = (engine or os.environ.get("SAEMI_ENGINE") or "auto").lower() != "auto"
+        try:
+            return load_engine_segmenter(weights_file, card, chosen, precision)
+        except SaemiError as exc:
+            if explicit or not _torch_installed():
+                raise
+            log.warning("engine %s unavailable (%s); using torch", chosen, exc.message)
+    import torch
+
     dev = device if isinstance(device, torch.device) else choose_device(device)
     try:  # the file first: a corrupt or unsafe one is refused before the network is built
         state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        net = build_unet(len(card["classes"]))
+        net = build_inference_unet(len(card["classes"]))
         net.load_state_dict({k: v.float() for k, v in state.items()})
     except Exception as exc:  # a corrupt or mismatched file: say which
         raise SaemiError(f"could not load model weights from {weights_file}: {exc}", code="no_model") from exc
-    precision = precision or os.environ.get("SAEMI_PRECISION") or card.get("inference_precision", "fp32")
     if precision == "bf16" and dev.type == "cpu" and not _cpu_has_bf16():
         precision = "fp32"  # emulated bf16 is slower than fp32
     return make_segmenter(net, card, dev, precision, str(weights_file))
@@ -328,6 +306,8 @@ def load_segmenter(weights=None, device="auto", precision=None):
 
 def _cpu_has_bf16():
     """Whether this CPU runs bf16 matrix work natively (AVX512-BF16 / AMX)."""
+    import torch
+
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -336,6 +316,8 @@ def _cpu_has_bf16():
 
 def make_segmenter(net, card=None, device="cpu", precision="fp32", weights_path=""):
     """Wrap a network (trained or not) as a :class:`Segmenter` in eval mode."""
+    import torch
+
     dev = device if isinstance(device, torch.device) else choose_device(device)
     net = net.to(dev).eval()
     if dev.type == "cpu":

@@ -19,6 +19,22 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.slow)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def engine_dir(tmp_path_factory):
+    """The CPU engine's exports (saemi.engine) go to this session's temporary folder, not ~/.cache:
+    tests export random weights too. Subprocesses (servers, the CLI) inherit it."""
+    import os
+
+    old = os.environ.get("SAEMI_ENGINE_DIR")
+    path = tmp_path_factory.mktemp("engine")
+    os.environ["SAEMI_ENGINE_DIR"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("SAEMI_ENGINE_DIR", None)
+    else:
+        os.environ["SAEMI_ENGINE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def emps_dir():
     """The shared EMPS training images (../shared/data/emps-train beside the repo)."""

@@ -133,7 +133,9 @@ def test_dockerfile_backend_on_cuda_and_frontend_targets():
         copied = {src for l in stages[name]["lines"] if l.startswith("COPY ") for src in shlex.split(l)[1:-1]}
         assert parts <= copied, f"{name} does not copy {sorted(parts - copied)}"
     web = " ".join(stages["web"]["lines"])
-    assert "download.pytorch.org/whl/cpu" in web, "the one-process CPU image needs no CUDA wheels"
+    assert "-r requirements-serve.txt" in web and "-r requirements.txt" not in web, \
+        "the one-process CPU image runs the CPU engine: the serving set, no torch"
+    assert "saemi/graphs/" in web and "saemi.engine --build" in web, "the export is built at install"
 
 
 @pytest.mark.slow
@@ -359,3 +361,29 @@ def test_split_backend_and_frontend(tmp_path):
         backend.stop()
     for srv in (backend, frontend):
         assert "Traceback" not in srv.log(), srv.log()[-3000:]
+
+
+def _pins(path):
+    pins = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def test_serving_requirements_are_the_lock_less_torch():
+    """requirements-serve.txt (the torch-free server, the Heroku slug): the lock's pins, the package's
+    core and web extra, and none of torch, torchvision, fastai or the test tools."""
+    import tomllib
+
+    lock, serve = _pins(REPO / "requirements.txt"), _pins(REPO / "requirements-serve.txt")
+    assert all(lock.get(name) == version for name, version in serve.items()), \
+        {n: (v, lock.get(n)) for n, v in serve.items() if lock.get(n) != v}
+    assert not {"torch", "torchvision", "fastai", "pytest", "playwright"} & set(serve)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    name = re.compile(r"^[A-Za-z0-9_.-]+")
+    wanted = {name.match(r).group(0).lower() for r in project["dependencies"] + project["optional-dependencies"]["web"]}
+    assert wanted - {"werkzeug"} <= set(serve), sorted(wanted - set(serve))  # werkzeug comes pinned by flask
+    assert not {"torch", "torchvision", "fastai"} & {name.match(r).group(0).lower() for r in project["dependencies"]}
