@@ -269,7 +269,7 @@ def sample_row(rows, plans, metric):
     note = "" if unit == "nm" or not calibrated else \
         f"sizes in px: {calibrated} of {len(done)} images have a calibration, so nm cannot be combined"
     table = sample_table({r["file"]: pd.read_csv(plan["particles.csv"]) for r, plan in done})
-    return {"file": f"sample of {len(done)} images", "status": "sample", "error": note,
+    return {"file": f"sample of {len(done)} image{'s' if len(done) != 1 else ''}", "status": "sample", "error": note,
             **summarize(table, metric, unit), "seconds": round(sum(float(r.get("seconds") or 0) for r, _ in done), 3)}
 
 

@@ -178,10 +178,12 @@ class AnalysisService:
         return Settings.from_dict(values, defaults=self.card.get("postprocess"))
 
     def _model_key(self, segmenter):
-        """What identifies the network's output besides the image: weights file and model card.
+        """What identifies the network's output besides the image: weights, card, engine and precision.
 
-        The store outlives processes and may be shared by servers with other weights;
-        a segmentation is reused only for the same weights (path, size, date) and card.
+        The store outlives processes and may be shared by servers with other weights
+        or another inference engine (torch on a GPU box, OpenVINO bf16 on a CPU one,
+        whose probabilities differ in the last bits); a segmentation is reused only for
+        the same weights (path, size, date), card, engine and precision.
         """
         if self._model_key_bytes is None:
             import json
@@ -194,7 +196,8 @@ class AnalysisService:
             except OSError:
                 stamp = type(segmenter).__qualname__
             card = json.dumps(getattr(segmenter, "card", {}), sort_keys=True, default=str)
-            self._model_key_bytes = hashlib.sha256(f"{path}|{stamp}|{card}".encode()).digest()
+            runs = f"{getattr(segmenter, 'engine', 'torch')}:{getattr(segmenter, 'precision', '')}"
+            self._model_key_bytes = hashlib.sha256(f"{path}|{stamp}|{card}|{runs}".encode()).digest()
         return self._model_key_bytes
 
     def _segmentation(self, digest):

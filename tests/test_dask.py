@@ -113,8 +113,8 @@ def test_a_cluster_run_writes_what_a_serial_run_writes(tmp_path, otsu_cli, threa
     summary = same_outputs(tmp_path / "serial", tmp_path / "cluster")
     assert summary.file.tolist() == [str(inputs / n) for n in
                                      ["demo.png", "empty.tif", "mem.png", "notes.png", "s0.png", "s1.png",
-                                      "s2.png", "sub.png"]]
-    assert summary.status.tolist() == ["ok", "error", "error", "error", "ok", "ok", "ok", "skipped"]
+                                      "s2.png", "sub.png"]] + ["sample of 4 images"]
+    assert summary.status.tolist() == ["ok", "error", "error", "error", "ok", "ok", "ok", "skipped", "sample"]
     assert summary.error[2] == "OSError: Input/output error"  # read by the client, reported as a serial run does
 
 
@@ -161,7 +161,7 @@ def test_ctrl_c_on_the_client_writes_the_summary_and_exits_130(tmp_path, otsu_cl
     assert code == 130 and "interrupted" in out
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert summary.status.tolist().count("ok") == 1 and summary.status.tolist().count("interrupted") == 5
-    assert summary.file.tolist() == [str(inputs / f"s{k}.png") for k in range(6)]
+    assert summary.file.tolist() == [str(inputs / f"s{k}.png") for k in range(6)] + ["sample of 1 image"]
     assert len(list((tmp_path / "out").glob("*_labels.png"))) == 1
 
 
@@ -183,7 +183,7 @@ def test_an_image_its_workers_keep_dying_on_is_an_error_row(tmp_path, otsu_cli, 
     code, out, err = otsu_cli(inputs, "--out", tmp_path / "out", "--scheduler", thread_cluster.scheduler_address)
     assert code == 1 and "2 of 3 images analysed" in out
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
-    assert summary.status.tolist() == ["ok", "error", "ok"]
+    assert summary.status.tolist() == ["ok", "error", "ok", "sample"]
     assert summary.error[1].startswith("the Dask workers analysing it died repeatedly")
     assert f"failed {inputs / 's1.png'}: the Dask workers analysing it died" in err
 
@@ -205,7 +205,7 @@ def test_two_local_worker_processes_give_the_labels_of_a_serial_run(tmp_path):
     assert serial.returncode == local.returncode == 1, local.stderr
     assert "Traceback" not in local.stderr
     summary = same_outputs(tmp_path / "serial", tmp_path / "local")
-    assert summary.status.tolist() == ["ok", "error", "error", "error", "ok", "ok"]
+    assert summary.status.tolist() == ["ok", "error", "error", "error", "ok", "ok", "sample"]
     for stem in ["demo", "s0", "s1"]:
         labels = np.asarray(Image.open(tmp_path / "local" / f"{stem}_labels.png"))
         assert labels.max() > 0
@@ -246,7 +246,7 @@ def test_a_worker_killed_mid_run_loses_no_image(tmp_path):
     assert killed["done"] < 6 and killed["keys"]
     assert proc.returncode == 0, stderr
     summary = pd.read_csv(out / "summary.csv")
-    assert summary.status.tolist() == ["ok"] * 6
+    assert summary.status.tolist() == ["ok"] * 6 + ["sample"]
     for f in summary.file:
         stem = os.path.basename(f)[:-4]
         for kind in saemi.cli.OUTPUT_KINDS:

@@ -66,7 +66,7 @@ def test_wheel_carries_its_data_and_analyses_outside_the_checkout(installed):
 
     table = pd.read_csv(work / "out" / "demo_particles.csv")
     assert len(table) > 20
-    assert pd.read_csv(work / "out" / "summary.csv").status.tolist() == ["ok"]
+    assert pd.read_csv(work / "out" / "summary.csv").status.tolist() == ["ok", "sample"]
 
 
 def test_installed_page_serves_its_assets_and_the_demo(installed):
