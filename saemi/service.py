@@ -166,6 +166,8 @@ class AnalysisService:
         seg = self._segmenter
         return {"model_loaded": seg is not None,
                 "device": str(seg.device) if seg is not None else None,
+                "engine": (f"{getattr(seg, 'engine', 'torch')} {getattr(seg, 'precision', '')}".strip()
+                           if seg is not None else None),
                 "cached_images": self.store.count(SEG_PREFIX)}
 
     def default_settings(self):

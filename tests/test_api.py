@@ -131,6 +131,7 @@ def test_health(server, spec):
     body = r.json()
     assert body["status"] == "ok" and body["model_loaded"] is True and body["device"] == "cpu"
     assert body["load_error"] is None
+    assert body["engine"].split()[0] in ("openvino", "onnxruntime", "torch")  # what runs the network
 
 
 def test_ready(server, spec):

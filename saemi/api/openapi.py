@@ -236,6 +236,9 @@ DOCUMENT = {
             "properties": {"status": {"const": "ok"},
                            "model_loaded": {"type": "boolean"},
                            "device": {"type": ["string", "null"], "description": "cpu or cuda..., null until loaded"},
+                           "engine": {"type": ["string", "null"],
+                                      "description": "What runs the network: 'openvino bf16', 'torch fp32', ...; "
+                                                     "null until loaded."},
                            "cached_images": {"type": "integer", "minimum": 0},
                            "load_error": {"type": ["string", "null"]}}},
         "Ready": {"type": "object", "required": ["ready", "device"],

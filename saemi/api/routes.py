@@ -176,7 +176,7 @@ def health():
     h = service.health()
     # no version and no path here: this answers anyone (the details are in the server log)
     return jsonify({"status": "ok", "model_loaded": h["model_loaded"],
-                    "device": h["device"], "cached_images": h["cached_images"],
+                    "device": h["device"], "engine": h["engine"], "cached_images": h["cached_images"],
                     "load_error": _public_load_error(state)})
 
 
