@@ -111,8 +111,8 @@ def make_case(case, h=512, w=640):
         box = [x0 - 14, y - 8, x0 + length + 14, y + thick + size + 24]
     img = draw_scale(img, x0, y, length, thick, rgb, value + unit_text, fnt, where, ticks, box)
     nm = float(value) * (1000.0 if unit == "µm" else 1.0)
-    # a bracket bar |—| is measured between its tick centres: the 2 px ticks sit at the very ends
-    measured = float(length - 2 if ticks else length)
+    # a bracket bar |—| is measured between the outer edges of its ticks (they sit at the very ends)
+    measured = float(length)
     return img, {"value": float(value), "unit": unit, "length": measured, "nm_per_pixel": nm / measured,
                  "box": (y, y + thick, x0, x0 + length)}
 
@@ -147,6 +147,7 @@ def bracket_image(left, right, tick_width, thick=2, tick_reach=8, factor=4, brig
 
     ``left``/``right`` are the outer ends, ``tick_width`` the tick width, all in
     final pixels (fractions allowed); returns (image, distance between tick centres).
+    The reader measures a bracket between the outer edges: ``right - left``.
     """
     h, w = 256, 480
     big = np.repeat(np.repeat(micrograph(h, w, seed=seed, bright_particles=not bright, n=12)[..., 0]
@@ -167,11 +168,11 @@ def bracket_image(left, right, tick_width, thick=2, tick_reach=8, factor=4, brig
 @pytest.mark.parametrize("left,right,tick_width,thick,bright", [
     (300, 420, 2, 2, True), (300.25, 420.75, 1.5, 1, True), (250.5, 330, 3, 2, False), (200, 450.5, 2.25, 3, True),
 ])
-def test_bracket_bar_is_measured_between_tick_centres(left, right, tick_width, thick, bright):
+def test_bracket_bar_is_measured_between_outer_tick_edges(left, right, tick_width, thick, bright):
     img, centres = bracket_image(left, right, tick_width, thick, bright=bright)
     s = detect_scale(img, ocr=False)
     assert s is not None
-    assert abs(s.bar_length_px - centres) <= 0.25, (s.bar_length_px, centres, right - left)
+    assert abs(s.bar_length_px - (right - left)) <= 0.25, (s.bar_length_px, centres, right - left)
     # a plain bar of the same outer length is still measured end to end
     plain, _ = bracket_image(left, right, tick_width, thick, bright=bright, ticks=False)
     p = detect_scale(plain, ocr=False)
@@ -471,7 +472,7 @@ def synthetic_scale(seed, table=False, decoy=False, unlabelled=False):
     img = draw_scale(img, x0, y, length, thick, colour, " " if unlabelled else label, fnt, where, ticks, box)
     if rng.random() < 0.4:  # a softer, resampled image
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.4, 1.0)))
-    measured = float(length - 2 if ticks else length)
+    measured = float(length)  # brackets too: outer tick edges
     nm = float(value) * (1000.0 if unit == "µm" else 1.0)
     if unlabelled:
         value = unit = nm = None
