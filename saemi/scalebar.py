@@ -693,7 +693,7 @@ def _glyph_blobs(ink, bar_local, h_img):
     mask = (ink > 0.5).astype(np.uint8)
     mask[max(0, by0 - 1):by1 + 1, max(0, bx0 - 1):bx1 + 1] = 0  # the bar itself (a descender may touch it)
     n, cc, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    max_h = max(45, 0.1 * h_img)
+    max_h = max(45, 0.12 * h_img)
     glyphs, dots = [], []
     for i in range(1, n):
         x, y, bw, bh, area = stats[i]
@@ -747,6 +747,26 @@ def _chain(stats, glyphs):
     return [sorted(v, key=lambda i: stats[i][0]) for v in lines.values()]
 
 
+# A blob of a text line more than this many times the line's median blob height is no
+# glyph of it (a particle the chain picked up): it is dropped and the rest re-chained.
+# Glyphs of a label differ by at most about 1.45x (cap height against x-height).
+OUTLIER_HEIGHT = 1.6
+
+
+def _drop_tall_outliers(stats, lines):
+    """Lines of three or more blobs without their blobs far taller than the line's median (re-chained)."""
+    out = []
+    for ids in lines:
+        if len(ids) >= 3:
+            med = float(np.median([stats[i][3] for i in ids]))
+            keep = [i for i in ids if stats[i][3] <= OUTLIER_HEIGHT * med]
+            if len(keep) < len(ids):
+                out.extend(_chain(stats, keep))
+                continue
+        out.append(ids)
+    return out
+
+
 def _label_lines(grey, bar, banner=None):
     """Label candidates of a bar: text lines beside, above or below it, geometry checked.
 
@@ -772,7 +792,7 @@ def _label_lines(grey, bar, banner=None):
             break  # text of the bar's shade was found: no need for the inverse
         ink = _ink(crop, bar, mode)
         stats, cc, glyphs, dots = _glyph_blobs(ink, bar_local, h_img)
-        for ids in _chain(stats, glyphs):
+        for ids in _drop_tall_outliers(stats, _chain(stats, glyphs)):
             xs = [stats[i][0] for i in ids]
             ys = [stats[i][1] for i in ids]
             x1s = [stats[i][0] + stats[i][2] for i in ids]
@@ -882,6 +902,28 @@ READ_CONFIGS = ("--psm 11", f"--psm 11 -c tessedit_char_whitelist={WHITELIST}")
 
 # ------------------------------------------------------------------ confidence
 
+_ZERO_LOOKALIKES = str.maketrans({"8": "0", "6": "0", "9": "0"})
+
+
+def _slashed_zero(parsed):
+    """A read with an unusual value whose later 8s, 6s and 9s were slashed zeros, corrected; else None.
+
+    Pixel fonts of JEOL and Hitachi data bars slash the zero ("1ØØ nm"), which
+    Tesseract reads as 8, 6 or 9 ("188 nm", "168 nm"). Only digits after the
+    first of a whole number are changed, and only when the read value is unusual (no mantissa of
+    CANONICAL_MANTISSAS or USUAL_MANTISSAS) and the corrected one is usual.
+    :func:`_features` applies it only when both reads correct to the same value.
+    """
+    if parsed is None or canonical_value(parsed[0]) > 0:
+        return None
+    digits = f"{parsed[0]:g}"
+    if not digits.isdigit() or len(digits) < 2:  # whole numbers of two digits or more ("1.8 µm" is an HFW)
+        return None
+    fixed = digits[0] + digits[1:].translate(_ZERO_LOOKALIKES)
+    value = float(fixed)
+    return (value, parsed[1]) if value > 0 and canonical_value(value) == 1.0 else None
+
+
 def _features(line, read1, read2):
     """Features of one label candidate and its two reads (see CONFIDENCE_WEIGHTS)."""
     (t1, c1), (t2, c2) = read1, read2
@@ -889,6 +931,9 @@ def _features(line, read1, read2):
     p1 = next(((v, u) for v, u, tab in m1 if not tab), None)
     p2 = next(((v, u) for v, u, tab in m2 if not tab), None)
     table_key = any(tab for _, _, tab in m1 + m2)
+    z1, z2 = _slashed_zero(p1), _slashed_zero(p2)
+    if z1 is not None and z1 == z2:  # both reads took a slashed zero for 8, 6 or 9, alike
+        p1, p2 = z1, z2
     value = p1 or p2
     agree = p1 is not None and p1 == p2
     # other table tokens in the line (read without a whitelist): kV, mm, x50,000, dates
