@@ -486,8 +486,8 @@ def tesseract_available():
 
 # Characters OCR puts for a digit (only inside a number: "2O0", "l00", "1O").
 _DIGIT_LOOKALIKES = str.maketrans({"O": "0", "o": "0", "D": "0", "Q": "0", "l": "1", "I": "1", "|": "1",
-                                   "i": "1", "!": "1"})
-_NUM = r"[0-9OoDQlI|i!]"
+                                   "i": "1", "!": "1", "T": "1", "S": "5"})
+_NUM = r"[0-9OoDQlI|i!TS]"
 # <number> <unit>: the number may not follow a letter or digit ("HFW1.8um", "x1000nm").
 # Units: nm (also "nrn", "NM"); micro as µ/u/p/y/j/q/w or "ji"/"pu" and m/rn/n ("urn", "pm", "µn").
 _LABEL_RE = re.compile(
@@ -507,7 +507,8 @@ _TABLE_TOKEN_RE = re.compile(
 
 def _number(raw):
     """A label number as float, OCR look-alikes corrected; None when it is no number."""
-    if not any(c.isdigit() for c in raw) and raw not in ("l", "I", "|"):
+    if not any(c.isdigit() for c in raw) and raw not in ("l", "I", "|", "T") and not (
+            len(raw) >= 2 and raw[0] in "lIS"):  # "lO", "SO": 10, 50
         return None
     number = raw.translate(_DIGIT_LOOKALIKES).replace(",", ".")
     if "." not in number and len(number) > 1 and number[0] == "0":

@@ -487,10 +487,20 @@ def synthetic_scale(seed, table=False, decoy=False, unlabelled=False):
     ("5 ym", (5.0, "µm")), ("0.5 jm", (0.5, "µm")), ("3yum", (3.0, "µm")), ("200 NM", (200.0, "nm")),
     ("lµm", (1.0, "µm")), ("HFW 1.8 um", None), ("HFW: 12.7 µm", None), ("FW 3.2um", None),
     ("WD 5.1 mm", None), ("HFW1.8um", None), ("HV 15.0 kV", None), ("x1000nm", None),
-    ("HFW 1.8 um  500 nm", (500.0, "nm")),
+    ("HFW 1.8 um  500 nm", (500.0, "nm")), ("Tum", (1.0, "µm")), ("SO nm", (50.0, "nm")), ("lO nm", (10.0, "nm")),
+    ("Sum", None),
 ])
 def test_parse_label_confusions_and_tables(text, expected):
     assert parse_label(text) == expected
+
+
+@pytest.mark.parametrize("parsed,expected", [
+    ((188.0, "nm"), (100.0, "nm")), ((168.0, "nm"), (100.0, "nm")), ((588.0, "nm"), (500.0, "nm")),
+    ((100.0, "nm"), None), ((1.8, "µm"), None), ((86.0, "nm"), None), ((8.0, "nm"), None), (None, None),
+])
+def test_slashed_zero(parsed, expected):
+    # pixel fonts slash the zero ("1ØØ nm"); Tesseract reads 8, 6 or 9 for it
+    assert scalebar._slashed_zero(parsed) == expected
 
 
 @pytest.mark.parametrize("value,expected", [
