@@ -631,10 +631,13 @@ def _ink(crop, bar, mode):
     ----------
     crop : ndarray (h, w) float32, grey levels
     bar : _Bar
-    mode : {"bar", "strict", "inverse"}
+    mode : {"bar", "strict", "loose", "inverse"}
         ``"bar"``: text of the bar's shade, threshold halfway between bar and
         surround. ``"strict"``: the same, threshold three quarters of the way
         to the bar's shade (text over bright particles or a busy surround).
+        ``"loose"``: the same, threshold 30 % of the way from the surround (thin,
+        small or blurred glyphs that never reach halfway); :func:`_label_lines`
+        tries it, as ``"inverse"``, only when the first two found no label line.
         ``"inverse"``: text of the opposite shade (a white bar with
         dark grey text, white text in a black box next to a black bar), from
         the crop's median towards its darkest (or brightest) pixels.
@@ -651,6 +654,8 @@ def _ink(crop, bar, mode):
         ink = (crop - bar.surround) / (bar.shade - bar.surround)
         if mode == "strict":
             ink = (ink - 0.5) * 2
+        elif mode == "loose":
+            ink = ink / 0.6
     return np.clip(ink, 0, 1)
 
 
@@ -788,9 +793,9 @@ def _label_lines(grey, bar, banner=None):
     bar_local = (bar.y0 - wy0, bar.y1 - wy0, bar.x0 - wx0, bar.x1 - wx0)
     L = bar.x1 - bar.x0
     out = []
-    for mode in ("bar", "strict", "inverse"):
-        if mode == "inverse" and any(not ln.reason for ln in out):
-            break  # text of the bar's shade was found: no need for the inverse
+    for mode in ("bar", "strict", "loose", "inverse"):
+        if mode in ("loose", "inverse") and any(not ln.reason and ln.mode in ("bar", "strict") for ln in out):
+            break  # text of the bar's shade was found: no need for the fallbacks
         ink = _ink(crop, bar, mode)
         stats, cc, glyphs, dots = _glyph_blobs(ink, bar_local, h_img)
         for ids in _drop_tall_outliers(stats, _chain(stats, glyphs)):
