@@ -691,6 +691,7 @@ class _Line:
     ink: np.ndarray       # soft ink map of the line's box (0..1), other blobs erased
     grey: np.ndarray      # grey crop of the line's box
     reason: str = ""      # why the geometry check rejected it ("" = accepted)
+    in_banner: bool = False  # the line lies in the instrument data bar
 
 
 def _glyph_blobs(ink, bar_local, h_img):
@@ -840,8 +841,9 @@ def _label_lines(grey, bar, banner=None):
             keep = cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
             if any(o.box == (wy0 + y0, wy0 + y1, wx0 + x0, wx0 + x1) for o in out):
                 continue  # the same line found in another mode
+            in_banner = banner is not None and banner[0] <= wy0 + y0 and wy0 + y1 <= banner[1]
             out.append(_Line(bar, mode, (wy0 + y0, wy0 + y1, wx0 + x0, wx0 + x1), height, len(members), where,
-                             ink[y0:y1, x0:x1] * keep, crop[y0:y1, x0:x1], reason))
+                             ink[y0:y1, x0:x1] * keep, crop[y0:y1, x0:x1], reason, in_banner))
     return out
 
 
@@ -938,7 +940,9 @@ def _slashed_zero(parsed):
     Tesseract reads as 8, 6 or 9 ("188 nm", "168 nm"). Only digits after the
     first of a whole number are changed, and only when the read value is unusual (no mantissa of
     CANONICAL_MANTISSAS or USUAL_MANTISSAS) and the corrected one is usual.
-    :func:`_features` applies it only when both reads correct to the same value.
+    :func:`_features` applies it only to a line inside the instrument data bar
+    (where those fonts are; a "188 nm" drawn on the micrograph stays unusual and
+    is rejected) and only when both reads correct to the same value.
     """
     if parsed is None or canonical_value(parsed[0]) > 0:
         return None
@@ -958,7 +962,7 @@ def _features(line, read1, read2):
     p2 = next(((v, u) for v, u, tab in m2 if not tab), None)
     table_key = any(tab for _, _, tab in m1 + m2)
     z1, z2 = _slashed_zero(p1), _slashed_zero(p2)
-    if z1 is not None and z1 == z2:  # both reads took a slashed zero for 8, 6 or 9, alike
+    if line.in_banner and z1 is not None and z1 == z2:  # both reads took a slashed zero for 8, 6 or 9
         p1, p2 = z1, z2
     value = p1 or p2
     agree = p1 is not None and p1 == p2
