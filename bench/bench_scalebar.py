@@ -181,6 +181,7 @@ def main():
     tally = {r: {} for r in readers}
     times = {r: [] for r in readers}
     calls = {r: [] for r in readers}
+    group_times = {r: {} for r in readers}
     dump, lines = [], []
     for name, group, img, truth in runs:
         row = []
@@ -190,6 +191,8 @@ def main():
             t = time.perf_counter()
             s = detect(img, stats=stats) if r == "new" else detect(img)
             times[r].append(time.perf_counter() - t)
+            for g in (group.split("-")[0] + "-all", "all"):
+                group_times[r].setdefault(g, []).append(times[r][-1])
             calls[r].append(CALLS["n"])
             verdict = judge(s, truth)
             for g in (group, group.split("-")[0] + "-all", "all"):
@@ -216,7 +219,8 @@ def main():
     print("\nspeed (mean per image, same images, same run)")
     for r in readers:
         print(f"  {r}: {np.mean(times[r]):.3f} s/image, {np.mean(calls[r]):.2f} Tesseract calls/image "
-              f"(max {max(calls[r])}), {len(times[r])} images")
+              f"(max {max(calls[r])}), {len(times[r])} images; "
+              + ", ".join(f"{g} {np.mean(v):.3f} s" for g, v in sorted(group_times[r].items()) if g != "all"))
     if args.dump:
         Path(args.dump).write_text(json.dumps(dump, ensure_ascii=False, default=float), encoding="utf-8")
 

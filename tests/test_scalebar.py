@@ -374,18 +374,19 @@ def test_real_read_and_wrong_rates(real_dir, capsys):
 
 @pytest.mark.slow
 def test_real_bar_lengths(real_dir):
-    """Bar measurement alone (no OCR): the detected bar matches the truth within 2 px (77 of 84 measured).
+    """Bar measurement alone (no OCR): the detected bar matches the truth within 2 px (81 of 84 measured).
 
-    The misses: 4 bracket bars (measured between tick centres, the fixture's truth between
-    the outer edges) and 3 bars with the label inside them (only one half is found without
-    the label; detect_scale joins the halves when it reads the label).
+    The misses: 3 bars with the label inside them (only one half is found without the
+    label; detect_scale joins the halves when it reads the label). Bracket bars are measured
+    between the outer edges of their ticks, as the fixture is (77 of 84 when the reader
+    measured tick centres).
     """
     entries = _load_fixture()["scalebars"]
     good = 0
     for e in entries:
         s = _read(real_dir, e["filename"], ocr=False)
         good += s is not None and abs(s.bar_length_px - e["bar_length_px"]) <= 2
-    assert good / len(entries) >= 0.9
+    assert good / len(entries) >= 0.96
 
 
 @pytest.mark.slow
