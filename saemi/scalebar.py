@@ -1035,24 +1035,6 @@ def _join_halves(line, bars):
     return line
 
 
-# Two label lines with the same number of blobs whose boxes overlap by more than this
-# (intersection over union) are one line found twice ("bar" and "strict" ink, or two
-# bars): only the first is read. 10 % of the rows read on the real set were such
-# repeats; reading them once kept the tune split at 38/42 and cost 1 of 98 synthetic hits
-# (Tesseract's reads shift a little with the other rows of the stack), for the time the
-# adaptive threshold of read 1 and the extra ink mode had added (bench: +5-9 % -> +2 %).
-NEAR_DUPLICATE = 0.8
-
-
-def _overlap(a, b):
-    """Intersection over union of two (y0, y1, x0, x1) boxes."""
-    y0, y1, x0, x1 = max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
-    if y1 <= y0 or x1 <= x0:
-        return 0.0
-    inter = (y1 - y0) * (x1 - x0)
-    return inter / ((a[1] - a[0]) * (a[3] - a[2]) + (b[1] - b[0]) * (b[3] - b[2]) - inter)
-
-
 def read_candidates(grey, bars, banner=None, stats=None):
     """Locate label lines near the best bars and read them all in at most two Tesseract calls.
 
@@ -1071,9 +1053,8 @@ def read_candidates(grey, bars, banner=None, stats=None):
                 if stats is not None:
                     stats.setdefault("geometry", []).append(ln.reason)
                 continue
-            if any(o.box == ln.box or (o.n_blobs == ln.n_blobs and _overlap(o.box, ln.box) > NEAR_DUPLICATE)
-                   for o in lines):
-                continue  # the same line again (another bar, another ink mode): read once
+            if any(o.box == ln.box for o in lines):
+                continue
             lines.append(ln)
     lines = [_join_halves(ln, bars) for ln in lines[:MAX_LABEL_LINES]]
     if not lines:
