@@ -122,8 +122,8 @@ def candidate_record(c, truth):
                  and abs(nm / truth["nm_per_pixel"] - 1) <= 0.03)
     return {"reads": c["reads"], "value": value, "parsed": c["parsed"], "features": c["features"],
             "confidence": c["confidence"], "right": right, "where": ln.where, "mode": ln.mode,
-            "height": ln.height, "bar_length": ln.bar.length,
-            "ambiguous": bool(ln.bar.bracket and ln.bar.tick_width > new.BRACKET_MAX_AMBIGUITY * ln.bar.length)}
+            "height": ln.height, "bar_length": ln.bar.length, "bracket": ln.bar.bracket,
+            "tick_width": ln.bar.tick_width}
 
 
 def ablate(name):
@@ -142,8 +142,13 @@ def ablate(name):
         new._TABLE_TOKEN_RE = re.compile(r"(?!x)x")
     elif name == "agreement":
         new.CONFIDENCE_WEIGHTS = dict(new.CONFIDENCE_WEIGHTS, agree=0.0, disagree=0.0)
-    elif name == "bracket":
-        new.BRACKET_MAX_AMBIGUITY = 1e9
+    elif name == "bracket":  # the v2 convention: brackets between tick centres
+        orig_edges = new._tick_edges
+
+        def centres(*a, **k):
+            r = orig_edges(*a, **k)
+            return None if r is None else (r[0] + r[2] / 2, r[1] - r[2] / 2, r[2])
+        new._tick_edges = centres
     elif name == "confusions":  # digits and "nm"/"µm"/"um" only
         new._DIGIT_LOOKALIKES = str.maketrans({})
         new._LABEL_RE = re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)?)\s?(nm|[µu]m)(?![A-Za-z])")
@@ -176,6 +181,7 @@ def main():
     tally = {r: {} for r in readers}
     times = {r: [] for r in readers}
     calls = {r: [] for r in readers}
+    group_times = {r: {} for r in readers}
     dump, lines = [], []
     for name, group, img, truth in runs:
         row = []
@@ -185,6 +191,8 @@ def main():
             t = time.perf_counter()
             s = detect(img, stats=stats) if r == "new" else detect(img)
             times[r].append(time.perf_counter() - t)
+            for g in (group.split("-")[0] + "-all", "all"):
+                group_times[r].setdefault(g, []).append(times[r][-1])
             calls[r].append(CALLS["n"])
             verdict = judge(s, truth)
             for g in (group, group.split("-")[0] + "-all", "all"):
@@ -211,7 +219,8 @@ def main():
     print("\nspeed (mean per image, same images, same run)")
     for r in readers:
         print(f"  {r}: {np.mean(times[r]):.3f} s/image, {np.mean(calls[r]):.2f} Tesseract calls/image "
-              f"(max {max(calls[r])}), {len(times[r])} images")
+              f"(max {max(calls[r])}), {len(times[r])} images; "
+              + ", ".join(f"{g} {np.mean(v):.3f} s" for g, v in sorted(group_times[r].items()) if g != "all"))
     if args.dump:
         Path(args.dump).write_text(json.dumps(dump, ensure_ascii=False, default=float), encoding="utf-8")
 

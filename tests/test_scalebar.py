@@ -111,8 +111,8 @@ def make_case(case, h=512, w=640):
         box = [x0 - 14, y - 8, x0 + length + 14, y + thick + size + 24]
     img = draw_scale(img, x0, y, length, thick, rgb, value + unit_text, fnt, where, ticks, box)
     nm = float(value) * (1000.0 if unit == "µm" else 1.0)
-    # a bracket bar |—| is measured between its tick centres: the 2 px ticks sit at the very ends
-    measured = float(length - 2 if ticks else length)
+    # a bracket bar |—| is measured between the outer edges of its ticks (they sit at the very ends)
+    measured = float(length)
     return img, {"value": float(value), "unit": unit, "length": measured, "nm_per_pixel": nm / measured,
                  "box": (y, y + thick, x0, x0 + length)}
 
@@ -147,6 +147,7 @@ def bracket_image(left, right, tick_width, thick=2, tick_reach=8, factor=4, brig
 
     ``left``/``right`` are the outer ends, ``tick_width`` the tick width, all in
     final pixels (fractions allowed); returns (image, distance between tick centres).
+    The reader measures a bracket between the outer edges: ``right - left``.
     """
     h, w = 256, 480
     big = np.repeat(np.repeat(micrograph(h, w, seed=seed, bright_particles=not bright, n=12)[..., 0]
@@ -167,11 +168,11 @@ def bracket_image(left, right, tick_width, thick=2, tick_reach=8, factor=4, brig
 @pytest.mark.parametrize("left,right,tick_width,thick,bright", [
     (300, 420, 2, 2, True), (300.25, 420.75, 1.5, 1, True), (250.5, 330, 3, 2, False), (200, 450.5, 2.25, 3, True),
 ])
-def test_bracket_bar_is_measured_between_tick_centres(left, right, tick_width, thick, bright):
+def test_bracket_bar_is_measured_between_outer_tick_edges(left, right, tick_width, thick, bright):
     img, centres = bracket_image(left, right, tick_width, thick, bright=bright)
     s = detect_scale(img, ocr=False)
     assert s is not None
-    assert abs(s.bar_length_px - centres) <= 0.25, (s.bar_length_px, centres, right - left)
+    assert abs(s.bar_length_px - (right - left)) <= 0.25, (s.bar_length_px, centres, right - left)
     # a plain bar of the same outer length is still measured end to end
     plain, _ = bracket_image(left, right, tick_width, thick, bright=bright, ticks=False)
     p = detect_scale(plain, ocr=False)
@@ -334,10 +335,10 @@ def _verdict(s, e):
 
 # Measured on the fixture of 84 labelled bars, 11 unlabelled bars and 34 bar-less images
 # and asserted at the measured values (the test prints the figures per split). The
-# issue's targets are >= 90 % hits and <= 2 % wrong: the hit rate falls short (unread
-# labels: glyphs touching particles, tiny or pixel fonts, bracket bars not read).
-REAL_MIN_HIT_RATE = 0.76   # measured 64 of 84 (76.2 %): tune 32/42, holdout 32/42; the old reader 61/84
-REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 129 images; the old reader 7 (5.4 %)
+# issue's targets are >= 90 % hits and <= 2 % wrong: the hit rate falls short on the
+# holdout half (unread labels: glyphs touching particles, tiny, blurred or pixel fonts).
+REAL_MIN_HIT_RATE = 0.869  # measured 73 of 84 (86.9 %): tune 38/42, holdout 35/42; v2 64/84, v1 61/84
+REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 129 images; v2 0, v1 7 (5.4 %)
 
 
 @needs_tesseract
@@ -373,18 +374,19 @@ def test_real_read_and_wrong_rates(real_dir, capsys):
 
 @pytest.mark.slow
 def test_real_bar_lengths(real_dir):
-    """Bar measurement alone (no OCR): the detected bar matches the truth within 2 px (77 of 84 measured).
+    """Bar measurement alone (no OCR): the detected bar matches the truth within 2 px (81 of 84 measured).
 
-    The misses: 4 bracket bars (measured between tick centres, the fixture's truth between
-    the outer edges) and 3 bars with the label inside them (only one half is found without
-    the label; detect_scale joins the halves when it reads the label).
+    The misses: 3 bars with the label inside them (only one half is found without the
+    label; detect_scale joins the halves when it reads the label). Bracket bars are measured
+    between the outer edges of their ticks, as the fixture is (77 of 84 when the reader
+    measured tick centres).
     """
     entries = _load_fixture()["scalebars"]
     good = 0
     for e in entries:
         s = _read(real_dir, e["filename"], ocr=False)
         good += s is not None and abs(s.bar_length_px - e["bar_length_px"]) <= 2
-    assert good / len(entries) >= 0.9
+    assert good / len(entries) >= 0.96
 
 
 @pytest.mark.slow
@@ -471,7 +473,7 @@ def synthetic_scale(seed, table=False, decoy=False, unlabelled=False):
     img = draw_scale(img, x0, y, length, thick, colour, " " if unlabelled else label, fnt, where, ticks, box)
     if rng.random() < 0.4:  # a softer, resampled image
         img = cv2.GaussianBlur(img, (0, 0), float(rng.uniform(0.4, 1.0)))
-    measured = float(length - 2 if ticks else length)
+    measured = float(length)  # brackets too: outer tick edges
     nm = float(value) * (1000.0 if unit == "µm" else 1.0)
     if unlabelled:
         value = unit = nm = None
@@ -486,10 +488,20 @@ def synthetic_scale(seed, table=False, decoy=False, unlabelled=False):
     ("5 ym", (5.0, "µm")), ("0.5 jm", (0.5, "µm")), ("3yum", (3.0, "µm")), ("200 NM", (200.0, "nm")),
     ("lµm", (1.0, "µm")), ("HFW 1.8 um", None), ("HFW: 12.7 µm", None), ("FW 3.2um", None),
     ("WD 5.1 mm", None), ("HFW1.8um", None), ("HV 15.0 kV", None), ("x1000nm", None),
-    ("HFW 1.8 um  500 nm", (500.0, "nm")),
+    ("HFW 1.8 um  500 nm", (500.0, "nm")), ("Tum", (1.0, "µm")), ("SO nm", (50.0, "nm")), ("lO nm", (10.0, "nm")),
+    ("Sum", None),
 ])
 def test_parse_label_confusions_and_tables(text, expected):
     assert parse_label(text) == expected
+
+
+@pytest.mark.parametrize("parsed,expected", [
+    ((188.0, "nm"), (100.0, "nm")), ((168.0, "nm"), (100.0, "nm")), ((588.0, "nm"), (500.0, "nm")),
+    ((100.0, "nm"), None), ((1.8, "µm"), None), ((86.0, "nm"), None), ((8.0, "nm"), None), (None, None),
+])
+def test_slashed_zero(parsed, expected):
+    # pixel fonts slash the zero ("1ØØ nm"); Tesseract reads 8, 6 or 9 for it
+    assert scalebar._slashed_zero(parsed) == expected
 
 
 @pytest.mark.parametrize("value,expected", [
