@@ -441,9 +441,11 @@ def _run_serial(files, plans, settings, segmenter, overlay_mode, quiet):
 def _evaluate(args):
     import json
 
+    import pandas as pd
+
     from .card import read_card
-    from .evaluate import (TUNED_KEYS, cross_validated_ap, evaluate, evaluation_names, rescore, tune_postprocess,
-                           write_card_postprocess)
+    from .evaluate import (TUNED_KEYS, TuningRefused, check_tuning_names, cross_validated_ap, evaluate,
+                           evaluation_subsets, rescore, rounded, tune_postprocess, write_card_postprocess)
     from .pipeline import default_segmenter
     from .settings import Settings
 
@@ -454,9 +456,30 @@ def _evaluate(args):
         print(f"saemi: error: --csv {csv_path}: " + ("is a folder" if csv_path.is_dir() else
               f"the folder {csv_path.parent} does not exist"), file=sys.stderr)
         return 2
-    names = evaluation_names(args.data, args.split, args.subset)
+    out_dir = Path(args.out) if args.out else None
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        print(f"saemi: error: --out {out_dir}: is a file", file=sys.stderr)
+        return 2
+    wanted = ["val", "test"] if args.subset == "both" else [args.subset]
+    try:
+        subsets = evaluation_subsets(args.data, args.split, wanted)
+        if args.tune:  # settings are chosen on validation images only, never on test ones
+            tune_subset = "val" if args.subset == "both" else args.subset
+            check_tuning_names(subsets.get(tune_subset, subsets.get("all", [])), args.split, args.subset)
+    except (TuningRefused, FileNotFoundError) as exc:
+        print(f"saemi: error: {exc}", file=sys.stderr)
+        return 2
     if args.limit:
-        names = names[:args.limit]
+        subsets = {k: v[:args.limit] for k, v in subsets.items()}
+    if not subsets:
+        print(f"saemi: error: no labelled images of the {args.subset} subset in {args.data}", file=sys.stderr)
+        return 2
+    tune_on = None
+    if args.tune and not args.baseline:
+        tune_on = next((k for k in (tune_subset, "all") if k in subsets), None)
+    if args.tune and not args.baseline and tune_on is None:
+        print("saemi: error: --tune: no validation images to tune on", file=sys.stderr)
+        return 2
     if args.baseline == "otsu":
         from .baseline import OtsuSegmenter
 
@@ -467,19 +490,40 @@ def _evaluate(args):
         settings = Settings.from_dict(None, defaults=read_card(args.weights)["postprocess"])
         print(f"network: engine {getattr(segmenter, 'engine', 'torch')}, {getattr(segmenter, 'precision', '?')} "
               "(SAEMI_ENGINE, SAEMI_PRECISION)", file=sys.stderr)
-    per_image, summary, segmentations = evaluate(args.data, names, segmenter, settings)
-    if args.tune and not args.baseline:
+    results, best = {}, None
+    if tune_on is not None:  # tune first, on its subset alone; then score every subset with the choice
+        per_image, summary, segmentations = evaluate(args.data, subsets[tune_on], segmenter, settings)
         best, table, ap_per_setting = tune_postprocess(args.data, segmentations)
-        print("tuned splitting settings:", best)
-        print(f"cross-validated AP@0.5 (settings chosen on the other half of the images): "
-              f"{cross_validated_ap(ap_per_setting):.4f}")
+        print(f"tuned splitting settings (on {len(segmentations)} {tune_on} images):", best)
+        cv_ap = cross_validated_ap(ap_per_setting)
+        print(f"cross-validated AP@0.5 (settings chosen on the other half of the images): {cv_ap:.4f}")
         settings = Settings.from_dict({k: best[k] for k in TUNED_KEYS})
         seconds = dict(zip(per_image["name"], per_image["seconds"]))
         per_image, summary = rescore(args.data, segmentations, settings, seconds)
-        write_card_postprocess(best, summary, args.weights)
-    write_atomic(csv_path, csv_text(per_image))
-    print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in summary.items()}, indent=1))
-    print(f"per-image scores written to {args.csv}")
+        summary["cross_validated_ap50"] = cv_ap
+        results[tune_on] = (per_image, summary)
+    for name, names in subsets.items():
+        if name not in results:
+            per_image, summary, _ = evaluate(args.data, names, segmenter, settings)
+            results[name] = (per_image, summary)
+    results = {k: results[k] for k in subsets}
+    if best is not None:
+        write_card_postprocess(best, results[tune_on][1], args.weights,
+                               test_metrics=results["test"][1] if "test" in results else None)
+    rows = pd.concat([r.assign(subset=k) for k, (r, _) in results.items()], ignore_index=True)
+    rows = rows[["subset"] + [c for c in rows.columns if c != "subset"]]
+    write_atomic(csv_path, csv_text(rows))
+    summaries = {k: rounded(s) for k, (_, s) in results.items()}
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for k, (r, _) in results.items():
+            write_atomic(out_dir / f"{k}.csv", csv_text(r))
+        report = {"subsets": summaries, "settings": {k: getattr(settings, k) for k in TUNED_KEYS},
+                  "tuned_on": tune_on, "data": str(args.data), "split": str(args.split or "split.json beside the weights"),
+                  "baseline": args.baseline}
+        write_atomic(out_dir / "summary.json", json.dumps(report, indent=1) + "\n")
+    print(json.dumps(summaries, indent=1))
+    print(f"per-image scores written to {args.csv}" + (f" and {out_dir}/" if out_dir is not None else ""))
     return 0
 
 
@@ -552,11 +596,15 @@ def build_parser():
     e = sub.add_parser("evaluate", help="score the full pipeline on labelled images")
     e.add_argument("--data", required=True, help="folder with images/*.png and segmaps/*.png")
     e.add_argument("--split", default=None, help="split JSON (default: split.json beside the weights in use)")
-    e.add_argument("--subset", default="val", choices=["val", "train"])
+    e.add_argument("--subset", default="both", choices=["both", "val", "test", "train"],
+                   help="which list of the split to score: validation and test apart (both, the default), or one")
     e.add_argument("--limit", type=int, default=None, help="only the first N images")
-    e.add_argument("--csv", default="evaluation.csv", help="per-image scores")
+    e.add_argument("--csv", default="evaluation.csv", help="per-image scores of every subset (a subset column)")
+    e.add_argument("--out", default=None, metavar="DIR",
+                   help="also write DIR/<subset>.csv (one row per image, every figure) and DIR/summary.json")
     e.add_argument("--tune", action="store_true",
-                   help="grid-search the splitting settings and record them in the model card")
+                   help="grid-search the splitting settings on the validation images (never test ones) and record "
+                        "them, with the validation and test figures, in the model card")
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.add_argument("--weights", default=None)
     e.add_argument("--baseline", default=None, choices=["otsu"],

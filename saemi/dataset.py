@@ -212,3 +212,50 @@ def load_dataset(data_dir, names, scale=0.5, boundary_width=2):
         items.append({"name": name, "image": img_s, "labels": lab_s,
                       "target": class_targets(lab_s, boundary_width)})
     return items
+
+
+#: Share of the held-out images (``split.json``'s ``val`` of a train/validation split) that
+#: :func:`carve_test` moves into ``test``: 35 of EMPS's 55.
+TEST_SHARE = 0.64
+#: A held-out set smaller than this keeps every image for validation (no test).
+MIN_HELD_OUT_FOR_TEST = 10
+
+
+def typical_diameter(labels):
+    """Median equivalent circular diameter (px) of a label image's particles; 0 when it has none."""
+    areas = np.bincount(np.asarray(labels).ravel())[1:]
+    areas = areas[areas > 0]
+    return float(np.median(np.sqrt(4 * areas / np.pi))) if areas.size else 0.0
+
+
+def carve_test(split, data_dir, share=TEST_SHARE, min_held_out=MIN_HELD_OUT_FOR_TEST):
+    """Move part of a split's held-out ``val`` images into a ``test`` list, balanced in particle size.
+
+    Deterministic and made from the labels alone (no network): the held-out
+    images are sorted by their typical (median) true particle diameter, cut into
+    ``n_val = n - round(share * n)`` consecutive groups of near-equal size, and
+    in each group the image whose name has the smallest SHA-1 stays in ``val``;
+    the others go to ``test``. Every size range thus keeps about the same share
+    in both lists. With fewer than ``min_held_out`` held-out images nothing is
+    carved (``test`` is empty). ``train`` is untouched.
+
+    Nothing may train, choose checkpoints or tune on ``test``: ``saemi train``
+    validates on ``val`` only and ``saemi evaluate --tune`` refuses ``test``.
+
+    Returns
+    -------
+    dict
+        ``split`` with ``val`` and ``test`` (sorted) and ``test_share``.
+    """
+    import hashlib
+
+    held = sorted(split["val"])
+    out = {**split, "test_share": share}
+    if len(held) < min_held_out:
+        return {**out, "val": held, "test": []}
+    size = {n: typical_diameter(read_label_image(Path(data_dir) / "segmaps" / f"{n}.png")) for n in held}
+    ordered = sorted(held, key=lambda n: (size[n], n))
+    n_val = max(1, len(held) - round(share * len(held)))
+    val = [min(group, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
+           for group in np.array_split(np.array(ordered, dtype=object), n_val)]
+    return {**out, "val": sorted(val), "test": sorted(set(held) - set(val))}

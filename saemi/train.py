@@ -17,7 +17,9 @@ Decisions, written down once:
 * **Resumable**: a checkpoint (model, optimiser, step, elapsed time) goes to
   ``checkpoints/`` every few minutes; ``--resume`` continues it.
 * **Split**: seeded, written to ``<out>/split.json``; made of the ``--data``
-  images only.
+  images only. The held-out images are then divided into ``val`` and ``test``
+  (:func:`saemi.dataset.carve_test`, by particle size): validation, and so the
+  choice of the saved checkpoint, uses ``val`` alone; ``test`` is never read.
 * **Extra folders** (``--extra DIR``, a lab's corrected images): training
   images only, never validation; each drawn ``--extra-weight`` (4) times as
   often as a ``--data`` image; listed on the card (see :func:`train`).
@@ -37,7 +39,8 @@ import torch.nn.functional as F
 from .instances import SplitSettings, split_touching
 from .metrics import score_image
 from .card import CARD_FILE, DEFAULT_CARD, WEIGHTS_FILE
-from .dataset import DatasetError, class_targets, list_pairs, load_dataset, read_label_image  # noqa: F401  (the loaders train reads with)
+from .dataset import (DatasetError, carve_test, class_targets, list_pairs, load_dataset,  # noqa: F401  (the loaders train reads with)
+                      read_label_image)
 from .model import Segmenter, build_unet, choose_device, standardize
 
 
@@ -143,8 +146,8 @@ def load_extra(extra_dirs, data_dir, scale=0.5, boundary_width=2):
     return items, folders
 
 
-def _check_not_validation(extra_items, val_items, log=print):
-    """Refuse an extra image that is a validation image (same name, same pixels): it would be trained on.
+def _check_not_validation(extra_items, val_items, log=print, test_names=()):
+    """Refuse an extra image that is a validation or test image (same name, same pixels): it would be trained on.
 
     An extra image that only shares a validation image's name is kept, with a warning.
     """
@@ -154,9 +157,10 @@ def _check_not_validation(extra_items, val_items, log=print):
         if twin is None:
             continue
         if twin["image"].shape == it["image"].shape and np.array_equal(twin["image"], it["image"]):
-            raise DatasetError(f"the extra image {it['name']} is the validation image {it['name']} of --data; "
-                               "validation images must not be trained on (leave it out of the extra folder)")
-        log(f"warning: the extra image {it['name']} has the name of a validation image of --data but other "
+            kind = "test" if it["name"] in set(test_names) else "validation"
+            raise DatasetError(f"the extra image {it['name']} is the {kind} image {it['name']} of --data; "
+                               f"{kind} images must not be trained on (leave it out of the extra folder)")
+        log(f"warning: the extra image {it['name']} has the name of a held-out image of --data but other "
             "pixels; it is used for training")
 
 
@@ -275,15 +279,18 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
     rng = random.Random(seed)
     if limit_images:
         names = names[:limit_images]
-    split = make_split(names, val_fraction, seed)
+    split = carve_test(make_split(names, val_fraction, seed), data_dir)  # test: never loaded for training
     train_items = load_dataset(data_dir, split["train"], scale, boundary_width)
     val_items = load_dataset(data_dir, split["val"], scale, boundary_width)
-    _check_not_validation(extra_items, val_items, log)
+    held_out = val_items + (load_dataset(data_dir, split["test"], scale, boundary_width)
+                            if extra_items and split["test"] else [])
+    _check_not_validation(extra_items, held_out, log, test_names=split["test"])
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "split.json", "w") as f:
         json.dump(split, f, indent=1)
-    log(f"data: {len(train_items)} training and {len(val_items)} validation images, loaded in {time.time() - started:.0f} s")
+    log(f"data: {len(train_items)} training and {len(val_items)} validation images ({len(split['test'])} test "
+        f"images held out), loaded in {time.time() - started:.0f} s")
     sample_weights, share = None, 0.0
     if extra_items:
         share = extra_share(len(train_items), len(extra_items), extra_weight)
@@ -395,7 +402,7 @@ def _card(best, split, epochs, step, elapsed, dev, crop, batch_size, scale, boun
         "boundary_width_at_scale": boundary_width,
         "training": {
             "data": str(Path(data_dir).name), "n_train": len(split["train"]), "n_val": len(split["val"]),
-            "split_file": "split.json", "split_seed": split["seed"], "epochs_planned": epochs,
+            "n_test": len(split.get("test", [])), "split_file": "split.json", "split_seed": split["seed"], "epochs_planned": epochs,
             "steps": step, "crop": crop, "batch_size": batch_size, "precision": precision,
             "minutes": round(elapsed / 60, 1), "hardware": hardware,
         },

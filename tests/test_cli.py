@@ -136,7 +136,7 @@ def test_evaluate_and_tune_on_two_images(tmp_path, monkeypatch):
     monkeypatch.setenv("SAEMI_WEIGHTS", str(weights))
     proc = run_cli("evaluate", "--data", data, "--split", split, "--tune", "--csv", tmp_path / "eval.csv")
     assert proc.returncode == 0, proc.stderr
-    scores = json.loads(proc.stdout[proc.stdout.index("{\n"):proc.stdout.rindex("}") + 1])
+    scores = json.loads(proc.stdout[proc.stdout.index("{\n"):proc.stdout.rindex("}") + 1])["val"]
     assert scores["images"] == 2 and 0 <= scores["ap50"] <= 1 and 0 <= scores["dice"] <= 1
     per_image = pd.read_csv(tmp_path / "eval.csv")
     assert sorted(per_image.name) == sorted(names)

@@ -250,7 +250,7 @@ def _check_weights(out):
 
 @pytest.mark.slow
 def test_short_run_with_extra_trains_on_it_and_validates_without_it(tmp_path, extra, monkeypatch):
-    from saemi.dataset import list_pairs
+    from saemi.dataset import carve_test, list_pairs
     from saemi.train import make_split
 
     seen = _spy(monkeypatch)
@@ -260,8 +260,8 @@ def test_short_run_with_extra_trains_on_it_and_validates_without_it(tmp_path, ex
     assert r.returncode == 0, r.stderr
     _check_weights(out)
     split = json.loads((out / "split.json").read_text())
-    # the split is the one a run without extras makes: --data's images only
-    assert split == make_split(list_pairs(FIXTURE_DATA), 0.34, 0)
+    # the split is the one a run without extras makes: --data's images only (too few held out for a test list)
+    assert split == carve_test(make_split(list_pairs(FIXTURE_DATA), 0.34, 0), FIXTURE_DATA) and split["test"] == []
     assert seen["val"] == set(split["val"]) and not seen["val"] & set(EXTRA_NAMES)
     # the extra images were in every batch's pool, each drawn 4 times as often
     names, weights = seen["batch_weights"][0]
@@ -300,3 +300,55 @@ def test_short_run_on_shared_data_with_extra(tmp_path, extra, emps_dir, monkeypa
     assert len(split["train"]) == 4 and len(split["val"]) == 2
     assert seen["val"] == set(split["val"]) and not seen["val"] & set(EXTRA_NAMES)
     assert card["training"]["extra"][0]["images"] == 2 and card["training"]["extra_weight"] == 2.0
+
+
+def _data_with_a_test_list(tmp_path, n=14):
+    """A --data folder of ``n`` synthetic pairs; --val-fraction 0.8 holds out 11: 4 validation, 7 test images."""
+    folder = tmp_path / "data"
+    for i in range(n):
+        write_pair(folder, f"s{i:02d}", *lab_pair(100 + i, shape=(96, 112)))
+    return folder
+
+
+def test_error_extra_image_is_a_test_image(tmp_path, extra):
+    import shutil
+
+    from saemi.dataset import carve_test, list_pairs
+    from saemi.train import make_split
+
+    data = _data_with_a_test_list(tmp_path)
+    split = carve_test(make_split(list_pairs(data), 0.8, 0), data)
+    assert len(split["test"]) == 7 and len(split["val"]) == 4
+    name = split["test"][0]
+    for sub in ("images", "segmaps"):
+        shutil.copy(data / sub / f"{name}.png", extra / sub / f"{name}.png")
+    r = run_cli("train", "--data", data, "--extra", extra, "--val-fraction", "0.8", "--out", "unused-out",
+                "--checkpoint-dir", "unused-ck")
+    assert r.returncode == 2 and f"the extra image {name} is the test image {name} of --data" in r.stderr
+    assert not Path("unused-out").exists()
+
+
+@pytest.mark.slow
+def test_training_validates_on_val_and_never_reads_the_test_images(tmp_path, monkeypatch):
+    import saemi.train
+
+    data = _data_with_a_test_list(tmp_path)
+    seen = _spy(monkeypatch)
+    loaded = set()
+    real_load = saemi.train.load_dataset
+
+    def load_dataset(folder, names, *a, **k):
+        loaded.update(names)
+        return real_load(folder, names, *a, **k)
+
+    monkeypatch.setattr(saemi.train, "load_dataset", load_dataset)
+    out = tmp_path / "w"
+    r = run_cli("train", "--data", data, "--epochs", "1", "--size", "64", "--batch-size", "2", "--val-every", "1",
+                "--val-fraction", "0.8", "--device", "cpu", "--out", out, "--checkpoint-dir", tmp_path / "ck")
+    assert r.returncode == 0, r.stderr
+    split = json.loads((out / "split.json").read_text())
+    assert len(split["test"]) == 7 and len(split["val"]) == 4 and len(split["train"]) == 3
+    assert seen["val"] == set(split["val"])
+    assert not loaded & set(split["test"]) and loaded == set(split["train"]) | set(split["val"])
+    card = json.loads((out / "model_card.json").read_text())["training"]
+    assert (card["n_train"], card["n_val"], card["n_test"]) == (3, 4, 7)
