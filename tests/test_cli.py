@@ -90,13 +90,15 @@ def test_bad_files_are_reported_skipped_and_fail_the_run(analysed):
     assert f"skipped {inputs / 'loop.png'}: symbolic link loop" in proc.stderr
     assert "Traceback" not in proc.stderr
     summary = pd.read_csv(out / "summary.csv")
-    assert len(summary) == 8
-    assert sorted(summary.status) == ["error"] * 4 + ["ok"] * 2 + ["skipped"] * 2
+    assert len(summary) == 9
+    assert sorted(summary.status) == ["error"] * 4 + ["ok"] * 2 + ["sample"] + ["skipped"] * 2
     ok = summary[summary.status == "ok"]
     for _, row in ok.iterrows():
         table = pd.read_csv(out / f"{row.file.rsplit('/', 1)[-1][:-4]}_particles.csv")
         assert row["count"] == len(table)
     assert set(ok.unit) == {"nm"}
+    sample = summary.iloc[-1]  # the two images pooled, in nm as both are calibrated
+    assert sample.status == "sample" and sample["count"] == ok["count"].sum() and sample.unit == "nm"
 
 
 @pytest.mark.slow
