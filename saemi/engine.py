@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import SaemiError
+from .export import write_atomic
 from .inference import PredictMixin, card_over_defaults, corrected_softmax, log_class_weights
 from .statedict import file_sha256, read_state_dict
 
@@ -193,21 +194,6 @@ def _prune(folder, keep):
                 pass
 
 
-def _atomic_write(path, data):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def exported_model(weights_file, cache_dir=None, graph_file=GRAPH_FILE):
     """Path of the ONNX export of ``weights_file``, built now unless a current one is cached.
 
@@ -249,8 +235,9 @@ def exported_model(weights_file, cache_dir=None, graph_file=GRAPH_FILE):
     for d in dirs:
         path = d / name
         try:
-            _atomic_write(path, data)
-            _atomic_write(_record_path(path), json.dumps(record).encode())
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, data)
+            write_atomic(_record_path(path), json.dumps(record).encode())
             _prune(d, keep=KEEP_EXPORTS)
             return path, {**record, "built": True}
         except OSError as exc:
