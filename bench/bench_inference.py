@@ -21,33 +21,21 @@ too. The issue's target (#17): <= 0.35 s for the full pipeline on 2 cores.
 """
 
 import argparse
-import io
 import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import cv2
-import numpy as np
-from PIL import Image
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from saemi.pipeline import Settings, segment, split_and_measure  # noqa: E402
+from bench_pipeline import demo_image as image_1024x768  # noqa: E402  (the same 1024x768 image)
 
 SHARED = REPO.parent / "shared" / "data" / "emps-train" / "images" / "2ee0518d7a.png"
 FIXTURE = REPO / "tests" / "fixtures" / "emps" / "images" / "aa309f6cec.png"
 STAGES = ("load", "scale", "banner", "network", "watershed", "table")
-
-
-def image_1024x768(path):
-    img = np.asarray(Image.open(path).convert("RGB"))
-    img = cv2.resize(img, (1024, 768), interpolation=cv2.INTER_LINEAR)
-    buf = io.BytesIO()
-    Image.fromarray(img).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def segmenters(weights):
