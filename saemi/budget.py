@@ -80,21 +80,32 @@ def pixels_for_memory(memory_mb):
 class Deadline:
     """A point in time after which an analysis gives up.
 
+    Every stage of an analysis passes through :meth:`check` with its name
+    ("reading the scale bar", "network tile 3 of 12", ...), so the deadline is
+    also where progress is reported: ``on_stage`` hears each name first.
+
     Parameters
     ----------
     seconds : float or None
         Time allowed from now; None never expires.
+    on_stage : callable, optional
+        Called as ``on_stage(stage)`` before each stage (a job's progress).
 
     Examples
     --------
     >>> Deadline(None).check("network")
     >>> Deadline(-1).expired
     True
+    >>> heard = []
+    >>> Deadline(None, on_stage=heard.append).check("splitting touching particles")
+    >>> heard
+    ['splitting touching particles']
     """
 
-    def __init__(self, seconds):
+    def __init__(self, seconds, on_stage=None):
         self.seconds = seconds
         self.at = None if seconds is None else time.monotonic() + float(seconds)
+        self.on_stage = on_stage
 
     @property
     def expired(self):
@@ -108,6 +119,8 @@ class Deadline:
         stage : str
             What was about to run, for the message ("network tile 3 of 12").
         """
+        if self.on_stage is not None:
+            self.on_stage(stage)
         if self.expired:
             raise SaemiError(f"the analysis took longer than this server's limit of {self.seconds:g} s "
                              f"(stopped before {stage}); try a smaller image, or ask the administrator "

@@ -245,6 +245,10 @@ class AnalysisService:
         return _Entry(image_id, record["digest"], seg, record.get("filename") or "image", record.get("settings"),
                       record.get("segment_settings"))
 
+    def check_image_id(self, image_id):
+        """Raise :class:`SaemiError` (``not_found``) unless ``image_id`` names an image still in the store."""
+        self._get(image_id)
+
     def _save_handle(self, entry):
         self.store.put(ID_PREFIX + entry.image_id, encode_handle(
             {"digest": entry.digest, "filename": entry.filename, "settings": entry.settings,

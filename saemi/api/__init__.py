@@ -155,8 +155,9 @@ def _http_error_response(exc):
 def register_api(app, config=None):
     """Add the SAEMI backend to an existing Flask app.
 
-    Sets ``app.extensions["saemi"]`` (the :class:`saemi.service.AnalysisService`)
-    and ``app.extensions["saemi_api"]`` (:class:`ApiState`), registers the
+    Sets ``app.extensions["saemi"]`` (the :class:`saemi.service.AnalysisService`),
+    ``app.extensions["saemi_api"]`` (:class:`ApiState`) and
+    ``app.extensions["saemi_jobs"]`` (the :class:`saemi.jobs.JobBoard` of background analyses), registers the
     blueprint at :data:`API_PREFIX`, the JSON error handlers and the upload
     limit, and loads the model per ``SAEMI_LOAD``.
 
@@ -172,6 +173,7 @@ def register_api(app, config=None):
         ``app``.
     """
     from ..card import read_card
+    from ..jobs import JobBoard
     from ..service import AnalysisService
     from .routes import bp
 
@@ -202,6 +204,7 @@ def register_api(app, config=None):
     state = ApiState(allowed_origins(cfg["SAEMI_ALLOWED_ORIGINS"]))
     app.extensions["saemi"] = service
     app.extensions["saemi_api"] = state
+    app.extensions["saemi_jobs"] = JobBoard(store, timeout=cfg["SAEMI_TIMEOUT"])
 
     register_error_handlers(app)
     install_security(app, cfg["SAEMI_BASIC_AUTH"], cfg["SAEMI_API_TOKEN"], API_PREFIX)

@@ -29,6 +29,7 @@ STATUS_OF_CODE = {
     "no_model": 503,
     "not_ready": 503,
     "timeout": 503,
+    "busy": 503,
 }
 
 #: Codes for Flask/werkzeug HTTP errors, by status.

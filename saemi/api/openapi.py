@@ -8,6 +8,7 @@ its schemas with ``jsonschema`` (OpenAPI 3.1 schemas are JSON Schema 2020-12).
 import copy
 
 from ..edits import MAX_EDITS, ORIGINS
+from ..jobs import STATUSES as JOB_STATUSES
 from ..settings import openapi_properties
 
 _NUM_OR_NULL = {"type": ["number", "null"]}
@@ -128,6 +129,33 @@ DOCUMENT = {
                 "schema": {"$ref": "#/components/schemas/Analysis"}}}},
                 "404": _err("Unknown or expired image_id (code not_found): upload the image again."),
                 **_ERRORS}}},
+        "/jobs": {"post": {
+            "operationId": "submitJob",
+            "summary": "Queue an analysis and answer at once (202) with a job whose stage can be followed.",
+            "description": "The body is that of /analyze (include_images defaults to false here: the pictures "
+                           "are one /analyze by image_id away once the job is done). Poll GET /jobs/{job_id} "
+                           "(Location header) from any worker for the stage and, at the end, the result.",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/AnalyzeRequest"}},
+                "multipart/form-data": {"schema": {"type": "object", "properties": {
+                    "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+                    "image_id": {"type": "string"}, "filename": {"type": "string"},
+                    "settings": {"type": "string", "description": "A JSON object of settings."},
+                    "include_images": {"type": "string"}},
+                    "additionalProperties": {"type": "string"}}}}},
+            "responses": {"202": {"description": "Queued.", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Job"}}}},
+                "404": _err("Unknown or expired image_id (code not_found): upload the image again."),
+                **_ERRORS,
+                "503": _err("The model is not loaded (no_model), or this worker already holds as many jobs as "
+                            "it takes (busy): retry later.")}}},
+        "/jobs/{job_id}": {"get": {
+            "operationId": "jobStatus",
+            "summary": "A job's status, the stage now running, the stages so far, and its result once done.",
+            "parameters": [{"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "The job.", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Job"}}}},
+                "404": _err("Unknown or expired job id (code not_found).")}}},
         "/layer": {"post": {
             "operationId": "particleLayer",
             "summary": "What a page draws over the image: the particle layer and the hover grid of an analysis.",
@@ -398,6 +426,23 @@ DOCUMENT = {
                            "feret_max_nm": {"type": "number"}, "feret_min_nm": {"type": "number"},
                            "perimeter_nm": {"type": "number"}, "centroid_x_nm": {"type": "number"},
                            "centroid_y_nm": {"type": "number"}}},
+        "Job": {
+            "type": "object", "required": ["job_id", "status", "stage", "stages", "elapsed_s"],
+            "properties": {
+                "job_id": {"type": "string"},
+                "status": {"enum": list(JOB_STATUSES), "description": "lost: the worker running it stopped "
+                                                                      "before it ended."},
+                "stage": {"type": "string", "description": "What runs now, or ran last (\"network tile 3 of "
+                                                           "12\", \"splitting touching particles\")."},
+                "stages": {"type": "array", "items": {"type": "object", "required": ["stage", "at_s"],
+                                                      "properties": {"stage": {"type": "string"},
+                                                                     "at_s": {"type": "number"}}}},
+                "label": {"type": ["string", "null"]},
+                "elapsed_s": {"type": "number", "minimum": 0},
+                "status_url": {"type": "string"},
+                "result": {"$ref": "#/components/schemas/Analysis"},
+                "error": {"type": "object", "required": ["code", "message"],
+                          "properties": {"code": {"type": "string"}, "message": {"type": "string"}}}}},
         "Analysis": {
             "allOf": [{"$ref": "#/components/schemas/Segmentation"}],
             "type": "object", "required": ["settings", "nm_per_pixel", "summary", "particles"],

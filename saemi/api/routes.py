@@ -222,8 +222,12 @@ def segment():
                                       preview=_bool(fields_.get("preview", False), "preview")))
 
 
-@bp.post("/analyze")
-def analyze():
+def _analysis_request(include_images_default):
+    """The keyword arguments of :meth:`AnalysisService.analyze` that a request asks for.
+
+    Everything that can be checked without running the analysis is checked
+    here, so a job is only queued for a request that can run.
+    """
     data, filename, fields_ = _read_request()
     image_id = _image_id(fields_.get("image_id"))
     if (data is None) == (image_id is None):
@@ -240,12 +244,44 @@ def analyze():
         alpha = float("nan")
     if isinstance(fields_.get("overlay_alpha"), bool) or not 0.0 <= alpha <= 1.0:
         raise SaemiError("'overlay_alpha' must be a number from 0 to 1", code="bad_parameter")
-    include_images = _bool(fields_.get("include_images", True), "include_images")
+    include_images = _bool(fields_.get("include_images", include_images_default), "include_images")
     settings = _settings_from(fields_)
-    out = _service().analyze(image_id=image_id, data=data, filename=filename or ("image" if data else None),
-                             settings=settings, overlay=overlay, overlay_alpha=alpha,
-                             include_images=include_images, deadline=_deadline())
-    return jsonify(out)
+    if data is not None:
+        _service().check_upload(data)
+    return dict(image_id=image_id, data=data, filename=filename or ("image" if data else None),
+                settings=settings, overlay=overlay, overlay_alpha=alpha, include_images=include_images)
+
+
+@bp.post("/analyze")
+def analyze():
+    return jsonify(_service().analyze(**_analysis_request(True), deadline=_deadline()))
+
+
+@bp.post("/jobs")
+def submit_job():
+    """Queue an analysis (the body of ``/analyze``) and answer at once with its job (202).
+
+    The job runs in this worker; ``GET /jobs/<job_id>`` from any worker reports
+    its stage and, once done, the ``/analyze`` response (without images unless
+    ``include_images`` is true: they are one ``/analyze`` by ``image_id`` away).
+    """
+    request_args = _analysis_request(False)
+    service = _service()
+    if request_args["image_id"] is not None:  # a 404 now, not a job that fails
+        service.check_image_id(request_args["image_id"])
+    status = current_app.extensions["saemi_jobs"].submit(
+        lambda deadline: service.analyze(**request_args, deadline=deadline),
+        label=request_args["filename"] or request_args["image_id"])
+    status["status_url"] = f"{request.script_root}{current_app.config['SAEMI_API_PREFIX']}/jobs/{status['job_id']}"
+    resp = jsonify(status)
+    resp.status_code = 202
+    resp.headers["Location"] = status["status_url"]
+    return resp
+
+
+@bp.get("/jobs/<job_id>")
+def job_status(job_id):
+    return jsonify(current_app.extensions["saemi_jobs"].get(job_id))
 
 
 @bp.post("/layer")
