@@ -106,7 +106,20 @@ def outlines(labels, width=1):
     return edge
 
 
-def particle_layer(labels, removed=(), mode="outline"):
+#: Longest side of what a browser is sent to show: the preview and the particle layer.
+DISPLAY_MAX_SIDE = 2048
+
+
+def display_stride(shape, max_side=DISPLAY_MAX_SIDE):
+    """Every how many pixels a browser is shown of an image of ``shape`` ``(H, W, ...)``.
+
+    >>> display_stride((3000, 4000)), display_stride((768, 1024))
+    (2, 1)
+    """
+    return max(1, math.ceil(max(shape[:2]) / max_side))
+
+
+def particle_layer(labels, removed=(), mode="outline", stride=1):
     """A transparent RGBA layer with the particles drawn, to lay over the micrograph.
 
     Kept particles get orange outlines (``outline``) or a colour each
@@ -119,12 +132,16 @@ def particle_layer(labels, removed=(), mode="outline"):
     removed : iterable of int
         Excluded labels.
     mode : {'outline', 'filled'}
+    stride : int
+        Draw every ``stride``-th pixel, as the preview shows the micrograph
+        (:func:`display_stride`): a 12-megapixel layer is a quarter of the
+        work and of the bytes, and no browser would show more.
 
     Returns
     -------
-    ndarray, shape (H, W, 4), uint8
+    ndarray, shape (ceil(H / stride), ceil(W / stride), 4), uint8
     """
-    lab = np.asarray(labels)
+    lab = np.asarray(labels)[::stride, ::stride]
     h, w = lab.shape
     out = np.zeros((h, w, 4), np.uint8)
     edge = outlines(lab, 2 if max(h, w) > 900 else 1)
@@ -161,7 +178,7 @@ def hover_grid(labels, max_cells=200_000):
     return {"z": z, "x0": (s - 1) / 2, "dx": s, "y0": (s - 1) / 2, "dy": s}
 
 
-def preview_jpeg(image, max_side=2048, quality=90):
+def preview_jpeg(image, max_side=DISPLAY_MAX_SIDE, quality=90):
     """The micrograph as a JPEG for a browser, subsampled when larger than ``max_side``.
 
     Parameters
@@ -177,8 +194,7 @@ def preview_jpeg(image, max_side=2048, quality=90):
         Every ``stride``-th pixel is shown; the page lays the picture over the
         same pixel coordinates.
     """
-    h, w = image.shape[:2]
-    stride = max(1, math.ceil(max(h, w) / max_side))
+    stride = display_stride(image.shape, max_side)
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image[::stride, ::stride])).save(buf, format="JPEG", quality=quality)
     return buf.getvalue(), stride

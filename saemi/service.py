@@ -51,7 +51,7 @@ from .edits import MAX_EDITS, Corrected, apply_edits, changed_labels, check_edit
 from .errors import SaemiError
 from .export import csv_text
 from .measure import particle_table, update_table
-from .overlay import draw_overlay, hover_grid, output_mark, particle_layer, png_bytes, preview_jpeg
+from .overlay import display_stride, draw_overlay, hover_grid, output_mark, particle_layer, png_bytes, preview_jpeg
 from .pipeline import segment, split, split_and_measure
 from .settings import Settings, names as setting_names
 
@@ -538,7 +538,8 @@ class AnalysisService:
         Returns
         -------
         dict
-            ``layer_png`` (base64 RGBA PNG, the image's size), ``width``,
+            ``layer_png`` (base64 RGBA PNG of every ``stride``-th pixel, as
+            the preview), ``stride``, ``width``,
             ``height``, ``count`` (particles found) and, with ``grid``,
             ``grid``: ``z`` (base64 little-endian integers), ``dtype``,
             ``shape``, ``x0``, ``dx``, ``y0``, ``dy`` (see
@@ -549,7 +550,9 @@ class AnalysisService:
         s = self._settings_for(entry, values)
         labels = self._corrected(entry, s, self._edits(image_id)["done"]).labels
         h, w = labels.shape
-        out = {"layer_png": base64.b64encode(png_bytes(particle_layer(labels, s.removed_labels, mode), 3)).decode(),
+        stride = display_stride(labels.shape)
+        layer = particle_layer(labels, s.removed_labels, mode, stride)
+        out = {"layer_png": base64.b64encode(png_bytes(layer, 3)).decode(), "stride": stride,
                "width": w, "height": h, "count": int(np.count_nonzero(np.bincount(labels.ravel())[1:]))}
         if grid:
             g = hover_grid(labels)

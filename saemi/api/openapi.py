@@ -319,11 +319,15 @@ DOCUMENT = {
                            "image_id": {"type": "string", "description": _REUPLOAD},
                            "preview": _PREVIEW, **_SEGMENT_PROPS}},
         "Layer": {
-            "type": "object", "required": ["layer_png", "width", "height", "count"],
+            "type": "object", "required": ["layer_png", "stride", "width", "height", "count"],
             "properties": {
                 "layer_png": {"type": "string", "contentEncoding": "base64", "contentMediaType": "image/png",
-                              "description": "RGBA PNG of the image's size: outlines or filled labels, excluded "
-                                             "particles darkened."},
+                              "description": "RGBA PNG of every stride-th pixel of the image (the preview's "
+                                             "subsampling): outlines or filled labels, excluded particles "
+                                             "darkened."},
+                "stride": {"type": "integer", "minimum": 1,
+                           "description": "Pixel (i, j) of layer_png covers image pixel (i stride, j stride); 1 up "
+                                          "to 2048 px a side."},
                 "width": {"type": "integer"}, "height": {"type": "integer"},
                 "count": {"type": "integer", "minimum": 0, "description": "Particles found (before exclusions)."},
                 "grid": {"type": "object", "required": ["z", "dtype", "shape", "x0", "dx", "y0", "dy"],

@@ -133,11 +133,11 @@ def grid_array(grid):
 
 def layer_patch(patch, layer):
     """Write a ``particle_layer`` answer into a Patch of the image view (layer, and grid when sent)."""
+    stride = int(layer.get("stride") or 1)
     patch["data"][1]["source"] = "data:image/png;base64," + layer["layer_png"]
-    patch["data"][1]["x0"] = 0
-    patch["data"][1]["y0"] = 0
-    patch["data"][1]["dx"] = 1
-    patch["data"][1]["dy"] = 1
+    # pixel centres as the preview's: a subsampled layer lies over the same image pixels
+    patch["data"][1]["x0"] = patch["data"][1]["y0"] = (stride - 1) / 2
+    patch["data"][1]["dx"] = patch["data"][1]["dy"] = stride
     grid = layer.get("grid")
     if grid is not None:
         z = grid_array(grid)
