@@ -98,6 +98,55 @@ def job_status(record, now=None):
     return out
 
 
+PROGRESS_PREFIX = "prg-"
+
+
+class StageLog:
+    """``on_stage`` for a :class:`saemi.budget.Deadline` that keeps the latest stage in the store.
+
+    For work that runs in a request of its own (the page's upload) while
+    another request, maybe in another worker, asks how far it got
+    (:func:`read_stage`). ``key`` is the caller's (a browser tab's token).
+
+    Parameters
+    ----------
+    store : saemi.cache.DiskStore or saemi.cache.RedisStore
+    key : str
+        8-100 URL-safe characters.
+    """
+
+    def __init__(self, store, key):
+        from .cache import check_key
+
+        self.store, self.key = store, PROGRESS_PREFIX + check_key(key)[:100]
+        self.started, self._last_write, self._stage = time.time(), 0.0, None
+
+    def __call__(self, stage):
+        now = time.time()
+        if stage != self._stage or now - self._last_write >= WRITE_EVERY_S:
+            self._stage, self._last_write = stage, now
+            self.store.put(self.key, _encode({"stage": stage, "started": self.started, "at": now,
+                                              "done": False}))
+
+    def finish(self):
+        """Mark the work ended, so a reader stops asking."""
+        self.store.put(self.key, _encode({"stage": "done", "started": self.started, "at": time.time(),
+                                          "done": True}))
+
+
+def read_stage(store, key):
+    """What :class:`StageLog` wrote under ``key``: ``{"stage", "elapsed_s", "done"}``, or None."""
+    from .cache import KEY_RE
+
+    if not isinstance(key, str) or not KEY_RE.match(key):
+        return None
+    blob = store.get(PROGRESS_PREFIX + key[:100])
+    if blob is None:
+        return None
+    rec = json.loads(blob)
+    return {"stage": rec["stage"], "elapsed_s": round(rec["at"] - rec["started"], 3), "done": rec["done"]}
+
+
 class JobBoard:
     """Run analyses in background threads; keep their progress in ``store``.
 

@@ -51,6 +51,7 @@ from .edits import MAX_EDITS, Corrected, apply_edits, changed_labels, check_edit
 from .errors import SaemiError
 from .export import csv_text
 from .measure import particle_table, update_table
+from .jobs import StageLog, read_stage
 from .overlay import display_stride, draw_overlay, hover_grid, output_mark, particle_layer, png_bytes, preview_jpeg
 from .pipeline import segment, split, split_and_measure
 from .settings import Settings, names as setting_names
@@ -244,6 +245,21 @@ class AnalysisService:
             raise gone
         return _Entry(image_id, record["digest"], seg, record.get("filename") or "image", record.get("settings"),
                       record.get("segment_settings"))
+
+    def stage_log(self, key):
+        """An ``on_stage`` callable that keeps the stage of work in progress under ``key``.
+
+        For :class:`saemi.budget.Deadline`; :meth:`progress` reads it back from
+        any worker. None for a key no record could have (then nothing is kept).
+        """
+        try:
+            return StageLog(self.store, key)
+        except SaemiError:
+            return None
+
+    def progress(self, key):
+        """The latest stage written by :meth:`stage_log` under ``key`` (see :func:`saemi.jobs.read_stage`)."""
+        return read_stage(self.store, key)
 
     def check_image_id(self, image_id):
         """Raise :class:`SaemiError` (``not_found``) unless ``image_id`` names an image still in the store."""

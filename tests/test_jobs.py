@@ -133,6 +133,22 @@ def test_job_ids_that_no_job_could_have_are_not_found(bad):
     assert e.value.code == "not_found"
 
 
+def test_a_stage_log_is_read_back_by_another_service_on_the_same_store(tmp_path):
+    from saemi.service import AnalysisService
+
+    writer = AnalysisService(lambda: None, store=DiskStore(tmp_path, 10**7, 3600))
+    reader = AnalysisService(lambda: None, store=DiskStore(tmp_path, 10**7, 3600))
+    log = writer.stage_log("tab-0123456789")
+    assert reader.progress("tab-0123456789") is None
+    log("reading the scale bar")
+    log("network tile 1 of 20")
+    seen = reader.progress("tab-0123456789")
+    assert seen["stage"] == "network tile 1 of 20" and seen["done"] is False and seen["elapsed_s"] >= 0
+    log.finish()
+    assert reader.progress("tab-0123456789")["done"] is True
+    assert writer.stage_log("../../etc") is None and reader.progress("../../etc") is None
+
+
 def test_deadline_reports_each_stage_before_checking_time():
     heard = []
     with pytest.raises(SaemiError):
