@@ -428,3 +428,23 @@ def check_session(doc):
     if not isinstance(current, int) or not 0 <= current < len(images):
         current = 0
     return {**doc, "images": images, "sample": sample, "current": current}
+
+
+SAMPLE_FORMATS = ("json", "particles.csv", "summary.csv")
+
+
+def sample_csv(stats, kind, sample_name="sample"):
+    """A sample's CSV text: ``particles.csv`` (one row per particle that passes, ``image`` column first)
+    or ``summary.csv`` (one row per image, then the pooled ``sample`` row)."""
+    from .export import csv_text
+
+    if kind == "particles.csv":
+        return csv_text(stats["table"], float_format="%.6g")
+    if kind == "summary.csv":
+        return csv_text(pd.DataFrame(summary_rows(stats, sample_name)), float_format="%.6g")
+    raise SaemiError(f"format must be one of {', '.join(SAMPLE_FORMATS)}", code="bad_parameter")
+
+
+def public(stats):
+    """The JSON answer of :func:`sample_statistics`: everything but the table (sent as CSV on request)."""
+    return {k: v for k, v in stats.items() if k != "table"}

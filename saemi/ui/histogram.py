@@ -1,6 +1,7 @@
 """Histogram of particle sizes with mean and median lines, and the summary figures."""
 
-from dash import Input, Output, dcc, html
+from dash import Input, Output, State, dcc, html
+from dash.exceptions import PreventUpdate
 
 from . import figures, particles
 from .numbers import display_unit
@@ -49,6 +50,19 @@ def summary_children(summary, note=None):
 
 def register(app):
     @app.callback(
+        Output("analysis-status", "children", allow_duplicate=True),
+        Input("removed-store", "data"),
+        Input("filtered-store", "data"),
+        Input("analysis-store", "data"),
+        prevent_initial_call=True,
+    )
+    def on_count(removed, filtered, analysis):
+        """One count everywhere: the header says what the summary counts."""
+        if not analysis:
+            raise PreventUpdate
+        return particles.count_text(analysis, removed, filtered)
+
+    @app.callback(
         Output("histogram-graph", "figure"),
         Output("summary", "children"),
         Output("bin-width-label", "children"),
@@ -60,9 +74,10 @@ def register(app):
         Input("nm-store", "data"),
         Input("size-unit", "value"),
         Input("calib-note-store", "data"),
+        Input("filtered-store", "data"),
     )
-    def on_histogram(analysis, removed, metric, bin_width, nm, unit, note):
-        table = particles.kept_table(analysis, removed, nm, unit)
+    def on_histogram(analysis, removed, metric, bin_width, nm, unit, note, filtered):
+        table = particles.kept_table(analysis, particles.left_out(removed, filtered, analysis), nm, unit)
         summary = particles.summary_of(table, metric, nm)
         fig = figures.histogram_figure(table, metric, bin_width, nm, summary, (analysis or {}).get("key"), note)
         return (fig, summary_children(summary, note), f"Bin width ({display_unit(summary['unit'])})",

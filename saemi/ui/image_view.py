@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, Patch, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import calibration, editing, figures, particles
+from . import calibration, editing, figures, particles, sample
 from ..errors import SaemiError
 
 # Hover: look the label up in the particle list in the browser (no request per mouse move).
@@ -50,6 +50,7 @@ def layout():
             html.H2("Particles found", id="image-heading"),
             html.Span(id="analysis-status", className="status", **{"aria-live": "polite"}),
         ]),
+        sample.navigator(),
         dcc.Loading(id="image-loading", type="circle", delay_show=150, overlay_style={"visibility": "visible",
                                                                                       "opacity": 0.5},
                     children=html.Div(className="graph-wrap", children=[
@@ -76,15 +77,21 @@ def register(app, client):
         Input("analysis-ref-store", "data"),
         Input("removed-store", "data"),
         Input("overlay-mode", "value"),
+        Input("filtered-store", "data"),
         prevent_initial_call=True,
     )
-    def on_overlay(ref, removed, mode):
-        """Have the server draw the particle layer; the hover grid only for a new labelling."""
+    def on_overlay(ref, removed, mode, filtered):
+        """Have the server draw the particle layer; the hover grid only for a new labelling.
+
+        Particles the user excluded and those the sample's filters leave out are drawn greyed.
+        """
         from dash import ctx
 
         if not ref or not ref.get("image_id"):
             raise PreventUpdate
-        settings = {**ref["settings"], "removed_labels": particles.removed_labels(removed, ref["key"])}
+        greyed = sorted(set(particles.removed_labels(removed, ref["key"]))
+                        | set((filtered or {}).get(ref["image_id"]) or []))
+        settings = {**ref["settings"], "removed_labels": greyed}
         try:
             layer = client.particle_layer(ref["image_id"], settings, mode or "outline",
                                           grid=ctx.triggered_id == "analysis-ref-store")

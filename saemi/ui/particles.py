@@ -60,6 +60,35 @@ def removed_labels(removed, key):
     return [int(v) for v in removed.get("labels", [])]
 
 
+def left_out(removed, filtered, analysis):
+    """The exclusions of ``analysis``'s labelling with the particles the sample's filters leave out added.
+
+    ``filtered``: image_id -> labels (the ``filtered-store``). Returns a removed-store dict, so every
+    count, table and CSV of the shown image follows the filters as the sample's statistics do.
+    """
+    key = (analysis or {}).get("key")
+    extra = (filtered or {}).get((analysis or {}).get("image_id")) or []
+    if not extra:
+        return removed
+    return {"key": key, "labels": sorted(set(removed_labels(removed, key)) | {int(v) for v in extra})}
+
+
+def count_text(analysis, removed, filtered=None):
+    """The image header's count, the same number the summary shows: '84 particles counted (85 found,
+    1 excluded)', or '85 particles found' when none is left out."""
+    rows = (analysis or {}).get("particles") or []
+    found = {int(r["label"]) for r in rows}
+    excluded = found & set(removed_labels(removed, (analysis or {}).get("key")))
+    filtered = (found - excluded) & {int(v) for v in (filtered or {}).get((analysis or {}).get("image_id")) or []}
+    n = len(found)
+    if not excluded and not filtered:
+        return f"{n} particle{'s' if n != 1 else ''} found"
+    parts = [f"{n} found"] + ([f"{len(excluded)} excluded"] if excluded else []) + \
+        ([f"{len(filtered)} filtered out"] if filtered else [])
+    kept = n - len(excluded) - len(filtered)
+    return f"{kept} particle{'s' if kept != 1 else ''} counted ({', '.join(parts)})"
+
+
 def clicked_label(click_data):
     """The particle label under a click on the image view (0 for background or none)."""
     try:
