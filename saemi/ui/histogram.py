@@ -7,8 +7,13 @@ from . import figures, particles
 from .numbers import display_unit
 
 
+HISTOGRAM_CONFIG = {"displaylogo": False, "responsive": True,
+                    "toImageButtonOptions": {"format": "png", "filename": "saemi_histogram", "scale": 2}}
+
+
 def layout():
-    return html.Section(className="panel histogram-panel", **{"aria-labelledby": "histogram-heading"}, children=[
+    return html.Section(className="panel histogram-panel", id="histogram-panel", **{"aria-labelledby": "histogram-heading"},
+                        children=[
         html.Div(className="panel-head", children=[html.H2("Size distribution", id="histogram-heading")]),
         html.Div(className="histogram-controls", children=[
             html.Div(className="field inline", children=[
@@ -28,7 +33,7 @@ def layout():
             ]),
         ]),
         html.Div(className="histogram-body", children=[
-            dcc.Graph(id="histogram-graph", config={"displaylogo": False, "responsive": True},
+            dcc.Graph(id="histogram-graph", config=HISTOGRAM_CONFIG,
                       className="histogram-graph",
                       style={"height": "clamp(260px, calc(100vh - 400px), 520px)"}, figure=figures.histogram_figure(particles.kept_table(None))),
             html.Div(id="summary", className="summary", **{"aria-live": "polite"},
@@ -49,6 +54,22 @@ def summary_children(summary, note=None):
 
 
 def register(app):
+    @app.callback(
+        Output("histogram-graph", "config"),
+        Output("image-graph", "config"),
+        Input("image-store", "data"),
+        prevent_initial_call=True,
+    )
+    def on_names(image):
+        """The toolbar's camera saves ``<image>_histogram.png`` and ``<image>_overlay.png``, not plot-image.png."""
+        from ..service import safe_stem
+        from .image_view import GRAPH_CONFIG
+
+        stem = safe_stem((image or {}).get("filename") or "image")
+        return ({**HISTOGRAM_CONFIG, "toImageButtonOptions": {"format": "png", "filename": f"{stem}_histogram",
+                                                              "scale": 2}},
+                {**GRAPH_CONFIG, "toImageButtonOptions": {"format": "png", "filename": f"{stem}_overlay"}})
+
     @app.callback(
         Output("analysis-status", "children", allow_duplicate=True),
         Input("removed-store", "data"),

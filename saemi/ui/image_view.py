@@ -94,7 +94,7 @@ def register(app, client):
         settings = {**ref["settings"], "removed_labels": greyed}
         try:
             layer = client.particle_layer(ref["image_id"], settings, mode or "outline",
-                                          grid=ctx.triggered_id == "analysis-ref-store")
+                                          grid="analysis-ref-store.data" in ctx.triggered_prop_ids)
         except SaemiError as exc:  # an expired image is uploaded again by the next analysis
             return no_update, f"Could not draw the particles: {exc.message}"
         patch = figures.layer_patch(Patch(), layer)

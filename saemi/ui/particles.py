@@ -221,17 +221,21 @@ def grid_columns(nm_per_pixel=None, unit=None):
     unit = unit or ("nm" if parse_nm_per_pixel(nm_per_pixel) else "px")
     area = f"area_{unit}2" if unit != "px" else "area_px"
     u = display_unit(unit)
-    cols = [("label", "Label"), (area, f"Area ({u}²)"),
+    # "Touches edge" beside the label, both pinned: on a 1366 px screen the table scrolls sideways,
+    # and the column that decides whether a particle is whole must not be the one scrolled off
+    cols = [("label", "Label"), ("touches_edge", "Touches edge"), (area, f"Area ({u}²)"),
             (f"equivalent_diameter_{unit}", f"Eq. diam. ({u})"),
             (f"feret_max_{unit}", f"Feret max ({u})"), (f"feret_min_{unit}", f"Feret min ({u})"),
             (f"perimeter_{unit}", f"Perimeter ({u})"), ("circularity", "Circularity"),
             ("aspect_ratio", "Aspect ratio"), (f"centroid_x_{unit}", f"x ({u})"),
-            (f"centroid_y_{unit}", f"y ({u})"), ("touches_edge", "Touches edge"), ("origin", "Origin")]
+            (f"centroid_y_{unit}", f"y ({u})"), ("origin", "Origin")]
     out = []
     for field, name in cols:
         longest = max(len(w) for w in name.split())
         col = {"field": field, "headerName": name, "sortable": True, "filter": field not in ("touches_edge", "origin"),
-               "minWidth": max(80, 8 * longest + 52), "headerTooltip": name}
+               "minWidth": max(80, 8 * longest + 68), "headerTooltip": name}  # room for the sort arrow
+        if field in ("label", "touches_edge"):
+            col["pinned"] = "left"
         if field not in ("label", "touches_edge", "origin"):
             col["type"] = "numericColumn"
         out.append(col)

@@ -370,19 +370,29 @@ def stores():
 RUNNING_STALE = [(Output(p, "className"), f"panel {p} stale", f"panel {p}") for p in STALE_PANELS]
 
 
-# Drives the queue from the browser: after each step, the next file (set_props is outside the callback
-# graph, so this loop is not a circular dependency); the progress text follows.
+# Drives the queue from the browser: each step's image is added to the sample here, in the order of the
+# files, and the next file is asked for (set_props is outside the callback graph, so this loop is not a
+# circular dependency); the progress text follows.
 STEP_JS = """
-function(result, queue) {
+function(result, queue, sample) {
     const nu = window.dash_clientside.no_update;
-    if (!queue || !queue.items) { return [nu, nu, nu, nu]; }
+    if (!queue || !queue.items) { return [nu, nu, nu, nu, nu, nu]; }
     const n = queue.items.length;
-    const done = result && result.queue === queue.id ? result.index + 1 : 0;
+    const trig = (window.dash_clientside.callback_context.triggered[0] || {}).prop_id || "";
+    const mine = trig.startsWith("step-result") && result && result.queue === queue.id;
+    const done = mine ? result.index + 1 : 0;
+    let newSample = nu, current = nu;
+    if (mine && result.entry && sample) {
+        newSample = Object.assign({}, sample, {images: (sample.images || []).concat([result.entry])});
+        if (!(sample.images || []).length) { current = 0; }  // the first image ready is shown at once
+    }
     if (done < n) {
         window.dash_clientside.set_props("step-request", {data: {queue: queue.id, index: done}});
-        return ["Analysing " + (done + 1) + " of " + n + ": " + queue.items[done].filename, done, n, false];
+        return ["Analysing " + (done + 1) + " of " + n + ": " + queue.items[done].filename, done, n, false,
+                newSample, current];
     }
-    return [n + " of " + n + " images analysed", n, n, false];
+    const ok = (newSample !== nu ? newSample : sample || {}).images || [];
+    return [ok.length + " of " + n + " images analysed", n, n, false, newSample, current];
 }
 """
 
@@ -469,26 +479,26 @@ def register(app, client, staging=None):
         Output("sample-progress-bar", "value"),
         Output("sample-progress-bar", "max"),
         Output("sample-progress", "hidden", allow_duplicate=True),
+        Output("sample-store", "data", allow_duplicate=True),
+        Output("sample-current", "data", allow_duplicate=True),
         Input("step-result", "data"),
         Input("queue-store", "data"),
+        State("sample-store", "data"),
         prevent_initial_call=True,
     )
 
     @app.callback(
         Output("step-result", "data"),
-        Output("sample-store", "data", allow_duplicate=True),
-        Output("sample-current", "data", allow_duplicate=True),
         Output("sample-skipped", "children", allow_duplicate=True),
         Output("sample-skipped", "hidden", allow_duplicate=True),
         Input("step-request", "data"),
         State("queue-store", "data"),
         State("sample-skipped", "children"),
-        State("sample-store", "data"),
         prevent_initial_call=True,
         running=RUNNING_STALE,
     )
-    def on_step(request, queue, skipped_text, sample):
-        """Analyse (segment) one parked file of the queue and add it to the sample."""
+    def on_step(request, queue, skipped_text):
+        """Analyse (segment) one parked file of the queue; the browser adds it to the sample (STEP_JS)."""
         if not request or not queue or request.get("queue") != queue.get("id"):
             raise PreventUpdate
         i = int(request.get("index", 0))
@@ -504,11 +514,8 @@ def register(app, client, staging=None):
         except SaemiError as exc:
             text = (skipped_text + "; " if skipped_text else "Skipped: ") + \
                 f"{item['filename']} ({upload.sentence_tail(exc.message)})"
-            return {**result, "failed": True}, no_update, no_update, text, False
-        patch = Patch()
-        patch["images"].append(image_entry(info))
-        first = not (sample or {}).get("images")  # the first image ready is shown at once
-        return result, patch, (0 if first else no_update), no_update, no_update
+            return {**result, "failed": True}, text, False
+        return {**result, "entry": image_entry(info)}, no_update, no_update
 
     @app.callback(
         Output("image-store", "data", allow_duplicate=True),
@@ -770,7 +777,7 @@ def register(app, client, staging=None):
                               "removed": {"key": controls.analysis_key(im["image_id"], im.get("settings") or
                                                               doc["sample"].get("settings") or {}),
                                           "labels": [int(v) for v in im.get("removed") or []]}}
-                             for im in doc["images"]], "current": -1}
+                             for im in doc["images"]], "current": doc["current"]}
         view = doc["sample"].get("view") or {}
         values = [view.get(i, no_update) for i in session_inputs]
         n = len(sample["images"])

@@ -9,7 +9,7 @@ from .calibration import calibration_csv_columns, is_confirmed
 
 
 def layout():
-    return html.Section(className="panel table-panel", **{"aria-labelledby": "table-heading"}, children=[
+    return html.Section(className="panel table-panel", id="table-panel", **{"aria-labelledby": "table-heading"}, children=[
         html.Div(className="panel-head", children=[
             html.H2("Particle table", id="table-heading"),
             html.Div(className="downloads", children=[
