@@ -328,18 +328,37 @@ def test_the_histogram_downloads_under_the_image_name(flow):
     assert config["filename"] == f"{BIG[:-4]}_histogram"
 
 
+def particle_near(page, fr, fc):
+    """Screen position of a particle pixel nearest to the fraction (row, column) of the image."""
+    return page.evaluate("""([fr, fc]) => {
+        const gd = document.querySelector('#image-graph .js-plotly-plot');
+        const tr = gd._fullData[2]; const z = tr._z || tr.z; const n = z.length, m = z[0].length;
+        const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis; const bb = gd.getBoundingClientRect();
+        let best = null;
+        for (let r = 1; r < n - 1; r++) for (let c = 1; c < m - 1; c++) {
+            const v = z[r][c]; if (!v || z[r][c - 1] !== v || z[r][c + 1] !== v) continue;
+            const d = Math.hypot(r / n - fr, c / m - fc); if (!best || d < best.d) best = {d: d, r: r, c: c}; }
+        const x = tr.x0 + best.c * tr.dx, y = tr.y0 + best.r * tr.dy;
+        return {x: bb.left + xa._offset + xa.l2p(x), y: bb.top + ya._offset + ya.l2p(y)}; }""", [fr, fc])
+
+
 def test_the_tooltip_is_not_clipped(flow):
+    """Near the image's right edge the tooltip opens to the left: it stays on the image panel and the screen."""
     page = flow.page
     page.evaluate("() => window.scrollTo(0, 0)")
-    page.locator("#image-graph").scroll_into_view_if_needed()
-    p = find_particle(page)
-    page.mouse.move(p["x"], p["y"])
-    page.wait_for_function("() => (document.querySelector('#image-tooltip') || {}).textContent.includes('Particle')",
-                           timeout=10_000)
-    page.wait_for_timeout(200)
-    tip = page.evaluate("""() => { const r = document.querySelector('.particle-tooltip').getBoundingClientRect();
-        return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; }""")
-    assert tip["left"] >= 0 and tip["right"] <= 1366 and tip["top"] >= 0 and tip["bottom"] <= 768, tip
+    panel = page.locator(".image-panel").bounding_box()
+    for fr, fc in ((0.5, 0.98), (0.5, 0.02), (0.98, 0.98)):
+        p = particle_near(page, fr, fc)
+        page.mouse.move(5, 5)
+        page.wait_for_timeout(150)
+        page.mouse.move(p["x"], p["y"])
+        page.wait_for_function("() => (document.querySelector('#image-tooltip') || {}).textContent"
+                               ".includes('Particle')", timeout=10_000)
+        page.wait_for_timeout(300)
+        tip = page.evaluate("""() => { const r = document.querySelector('.particle-tooltip').getBoundingClientRect();
+            return {left: r.left, right: r.right, top: r.top, bottom: r.bottom}; }""")
+        assert tip["left"] >= panel["x"] - 1 and tip["right"] <= panel["x"] + panel["width"] + 1, (fr, fc, tip, panel)
+        assert tip["right"] <= 1366 and tip["top"] >= 0 and tip["bottom"] <= 768, tip
     page.mouse.move(5, 5)
 
 

@@ -10,7 +10,8 @@ from ..errors import SaemiError
 # Hover: look the label up in the particle list in the browser (no request per mouse move).
 HOVER_JS = """
 function(hover, analysis, removed, nm, unit, tool) {
-    const hide = [false, window.dash_clientside.no_update, window.dash_clientside.no_update];
+    const nu = window.dash_clientside.no_update;
+    const hide = [false, nu, nu, nu];
     if (!hover || !hover.points || !hover.points.length || !analysis) { return hide; }
     const pt = hover.points[0];
     const label = Math.round(pt.z || 0);
@@ -28,7 +29,12 @@ function(hover, analysis, removed, nm, unit, tool) {
     const origin = row.origin && row.origin !== "model" ? ", " + row.origin + " by hand" : "";
     text += origin + (tool in action ? action[tool]
                       : (gone ? " (excluded; click to restore)" : " (click to exclude)"));
-    return [true, pt.bbox, text];
+    // the tooltip opens towards the middle of the image, so it never runs off the panel or the window
+    const gd = document.querySelector("#image-graph .js-plotly-plot");
+    const box = gd ? gd.getBoundingClientRect() : null;
+    const x = pt.bbox ? (pt.bbox.x0 + pt.bbox.x1) / 2 : 0;
+    const direction = box && x > box.width / 2 ? "left" : "right";  // bbox: pixels from the graph's corner
+    return [true, pt.bbox, text, direction];
 }
 """
 
@@ -146,6 +152,7 @@ def register(app, client):
         Output("image-tooltip", "show"),
         Output("image-tooltip", "bbox"),
         Output("image-tooltip", "children"),
+        Output("image-tooltip", "direction"),
         Input("image-graph", "hoverData"),
         State("analysis-store", "data"),
         State("removed-store", "data"),
