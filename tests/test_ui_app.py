@@ -192,7 +192,8 @@ def test_analyze_callback_then_histogram(dash_app):
     assert "uploading it again" in body["response"]["analysis-status"]["children"]
     assert body["response"]["analysis-error"]["children"] == ""
 
-    out = "..histogram-graph.figure...summary.children...bin-width-label.children...unit-store.data.."
+    out = ("..histogram-graph.figure...summary.children...bin-width-label.children...unit-store.data..."
+           "count-text-store.data..")
     removed = {"key": analysis["key"], "labels": [1]}
     status, body = call(dash_app, out, [
         {"id": "analysis-store", "property": "data", "value": analysis},
@@ -209,6 +210,8 @@ def test_analyze_callback_then_histogram(dash_app):
     assert '"summary-count"' in json.dumps(body["response"]["summary"]["children"])
     assert body["response"]["bin-width-label"]["children"] == "Bin width (nm)"
     assert body["response"]["unit-store"]["data"] == "nm"
+    # the header's count is the summary's: one count everywhere
+    assert body["response"]["count-text-store"]["data"] == "3 particles counted (4 found, 1 excluded)"
     # 2000x the pixel size: particles of ~50 µm are shown in µm, and an unconfirmed scale bar is said
     status, body = call(dash_app, out, [
         {"id": "analysis-store", "property": "data", "value": analysis},
@@ -226,6 +229,7 @@ def test_analyze_callback_then_histogram(dash_app):
     assert "read automatically" in resp["histogram-graph"]["figure"]["layout"]["xaxis"]["title"]["text"]
     assert "read automatically" in json.dumps(resp["summary"]["children"])
     assert resp["histogram-graph"]["figure"]["layout"]["meta"]["count"] == 2
+    assert resp["count-text-store"]["data"] == "2 particles counted (4 found, 1 excluded, 1 filtered out)"
 
 
 def test_calibration_line_store_follows_the_drawing(dash_app):

@@ -1,7 +1,6 @@
 """Histogram of particle sizes with mean and median lines, and the summary figures."""
 
-from dash import Input, Output, State, dcc, html
-from dash.exceptions import PreventUpdate
+from dash import Input, Output, dcc, html
 
 from . import figures, particles
 from .numbers import display_unit
@@ -70,24 +69,21 @@ def register(app):
                                                               "scale": 2}},
                 {**GRAPH_CONFIG, "toImageButtonOptions": {"format": "png", "filename": f"{stem}_overlay"}})
 
-    @app.callback(
+    # One count everywhere: the header says what the summary counts. on_histogram works it out (it
+    # has the particles already); copying it in the browser sends nothing more up per click.
+    app.clientside_callback(
+        "function(text) { return text || window.dash_clientside.no_update; }",
         Output("analysis-status", "children", allow_duplicate=True),
-        Input("removed-store", "data"),
-        Input("filtered-store", "data"),
-        Input("analysis-store", "data"),
+        Input("count-text-store", "data"),
         prevent_initial_call=True,
     )
-    def on_count(removed, filtered, analysis):
-        """One count everywhere: the header says what the summary counts."""
-        if not analysis:
-            raise PreventUpdate
-        return particles.count_text(analysis, removed, filtered)
 
     @app.callback(
         Output("histogram-graph", "figure"),
         Output("summary", "children"),
         Output("bin-width-label", "children"),
         Output("unit-store", "data"),
+        Output("count-text-store", "data"),
         Input("analysis-store", "data"),
         Input("removed-store", "data"),
         Input("metric", "value"),
@@ -102,4 +98,4 @@ def register(app):
         summary = particles.summary_of(table, metric, nm)
         fig = figures.histogram_figure(table, metric, bin_width, nm, summary, (analysis or {}).get("key"), note)
         return (fig, summary_children(summary, note), f"Bin width ({display_unit(summary['unit'])})",
-                particles.table_unit(table, nm))
+                particles.table_unit(table, nm), particles.count_text(analysis, removed, filtered) if analysis else None)

@@ -162,7 +162,12 @@ def bin_edges(values, log=False, bins=None):
         width = 2 * (q75 - q25) / max(v.size, 1) ** (1 / 3)
         bins = int(np.clip(math.ceil((hi - lo) / width) if width > 0 else 10, 5, 60))
     edges = np.linspace(lo, hi, int(bins) + 1)
-    return 10 ** edges if log else edges
+    if not log:
+        return edges
+    edges = 10 ** edges
+    # 10 ** log10(v) may land a hair inside v: the end edges are the data's own ends, so no particle drops out
+    edges[0], edges[-1] = min(edges[0], v.min()), max(edges[-1], v.max())
+    return edges
 
 
 def sample_figure(stats, metric="equivalent_diameter", log=False, show=(), name="sample"):
@@ -363,7 +368,8 @@ def stores():
             dcc.Store(id="step-request"),          # {queue, index}: analyse that file now
             dcc.Store(id="step-result"),           # what the last step did
             dcc.Store(id="filtered-store"),        # image_id -> labels the filters leave out (drawn greyed)
-            dcc.Store(id="sample-stats-store")]    # the counts the page shows (no sizes)
+            dcc.Store(id="sample-stats-store"),    # the counts the page shows (no sizes)
+            dcc.Store(id="count-text-store")]      # the shown image's count, for its header
 
 
 #: Dash's ``running`` argument of the upload callbacks: result panels greyed, with a spinner, meanwhile.
@@ -617,7 +623,7 @@ def register(app, client, staging=None):
 
     @app.callback(
         Output("sample-store", "data", allow_duplicate=True),
-        Input("analysis-store", "data"),
+        Input("analysis-ref-store", "data"),
         Input("removed-store", "data"),
         Input("nm-store", "data"),
         State("sample-store", "data"),
@@ -626,7 +632,11 @@ def register(app, client, staging=None):
         prevent_initial_call=True,
     )
     def on_remember(analysis, removed, nm, sample, scope, for_all):
-        """Keep the shown image's settings, exclusions and calibration in the sample."""
+        """Keep the shown image's settings, exclusions and calibration in the sample.
+
+        ``analysis`` is the small ``analysis-ref-store`` (key, image_id, settings): a click sends
+        no particle list up.
+        """
         from dash import ctx
 
         images = (sample or {}).get("images") or []
@@ -637,7 +647,7 @@ def register(app, client, staging=None):
         patch = Patch()
         changed = False
         split = {k: v for k, v in (analysis.get("settings") or {}).items() if k in setting_names("split")}
-        if ctx.triggered_id == "analysis-store" and split != image_settings(sample, cur):
+        if ctx.triggered_id == "analysis-ref-store" and split != image_settings(sample, cur):
             changed = True
             if scope == "image":
                 patch["images"][cur]["settings"] = split
