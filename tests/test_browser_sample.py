@@ -227,6 +227,16 @@ def test_save_a_session_reload_and_restore(flow, server):  # noqa: F811
                            "document.querySelector('#sample-position').textContent === 'Image 2 of 5'")
     wait_sample_count(page, f"n === {total}")
     assert number(page, "#summary-count") == flow.counted[1] - 1
+    # a new visit (not a reload) offers the sample instead of racing a new upload with it
+    page.goto(server.url + "/")
+    page.wait_for_selector("#resume-box:not([hidden])")
+    assert "Your last sample (5 images, sample_of_5)" in text(page, "#resume-text")
+    settle(page)
+    assert page.evaluate("() => document.querySelector('#image-graph .js-plotly-plot').data.length") == 0
+    page.click("#resume-button")
+    page.wait_for_function("() => document.querySelector('#sample-position').textContent === 'Image 2 of 5'")
+    wait_sample_count(page, f"n === {total}")
+    assert page.is_hidden("#resume-box")
     # a fresh browser: nothing there, until the session file is restored
     page.evaluate("() => window.localStorage.clear()")
     page.reload()

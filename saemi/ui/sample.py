@@ -352,6 +352,9 @@ def scope_layout():
             html.Span(id="sample-progress-text", className="status", **{"aria-live": "polite"}),
         ]),
         html.Div(id="sample-skipped", className="warning", hidden=True),
+        html.Div(id="resume-box", className="resume", hidden=True, children=[
+            html.Span(id="resume-text"),
+            html.Button("Show it", id="resume-button", className="link-button", type="button", n_clicks=0)]),
         html.Div(className="field inline scope", children=[
             html.Label("Settings apply to", htmlFor="settings-scope"),
             dcc.RadioItems(id="settings-scope", options=[{"label": " all images", "value": "all"},
@@ -794,18 +797,40 @@ def register(app, client, staging=None):
         return (sample, doc["current"], f"Restored {filename or 'the session'}: {n} image{'s' if n != 1 else ''}",
                 *values, None)
 
-    @app.callback(
+    app.clientside_callback(
+        RESUME_JS,
         Output("sample-current", "data", allow_duplicate=True),
+        Output("resume-box", "hidden"),
+        Output("resume-text", "children"),
         Input("sample-store", "modified_timestamp"),
+        Input("resume-button", "n_clicks"),
+        Input("image-store", "data"),
         State("sample-store", "data"),
-        State("image-store", "data"),
         prevent_initial_call="initial_duplicate",
     )
-    def on_reload(_ts, sample, image):
-        """After a page reload the sample is still in the browser: show its current image again."""
-        if image or not (sample or {}).get("images"):
-            raise PreventUpdate
-        return min(max(int(sample.get("current") or 0), 0), len(sample["images"]) - 1)
+
+
+# After a reload the sample is still in the browser: its current image is shown again at once. A visit
+# that is not a reload (a new tab, a typed address) offers it instead ("Show it"), so that it never
+# races with a new upload; the offer goes once an image is shown.
+RESUME_JS = """
+function(ts, clicks, image, sample) {
+    const nu = window.dash_clientside.no_update;
+    const trig = (window.dash_clientside.callback_context.triggered[0] || {}).prop_id || "";
+    const images = (sample && sample.images) || [];
+    if (image) { return [nu, true, nu]; }
+    if (!images.length) { return [nu, nu, nu]; }
+    const cur = Math.min(Math.max(sample.current || 0, 0), images.length - 1);
+    if (trig.startsWith("resume-button")) { return [cur, true, nu]; }
+    if (window.__saemiResumeAsked) { return [nu, nu, nu]; }
+    window.__saemiResumeAsked = true;
+    const nav = (performance.getEntriesByType("navigation")[0] || {}).type;
+    if (nav === "reload") { return [cur, true, nu]; }
+    const n = images.length;
+    return [nu, false, "Your last sample (" + n + " image" + (n === 1 ? "" : "s") + ", " + (sample.name || "sample")
+            + ") is kept in this browser."];
+}
+"""
 
 
 def sample_summary(summary, stats):
