@@ -50,8 +50,8 @@ from .card import read_card
 from .edits import MAX_EDITS, Corrected, apply_edits, changed_labels, check_edit, label_points
 from .errors import SaemiError
 from .export import csv_text
-from .measure import particle_table, update_table
 from .jobs import StageLog, read_stage
+from .measure import particle_table, update_table, with_origin
 from .overlay import display_stride, draw_overlay, hover_grid, output_mark, particle_layer, png_bytes, preview_jpeg
 from .pipeline import segment, split, split_and_measure
 from .settings import Settings, names as setting_names
@@ -62,6 +62,9 @@ OVERLAY_MODES = ("outline", "filled")
 #: the user's edits of an image under its id (apart from the handle: an analysis saving the
 #: handle on one worker must not overwrite an edit another worker has just stored).
 SEG_PREFIX, ID_PREFIX, LABELS_PREFIX, EDITS_PREFIX = "seg-", "id-", "lab-", "edt-"
+
+#: Particle tables each process keeps for samples (one per image of the largest sample).
+MAX_SAMPLE_IMAGES = 200
 
 #: Edited labellings each process keeps (the last few edit states: undo and the next edit
 #: each replay one edit, not all of them).
@@ -139,6 +142,7 @@ class AnalysisService:
         self._labels = OrderedDict()    # label key -> labels of an analysis, decoded from the store
         self._edited = OrderedDict()    # label key + edits digest -> saemi.edits.Corrected
         self._tables = OrderedDict()    # the same keys -> the particle table (pixel units) of those labels
+        self._sample_tables = OrderedDict()  # the same keys -> tables of a sample's images (see sample())
         self._lock = threading.Lock()
         # One forward pass at a time per process: a pass already uses every core,
         # and two at once only thrash the caches (and GPU memory).
@@ -732,6 +736,78 @@ class AnalysisService:
             z.writestr(f"images/{stem}.png", png_bytes(entry.segmentation.image))
             z.writestr(f"segmaps/{stem}.png", mask)
         return buf.getvalue(), f"{safe_stem(entry.filename)}_training_pair.zip"
+
+
+    # --- samples (see saemi.sample) --------------------------------------------------------------
+
+    def preview(self, image_id):
+        """The image of ``image_id`` as the page shows it: ``segment``'s answer without the network, with
+        ``preview`` (a JPEG, see :func:`saemi.overlay.preview_jpeg`). For stepping through a sample."""
+        entry = self._get(image_id)
+        jpeg, stride = preview_jpeg(entry.segmentation.image)
+        return {**self._describe(image_id, entry), "preview": {"jpeg": base64.b64encode(jpeg).decode(),
+                                                               "stride": stride}}
+
+    def _sample_px_table(self, entry, settings):
+        """The pixel particle table of ``entry``'s current labelling (its edits applied), every particle found.
+
+        Kept per process under the labelling's state key, for as many images as a sample holds:
+        a click in one image then re-measures nothing in the others.
+        """
+        corrected, state = self._state(entry, settings, self._edits(entry.image_id)["done"])
+        with self._lock:
+            table = self._sample_tables.get(state)
+        if table is None:
+            with self._lock:
+                table = self._tables.get(state)
+            if table is None:
+                table = particle_table(corrected.labels)
+            table = with_origin(table, corrected.origins)
+            self._remember(self._sample_tables, state, table, MAX_SAMPLE_IMAGES)
+        return table
+
+    def sample(self, images, metric="equivalent_diameter", weighting="number", filters=None, unit="auto"):
+        """The combined distribution of several analysed images (see :func:`saemi.sample.sample_statistics`).
+
+        Parameters
+        ----------
+        images : list of dict
+            One per image: ``image_id``, ``settings`` (splitting settings and
+            ``removed_labels``; default: the image's last analysis's) and
+            ``nm_per_pixel`` (the calibration in force; None: sizes in px).
+        metric, weighting, filters, unit
+            See :func:`saemi.sample.sample_statistics`.
+
+        Returns
+        -------
+        dict
+            Its answer, the ``table`` kept aside: a :class:`pandas.DataFrame`
+            under ``table`` (the caller turns it into CSV or drops it).
+        """
+        from .measure import kept_particles
+        from .sample import sample_statistics, unique_name
+
+        if not isinstance(images, list) or not images:
+            raise SaemiError("images must be a non-empty list of {image_id, settings, nm_per_pixel}",
+                             code="bad_parameter")
+        if len(images) > MAX_SAMPLE_IMAGES:
+            raise SaemiError(f"a sample holds at most {MAX_SAMPLE_IMAGES} images; {len(images)} were given", code="bad_parameter")
+        tables, nms, seen, ids = {}, {}, {}, {}
+        for i, item in enumerate(images):
+            if not isinstance(item, dict):
+                raise SaemiError(f"image {i + 1} must be an object with an image_id", code="bad_parameter")
+            entry = self._get(item.get("image_id"))
+            s = self._last_settings(entry, item.get("settings"))
+            name = unique_name(entry.filename, seen)
+            tables[name] = kept_particles(self._sample_px_table(entry, s), s.removed_labels)
+            nm = item.get("nm_per_pixel")
+            nms[name] = float(nm) if isinstance(nm, (int, float)) and not isinstance(nm, bool) and nm > 0 else None
+            ids[name] = entry.image_id
+        out = sample_statistics(tables, nms, metric, weighting, filters, unit)
+        for row in out["per_image"]:
+            row["image_id"] = ids[row["image"]]
+        out["filtered"] = {ids[n]: labels for n, labels in out["filtered"].items()}
+        return out
 
 
 def _edits_summary(record, corrected):

@@ -125,9 +125,12 @@ def test_layout_without_new_defaults_starts_them_off():
     assert set(setting_names("split")) <= set(SETTINGS_KEYS) and set(setting_names("split")) <= set(FALLBACK_DEFAULTS)
 
 
+UPLOAD_OUT = ("..image-store.data...image-graph.figure...upload-error.children...upload-status.children..."
+              "upload.contents...nm-per-pixel.value...image-graph.style...sample-store.data..")
+
+
 def test_upload_callback_success_and_error(dash_app):
-    out = ("..image-store.data...image-graph.figure...upload-error.children...upload-status.children..."
-           "upload.contents...nm-per-pixel.value...image-graph.style..")
+    out = UPLOAD_OUT
     url = "data:image/png;base64," + base64.b64encode(micrograph_png()).decode()
     status, body = call(dash_app, out, *_upload_inputs(url, "x.png"))
     assert status == 200
@@ -136,6 +139,13 @@ def test_upload_callback_success_and_error(dash_app):
     assert resp["image-graph"]["figure"]["data"][0]["type"] == "image"
     assert resp["upload-error"]["children"] == ""
     assert resp["image-graph"]["style"]["aspectRatio"] == "160 / 120"
+    # one image is a sample of one, named after it, with the controls' settings
+    one = resp["sample-store"]["data"]
+    assert one["name"] == "x" and [im["image_id"] for im in one["images"]] == ["abc123"]
+    assert one["settings"]["min_distance"] == 7
+    # the upload takes several files: one file arrives as a list of one
+    status, body = call(dash_app, out, *_upload_inputs([url], ["x.png"]))
+    assert status == 200 and body["response"]["image-store"]["data"]["image_id"] == "abc123"
     bad = "data:image/png;base64," + base64.b64encode(b"text, not an image").decode()
     status, body = call(dash_app, out, *_upload_inputs(bad, "notes.png"))
     assert status == 200
@@ -152,8 +162,7 @@ def test_upload_callback_survives_a_bug_in_the_client():
             raise RuntimeError("a bug")
 
     app = create_dash_app(client=Broken())
-    out = ("..image-store.data...image-graph.figure...upload-error.children...upload-status.children..."
-           "upload.contents...nm-per-pixel.value...image-graph.style..")
+    out = UPLOAD_OUT
     url = "data:image/png;base64," + base64.b64encode(micrograph_png()).decode()
     status, body = call(app, out, *_upload_inputs(url, "x.png"))
     assert status == 200 and "unexpected error (RuntimeError)" in body["response"]["upload-error"]["children"]
@@ -183,7 +192,8 @@ def test_analyze_callback_then_histogram(dash_app):
     assert "uploading it again" in body["response"]["analysis-status"]["children"]
     assert body["response"]["analysis-error"]["children"] == ""
 
-    out = "..histogram-graph.figure...summary.children...bin-width-label.children...unit-store.data.."
+    out = ("..histogram-graph.figure...summary.children...bin-width-label.children...unit-store.data..."
+           "count-text-store.data..")
     removed = {"key": analysis["key"], "labels": [1]}
     status, body = call(dash_app, out, [
         {"id": "analysis-store", "property": "data", "value": analysis},
@@ -192,13 +202,16 @@ def test_analyze_callback_then_histogram(dash_app):
         {"id": "bin-width", "property": "value", "value": 4},
         {"id": "nm-store", "property": "data", "value": 2},
         {"id": "size-unit", "property": "value", "value": "auto"},
-        {"id": "calib-note-store", "property": "data", "value": None}])
+        {"id": "calib-note-store", "property": "data", "value": None},
+        {"id": "filtered-store", "property": "data", "value": None}])
     assert status == 200
     fig = body["response"]["histogram-graph"]["figure"]
     assert fig["layout"]["meta"]["count"] == 3
     assert '"summary-count"' in json.dumps(body["response"]["summary"]["children"])
     assert body["response"]["bin-width-label"]["children"] == "Bin width (nm)"
     assert body["response"]["unit-store"]["data"] == "nm"
+    # the header's count is the summary's: one count everywhere
+    assert body["response"]["count-text-store"]["data"] == "3 particles counted (4 found, 1 excluded)"
     # 2000x the pixel size: particles of ~50 µm are shown in µm, and an unconfirmed scale bar is said
     status, body = call(dash_app, out, [
         {"id": "analysis-store", "property": "data", "value": analysis},
@@ -207,12 +220,16 @@ def test_analyze_callback_then_histogram(dash_app):
         {"id": "bin-width", "property": "value", "value": None},
         {"id": "nm-store", "property": "data", "value": 2000},
         {"id": "size-unit", "property": "value", "value": "auto"},
-        {"id": "calib-note-store", "property": "data", "value": "sizes from the scale bar read automatically"}])
+        {"id": "calib-note-store", "property": "data", "value": "sizes from the scale bar read automatically"},
+        # the sample's filters leave particle 2 out: the image's statistics follow them
+        {"id": "filtered-store", "property": "data", "value": {"abc123": [2]}}])
     resp = body["response"]
     assert resp["unit-store"]["data"] == "um" and resp["bin-width-label"]["children"] == "Bin width (µm)"
     assert "(µm)" in resp["histogram-graph"]["figure"]["layout"]["xaxis"]["title"]["text"]
     assert "read automatically" in resp["histogram-graph"]["figure"]["layout"]["xaxis"]["title"]["text"]
     assert "read automatically" in json.dumps(resp["summary"]["children"])
+    assert resp["histogram-graph"]["figure"]["layout"]["meta"]["count"] == 2
+    assert resp["count-text-store"]["data"] == "2 particles counted (4 found, 1 excluded, 1 filtered out)"
 
 
 def test_calibration_line_store_follows_the_drawing(dash_app):

@@ -115,8 +115,11 @@ def test_round_for_reading(v, r):
 
 
 def test_grid_columns_and_rows(analysis):
-    cols = [c["field"] for c in particles.grid_columns(None)]
-    assert cols[:3] == ["label", "area_px", "equivalent_diameter_px"]
+    defs = particles.grid_columns(None)
+    cols = [c["field"] for c in defs]
+    # "Touches edge" beside the label, both pinned: reachable however narrow the screen
+    assert cols[:4] == ["label", "touches_edge", "area_px", "equivalent_diameter_px"]
+    assert [c["field"] for c in defs if c.get("pinned") == "left"] == ["label", "touches_edge"]
     assert "area_nm2" in [c["field"] for c in particles.grid_columns(0.5)]
     rows = particles.grid_rows(particles.kept_table(analysis))
     assert len(rows) == 4 and rows[0]["touches_edge"] in ("yes", "no")

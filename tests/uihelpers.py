@@ -186,7 +186,10 @@ def _upload_inputs(contents, filename):
              {"id": "nm-store", "property": "data", "value": None},
              {"id": "opacity", "property": "value", "value": 0.8},
              {"id": "calib-all", "property": "value", "value": []},
-             {"id": "calib-unit", "property": "value", "value": "nm/px"}])
+             {"id": "calib-unit", "property": "value", "value": "nm/px"},
+             # the splitting controls: the settings a new sample starts with
+             *({"id": cid, "property": "value", "value": v}
+               for cid, v in zip(controls.CONTROL_IDS, (["on"], 7, 0.5, 20, [], 0.0, 0.0)))])
 
 
 def output_of(app, input_id):

@@ -183,6 +183,46 @@ DOCUMENT = {
                         "headers": {"Content-Disposition": {"schema": {"type": "string"}}},
                         "content": {"text/csv": {"schema": {"type": "string"}}}},
                 "404": _err("Unknown or expired image_id (code not_found).")}}},
+        "/analyses/{image_id}/preview": {"get": {
+            "operationId": "preview",
+            "summary": "The image of an upload as a JPEG a browser shows (no network run), with what segment says.",
+            "parameters": [{"name": "image_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "segment's answer plus preview: {jpeg (base64), stride}.",
+                                  "content": {"application/json": {"schema": {"type": "object"}}}},
+                          "404": _err("Unknown or expired image_id (code not_found).")}}},
+        "/sample": {"post": {
+            "operationId": "sample",
+            "summary": "The combined size distribution of several analysed images (a sample), or its CSVs.",
+            "description": "Each image keeps its own splitting settings, exclusions (removed_labels), edits and "
+                           "calibration. Sizes are pooled in nm (or um) when every image has a calibration, else "
+                           "in px (note says why). Filters are inclusive ranges, either end null: size (of the "
+                           "metric, in the sample's unit), circularity, aspect_ratio. format particles.csv: one "
+                           "row per particle that passes, an image column first; summary.csv: one row per image "
+                           "then the pooled sample row (with the log-normal and normal fits).",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["images"], "additionalProperties": False,
+                "properties": {
+                    "images": {"type": "array", "minItems": 1, "maxItems": 200, "items": {
+                        "type": "object", "required": ["image_id"],
+                        "properties": {"image_id": {"type": "string"},
+                                       "settings": {"$ref": "#/components/schemas/Settings"},
+                                       "nm_per_pixel": {"type": ["number", "null"]}}}},
+                    "metric": {"type": "string", "enum": ["area", "equivalent_diameter", "feret_max", "feret_min",
+                                                          "perimeter"], "default": "equivalent_diameter"},
+                    "weighting": {"type": "string", "enum": ["number", "volume"], "default": "number"},
+                    "unit": {"type": "string", "enum": ["auto", "nm", "um"], "default": "auto"},
+                    "filters": {"type": "object", "additionalProperties": False, "properties": {
+                        k: {"type": "array", "minItems": 2, "maxItems": 2,
+                            "items": {"type": ["number", "null"]}} for k in ("size", "circularity", "aspect_ratio")}},
+                    "format": {"type": "string", "enum": ["json", "particles.csv", "summary.csv"], "default": "json"},
+                    "name": {"type": "string", "description": "The sample's name, for the CSV file names."}}}}}},
+            "responses": {"200": {"description": "summary, per_image, values, weights, cumulative, lognormal "
+                                                 "(median, gsd, ks, p_value, x, pdf), normal, filtered "
+                                                 "(image_id -> labels left out); or CSV.",
+                                  "content": {"application/json": {"schema": {"type": "object"}},
+                                              "text/csv": {"schema": {"type": "string"}}}},
+                          "404": _err("Unknown or expired image_id (code not_found): upload the image again."),
+                          **_ERRORS}}},
         "/analyses/{image_id}/edits": {
             "get": {
                 "operationId": "listEdits", "summary": "The manual edits of an image, oldest first, and the redo stack.",

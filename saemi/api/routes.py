@@ -15,7 +15,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..errors import SaemiError
 from ..settings import names as setting_names
-from ..service import OVERLAY_MODES, upload_label
+from ..service import OVERLAY_MODES, safe_stem, upload_label
 from .errors import error_response
 from .openapi import openapi_document
 
@@ -305,6 +305,35 @@ def particles_csv(image_id):
     # `name` comes from saemi.service.safe_stem: only [A-Za-z0-9._-], safe in a quoted header
     return Response(text, mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+# --- samples (see saemi.sample) ------------------------------------------------------------
+
+@bp.get("/analyses/<image_id>/preview")
+def preview(image_id):
+    """The image of an upload as a browser shows it (a JPEG), without running the network again."""
+    return jsonify(_service().preview(_image_id(image_id)))
+
+
+@bp.post("/sample")
+def sample():
+    """The combined distribution of several analysed images (JSON), or its particle or summary CSV."""
+    from ..sample import SAMPLE_FORMATS, public, sample_csv
+
+    body = _json_body()
+    extra = sorted(set(body) - {"images", "metric", "weighting", "filters", "unit", "format", "name"})
+    if extra:
+        raise SaemiError(f"unknown field(s) for /sample: {', '.join(extra)}", code="bad_parameter")
+    fmt = body.get("format", "json")
+    if fmt not in SAMPLE_FORMATS:
+        raise SaemiError(f"'format' must be one of {', '.join(SAMPLE_FORMATS)}", code="bad_parameter")
+    stats = _service().sample(body.get("images"), body.get("metric", "equivalent_diameter"),
+                              body.get("weighting", "number"), body.get("filters"), body.get("unit", "auto"))
+    if fmt == "json":
+        return jsonify(public(stats))
+    name = safe_stem(body.get("name") or "sample")
+    return Response(sample_csv(stats, fmt, body.get("name") or "sample"), mimetype="text/csv",
+                    headers={"Content-Disposition": f'attachment; filename="{name}_{fmt.replace(".csv", "")}.csv"'})
 
 
 # --- manual corrections ---------------------------------------------------------------------

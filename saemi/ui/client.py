@@ -75,6 +75,18 @@ class AnalysisClient:
         """The image and its corrected mask as a zip for ``saemi train --extra``: (bytes, file name)."""
         raise NotImplementedError
 
+    def preview(self, image_id):
+        """``segment``'s answer for an image uploaded before, with its ``preview`` (no network run)."""
+        raise NotImplementedError
+
+    def sample(self, images, options=None, fmt="json"):
+        """The combined distribution of several images (see :meth:`saemi.service.AnalysisService.sample`).
+
+        ``options``: ``metric``, ``weighting``, ``filters``, ``unit``, ``name``. ``fmt`` "json" returns
+        the dict without its table; "particles.csv" or "summary.csv" returns the CSV text.
+        """
+        raise NotImplementedError
+
 
 def _clean_settings(settings):
     return {k: v for k, v in (settings or {}).items() if k in SETTINGS_KEYS}
@@ -124,6 +136,17 @@ class InProcessClient(AnalysisClient):
 
     def training_pair(self, image_id, settings=None):
         return self._call(self.service.training_pair, image_id, _clean_settings(settings))
+
+    def preview(self, image_id):
+        return self._call(self.service.preview, image_id)
+
+    def sample(self, images, options=None, fmt="json"):
+        from ..sample import public, sample_csv
+
+        o = dict(options or {})
+        stats = self._call(self.service.sample, images, o.get("metric", "equivalent_diameter"),
+                           o.get("weighting", "number"), o.get("filters"), o.get("unit", "auto"))
+        return public(stats) if fmt == "json" else self._call(sample_csv, stats, fmt, o.get("name") or "sample")
 
     def default_settings(self):
         try:
@@ -240,6 +263,16 @@ class RemoteClient(AnalysisClient):
 
     def training_pair(self, image_id, settings=None):
         return self._download(f"analyses/{image_id}/training-pair.zip", settings)
+
+    def preview(self, image_id):
+        return self._request("GET", f"analyses/{image_id}/preview")
+
+    def sample(self, images, options=None, fmt="json"):
+        body = {"images": images, **{k: v for k, v in (options or {}).items()
+                                     if k in ("metric", "weighting", "filters", "unit", "name")}, "format": fmt}
+        if fmt == "json":
+            return self._request("POST", "sample", json=body)
+        return self._raw("POST", "sample", json=body).text
 
     def default_settings(self):
         """The backend's defaults when it publishes its model card, else the local card's."""

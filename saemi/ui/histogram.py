@@ -6,8 +6,13 @@ from . import figures, particles
 from .numbers import display_unit
 
 
+HISTOGRAM_CONFIG = {"displaylogo": False, "responsive": True,
+                    "toImageButtonOptions": {"format": "png", "filename": "saemi_histogram", "scale": 2}}
+
+
 def layout():
-    return html.Section(className="panel histogram-panel", **{"aria-labelledby": "histogram-heading"}, children=[
+    return html.Section(className="panel histogram-panel", id="histogram-panel", **{"aria-labelledby": "histogram-heading"},
+                        children=[
         html.Div(className="panel-head", children=[html.H2("Size distribution", id="histogram-heading")]),
         html.Div(className="histogram-controls", children=[
             html.Div(className="field inline", children=[
@@ -27,7 +32,7 @@ def layout():
             ]),
         ]),
         html.Div(className="histogram-body", children=[
-            dcc.Graph(id="histogram-graph", config={"displaylogo": False, "responsive": True},
+            dcc.Graph(id="histogram-graph", config=HISTOGRAM_CONFIG,
                       className="histogram-graph",
                       style={"height": "clamp(260px, calc(100vh - 400px), 520px)"}, figure=figures.histogram_figure(particles.kept_table(None))),
             html.Div(id="summary", className="summary", **{"aria-live": "polite"},
@@ -49,10 +54,36 @@ def summary_children(summary, note=None):
 
 def register(app):
     @app.callback(
+        Output("histogram-graph", "config"),
+        Output("image-graph", "config"),
+        Input("image-store", "data"),
+        prevent_initial_call=True,
+    )
+    def on_names(image):
+        """The toolbar's camera saves ``<image>_histogram.png`` and ``<image>_overlay.png``, not plot-image.png."""
+        from ..service import safe_stem
+        from .image_view import GRAPH_CONFIG
+
+        stem = safe_stem((image or {}).get("filename") or "image")
+        return ({**HISTOGRAM_CONFIG, "toImageButtonOptions": {"format": "png", "filename": f"{stem}_histogram",
+                                                              "scale": 2}},
+                {**GRAPH_CONFIG, "toImageButtonOptions": {"format": "png", "filename": f"{stem}_overlay"}})
+
+    # One count everywhere: the header says what the summary counts. on_histogram works it out (it
+    # has the particles already); copying it in the browser sends nothing more up per click.
+    app.clientside_callback(
+        "function(text) { return text || window.dash_clientside.no_update; }",
+        Output("analysis-status", "children", allow_duplicate=True),
+        Input("count-text-store", "data"),
+        prevent_initial_call=True,
+    )
+
+    @app.callback(
         Output("histogram-graph", "figure"),
         Output("summary", "children"),
         Output("bin-width-label", "children"),
         Output("unit-store", "data"),
+        Output("count-text-store", "data"),
         Input("analysis-store", "data"),
         Input("removed-store", "data"),
         Input("metric", "value"),
@@ -60,10 +91,11 @@ def register(app):
         Input("nm-store", "data"),
         Input("size-unit", "value"),
         Input("calib-note-store", "data"),
+        Input("filtered-store", "data"),
     )
-    def on_histogram(analysis, removed, metric, bin_width, nm, unit, note):
-        table = particles.kept_table(analysis, removed, nm, unit)
+    def on_histogram(analysis, removed, metric, bin_width, nm, unit, note, filtered):
+        table = particles.kept_table(analysis, particles.left_out(removed, filtered, analysis), nm, unit)
         summary = particles.summary_of(table, metric, nm)
         fig = figures.histogram_figure(table, metric, bin_width, nm, summary, (analysis or {}).get("key"), note)
         return (fig, summary_children(summary, note), f"Bin width ({display_unit(summary['unit'])})",
-                particles.table_unit(table, nm))
+                particles.table_unit(table, nm), particles.count_text(analysis, removed, filtered) if analysis else None)

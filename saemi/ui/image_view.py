@@ -4,13 +4,14 @@ import plotly.graph_objects as go
 from dash import Input, Output, Patch, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import calibration, editing, figures, particles
+from . import calibration, editing, figures, particles, sample
 from ..errors import SaemiError
 
 # Hover: look the label up in the particle list in the browser (no request per mouse move).
 HOVER_JS = """
 function(hover, analysis, removed, nm, unit, tool) {
-    const hide = [false, window.dash_clientside.no_update, window.dash_clientside.no_update];
+    const nu = window.dash_clientside.no_update;
+    const hide = [false, nu, nu, nu];
     if (!hover || !hover.points || !hover.points.length || !analysis) { return hide; }
     const pt = hover.points[0];
     const label = Math.round(pt.z || 0);
@@ -28,7 +29,12 @@ function(hover, analysis, removed, nm, unit, tool) {
     const origin = row.origin && row.origin !== "model" ? ", " + row.origin + " by hand" : "";
     text += origin + (tool in action ? action[tool]
                       : (gone ? " (excluded; click to restore)" : " (click to exclude)"));
-    return [true, pt.bbox, text];
+    // the tooltip opens towards the middle of the image, so it never runs off the panel or the window
+    const gd = document.querySelector("#image-graph .js-plotly-plot");
+    const box = gd ? gd.getBoundingClientRect() : null;
+    const x = pt.bbox ? (pt.bbox.x0 + pt.bbox.x1) / 2 : 0;
+    const direction = box && x > box.width / 2 ? "left" : "right";  // bbox: pixels from the graph's corner
+    return [true, pt.bbox, text, direction];
 }
 """
 
@@ -50,6 +56,7 @@ def layout():
             html.H2("Particles found", id="image-heading"),
             html.Span(id="analysis-status", className="status", **{"aria-live": "polite"}),
         ]),
+        sample.navigator(),
         dcc.Loading(id="image-loading", type="circle", delay_show=150, overlay_style={"visibility": "visible",
                                                                                       "opacity": 0.5},
                     children=html.Div(className="graph-wrap", children=[
@@ -76,18 +83,24 @@ def register(app, client):
         Input("analysis-ref-store", "data"),
         Input("removed-store", "data"),
         Input("overlay-mode", "value"),
+        Input("filtered-store", "data"),
         prevent_initial_call=True,
     )
-    def on_overlay(ref, removed, mode):
-        """Have the server draw the particle layer; the hover grid only for a new labelling."""
+    def on_overlay(ref, removed, mode, filtered):
+        """Have the server draw the particle layer; the hover grid only for a new labelling.
+
+        Particles the user excluded and those the sample's filters leave out are drawn greyed.
+        """
         from dash import ctx
 
         if not ref or not ref.get("image_id"):
             raise PreventUpdate
-        settings = {**ref["settings"], "removed_labels": particles.removed_labels(removed, ref["key"])}
+        greyed = sorted(set(particles.removed_labels(removed, ref["key"]))
+                        | set((filtered or {}).get(ref["image_id"]) or []))
+        settings = {**ref["settings"], "removed_labels": greyed}
         try:
             layer = client.particle_layer(ref["image_id"], settings, mode or "outline",
-                                          grid=ctx.triggered_id == "analysis-ref-store")
+                                          grid="analysis-ref-store.data" in ctx.triggered_prop_ids)
         except SaemiError as exc:  # an expired image is uploaded again by the next analysis
             return no_update, f"Could not draw the particles: {exc.message}"
         patch = figures.layer_patch(Patch(), layer)
@@ -139,6 +152,7 @@ def register(app, client):
         Output("image-tooltip", "show"),
         Output("image-tooltip", "bbox"),
         Output("image-tooltip", "children"),
+        Output("image-tooltip", "direction"),
         Input("image-graph", "hoverData"),
         State("analysis-store", "data"),
         State("removed-store", "data"),

@@ -2,7 +2,7 @@
 
 from dash import dcc, html
 
-from . import controls, histogram, image_view, table, upload
+from . import controls, histogram, image_view, sample, table, upload
 
 DEMO_CREDIT = [
     "Demo image: EMPS dataset (Yildirim & Cole, 2021, MIT licence), from ",
@@ -21,6 +21,7 @@ def page(defaults, backend_description="", max_upload_mb=50.0):
             html.Div(className="sidebar", children=[upload.layout(max_upload_mb), controls.layout(defaults)]),
             image_view.layout(),
             histogram.layout(),
+            sample.layout(),
             table.layout(),
         ]),
         html.Footer(className="app-footer", children=[
@@ -43,4 +44,5 @@ def page(defaults, backend_description="", max_upload_mb=50.0):
         # image the server's cache has dropped is uploaded again without asking the user
         dcc.Store(id="upload-data-store"),
         dcc.Store(id="expired-store"),
+        *sample.stores(),
     ])

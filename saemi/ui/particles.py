@@ -60,6 +60,35 @@ def removed_labels(removed, key):
     return [int(v) for v in removed.get("labels", [])]
 
 
+def left_out(removed, filtered, analysis):
+    """The exclusions of ``analysis``'s labelling with the particles the sample's filters leave out added.
+
+    ``filtered``: image_id -> labels (the ``filtered-store``). Returns a removed-store dict, so every
+    count, table and CSV of the shown image follows the filters as the sample's statistics do.
+    """
+    key = (analysis or {}).get("key")
+    extra = (filtered or {}).get((analysis or {}).get("image_id")) or []
+    if not extra:
+        return removed
+    return {"key": key, "labels": sorted(set(removed_labels(removed, key)) | {int(v) for v in extra})}
+
+
+def count_text(analysis, removed, filtered=None):
+    """The image header's count, the same number the summary shows: '84 particles counted (85 found,
+    1 excluded)', or '85 particles found' when none is left out."""
+    rows = (analysis or {}).get("particles") or []
+    found = {int(r["label"]) for r in rows}
+    excluded = found & set(removed_labels(removed, (analysis or {}).get("key")))
+    filtered = (found - excluded) & {int(v) for v in (filtered or {}).get((analysis or {}).get("image_id")) or []}
+    n = len(found)
+    if not excluded and not filtered:
+        return f"{n} particle{'s' if n != 1 else ''} found"
+    parts = [f"{n} found"] + ([f"{len(excluded)} excluded"] if excluded else []) + \
+        ([f"{len(filtered)} filtered out"] if filtered else [])
+    kept = n - len(excluded) - len(filtered)
+    return f"{kept} particle{'s' if kept != 1 else ''} counted ({', '.join(parts)})"
+
+
 def clicked_label(click_data):
     """The particle label under a click on the image view (0 for background or none)."""
     try:
@@ -192,17 +221,21 @@ def grid_columns(nm_per_pixel=None, unit=None):
     unit = unit or ("nm" if parse_nm_per_pixel(nm_per_pixel) else "px")
     area = f"area_{unit}2" if unit != "px" else "area_px"
     u = display_unit(unit)
-    cols = [("label", "Label"), (area, f"Area ({u}²)"),
+    # "Touches edge" beside the label, both pinned: on a 1366 px screen the table scrolls sideways,
+    # and the column that decides whether a particle is whole must not be the one scrolled off
+    cols = [("label", "Label"), ("touches_edge", "Touches edge"), (area, f"Area ({u}²)"),
             (f"equivalent_diameter_{unit}", f"Eq. diam. ({u})"),
             (f"feret_max_{unit}", f"Feret max ({u})"), (f"feret_min_{unit}", f"Feret min ({u})"),
             (f"perimeter_{unit}", f"Perimeter ({u})"), ("circularity", "Circularity"),
             ("aspect_ratio", "Aspect ratio"), (f"centroid_x_{unit}", f"x ({u})"),
-            (f"centroid_y_{unit}", f"y ({u})"), ("touches_edge", "Touches edge"), ("origin", "Origin")]
+            (f"centroid_y_{unit}", f"y ({u})"), ("origin", "Origin")]
     out = []
     for field, name in cols:
         longest = max(len(w) for w in name.split())
         col = {"field": field, "headerName": name, "sortable": True, "filter": field not in ("touches_edge", "origin"),
-               "minWidth": max(80, 8 * longest + 52), "headerTooltip": name}
+               "minWidth": max(80, 8 * longest + 68), "headerTooltip": name}  # room for the sort arrow
+        if field in ("label", "touches_edge"):
+            col["pinned"] = "left"
         if field not in ("label", "touches_edge", "origin"):
             col["type"] = "numericColumn"
         out.append(col)

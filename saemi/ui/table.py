@@ -9,7 +9,7 @@ from .calibration import calibration_csv_columns, is_confirmed
 
 
 def layout():
-    return html.Section(className="panel table-panel", **{"aria-labelledby": "table-heading"}, children=[
+    return html.Section(className="panel table-panel", id="table-panel", **{"aria-labelledby": "table-heading"}, children=[
         html.Div(className="panel-head", children=[
             html.H2("Particle table", id="table-heading"),
             html.Div(className="downloads", children=[
@@ -39,9 +39,10 @@ def register(app):
         Input("removed-store", "data"),
         Input("nm-store", "data"),
         Input("size-unit", "value"),
+        Input("filtered-store", "data"),
     )
-    def on_table(analysis, removed, nm, unit):
-        table = particles.kept_table(analysis, removed, nm, unit)
+    def on_table(analysis, removed, nm, unit, filtered):
+        table = particles.kept_table(analysis, particles.left_out(removed, filtered, analysis), nm, unit)
         return (particles.grid_rows(table), particles.grid_columns(nm, particles.table_unit(table, nm)),
                 not analysis, not analysis)
 
@@ -63,9 +64,11 @@ def register(app):
             State("size-unit", "value"),
             State("image-store", "data"),
             State("confirm-store", "data"),
+            State("filtered-store", "data"),
             prevent_initial_call=True,
         )
-        def on_download(n, analysis, removed, nm, unit, image, confirmed, kind=kind):
+        def on_download(n, analysis, removed, nm, unit, image, confirmed, filtered, kind=kind):
             if not n or not analysis:
                 raise PreventUpdate
-            return download(kind, analysis, removed, nm, unit, image, confirmed)
+            return download(kind, analysis, particles.left_out(removed, filtered, analysis), nm, unit, image,
+                            confirmed)

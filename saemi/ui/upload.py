@@ -9,7 +9,7 @@ from pathlib import Path
 from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import calibration, figures
+from . import calibration, controls, figures, sample
 from ..errors import SaemiError
 from .client import ClientError
 
@@ -59,12 +59,12 @@ def layout(max_upload_mb=50.0):
     return html.Section(className="panel upload-panel", **{"aria-labelledby": "upload-heading"}, children=[
         html.H2("1. Image", id="upload-heading"),
         dcc.Upload(
-            id="upload", accept=ACCEPT, multiple=False, className="upload-box",
+            id="upload", accept=ACCEPT + ",.zip,application/zip", multiple=True, className="upload-box",
             className_active="upload-box active",
             children=html.Div([
-                html.Span("Drag and drop a micrograph here, or "),
-                html.Button("choose a file", className="link-button", type="button", id="upload-button",
-                            **{"aria-label": "Choose an image file to upload"}),
+                html.Span("Drag and drop micrographs here (one, several, or a zip), or "),
+                html.Button("choose files", className="link-button", type="button", id="upload-button",
+                            **{"aria-label": "Choose image files or a zip to upload"}),
                 html.Div(f"PNG, JPEG, TIFF (8/16/32-bit, float), DM3/DM4, EMD or MRC, grey or colour, "
                          f"up to {max_upload_mb:g} MB; the pixel size the file carries is used",
                          className="hint"),
@@ -75,6 +75,7 @@ def layout(max_upload_mb=50.0):
             html.Span(id="upload-status", className="status", **{"aria-live": "polite"}),
         ]),
         html.Div(id="upload-error", className="error", role="alert", **{"aria-live": "assertive"}),
+        sample.scope_layout(),
         # read by assets/saemi-upload.js: files over the limit are refused in the browser
         html.Div(id="upload-limit", hidden=True, **{"data-max-bytes": str(int(max_upload_mb * 1024 * 1024))}),
     ])
@@ -111,6 +112,7 @@ def register(app, client, assets_folder):
         Output("upload", "contents"),
         Output("nm-per-pixel", "value"),
         Output("image-graph", "style"),
+        Output("sample-store", "data"),
         Input("upload", "contents"),
         Input("demo-button", "n_clicks"),
         State("upload", "filename"),
@@ -119,11 +121,20 @@ def register(app, client, assets_folder):
         State("calib-all", "value"),
         State("calib-unit", "value"),
         prevent_initial_call=True,
+        *(State(cid, "value") for cid in controls.CONTROL_IDS),
         running=[(Output("demo-button", "disabled"), True, False),
-                 (Output("upload", "disabled"), True, False)],
+                 (Output("upload", "disabled"), True, False), *sample.RUNNING_STALE],
     )
-    def on_upload(contents, demo_clicks, filename, nm_current, opacity, for_all, field_unit):
+    def on_upload(contents, demo_clicks, filename, nm_current, opacity, for_all, field_unit, *control_values):
+        """One image (a file or the demo): analysed at once, and a sample of one. Several files or a zip
+        go to :func:`saemi.ui.sample.register`'s queue."""
         from dash import ctx
+
+        if isinstance(contents, list):  # the upload takes several files: one image is a list of one
+            names = filename if isinstance(filename, list) else [filename]
+            if len(contents) != 1 or sample.is_zip(names[0]):
+                raise PreventUpdate
+            contents, filename = contents[0], names[0]
 
         if ctx.triggered_id == "demo-button":
             if not demo_clicks:
@@ -133,26 +144,29 @@ def register(app, client, assets_folder):
                 data = read_demo(assets_folder)
             except OSError:
                 return (no_update, no_update, "The demo image is missing from this installation.", "", None,
-                        no_update, no_update)
+                        no_update, no_update, no_update)
         else:
             if contents is None:
                 raise PreventUpdate
             try:
                 data = decode_upload(contents, filename)
             except ClientError as exc:
-                return no_update, no_update, _message(filename, exc), "", None, no_update, no_update
+                return no_update, no_update, _message(filename, exc), "", None, no_update, no_update, no_update
         try:
             image, fig, status = handle_upload(client, data, filename or "image", opacity)
         except SaemiError as exc:
-            return no_update, no_update, _message(filename, exc), "", None, no_update, no_update
+            return no_update, no_update, _message(filename, exc), "", None, no_update, no_update, no_update
         except Exception as exc:  # a bug must still leave a readable page
             log.exception("upload of %s failed", filename)
             return (no_update, no_update, _message(filename, f"unexpected error ({type(exc).__name__}); see the "
-                                                             "server log"), "", None, no_update, no_update)
+                                                             "server log"), "", None, no_update, no_update, no_update)
         # a calibration belongs to its image, unless "use for all images" is ticked
         nm = calibration.next_calibration(nm_current, image.get("nm_per_pixel"), bool(for_all))
+        entry = {**image, "nm": nm, "settings": None, "removed": None}
+        one = sample.new_sample(sample.sample_name([image["filename"]]),
+                                controls.settings_from_controls(*control_values), [entry])
         return (image, fig, "", status, None, calibration.field_value(nm, field_unit),
-                figures.graph_style(image["width"], image["height"]))
+                figures.graph_style(image["width"], image["height"]), one)
 
 
 def register_reupload(app):
@@ -166,6 +180,11 @@ def register_reupload(app):
     # until after the clearing. These two are set with ``contents`` and nobody else writes them.
     app.clientside_callback(
         """function(filename, lastModified, contents) {
+            if (Array.isArray(contents)) {  // one image of one upload: kept; a sample's files are parked on the server
+                if (contents.length !== 1) { return window.dash_clientside.no_update; }
+                contents = contents[0];
+                filename = Array.isArray(filename) ? filename[0] : filename;
+            }
             if (!contents) { return window.dash_clientside.no_update; }
             return {contents: contents, filename: filename};
         }""",
