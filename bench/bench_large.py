@@ -21,42 +21,17 @@ all measured in this run; ``--json FILE`` writes them.
 """
 
 import argparse
-import io
 import json
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from livesrv import SHARED_DATA  # noqa: E402
+from samples import SHARED_DATA, emps_mosaic  # noqa: E402
 
 TARGET_FIRST_S, TARGET_CHANGE_S = 10.0, 1.5
 SIZE = (3000, 4000)  # rows, columns: 12 megapixels
-
-
-def mosaic(shape=SIZE, seed=0):
-    """PNG bytes of a ``shape`` grey mosaic of real EMPS images (tiled, cropped, never resized)."""
-    files = sorted((SHARED_DATA / "images").glob("*.png"))
-    if not files:
-        sys.exit(f"no EMPS images under {SHARED_DATA}: this benchmark needs ../shared")
-    rng = np.random.default_rng(seed)
-    out = np.zeros(shape, np.uint8)
-    y = 0
-    while y < shape[0]:
-        x, row_h = 0, 0
-        while x < shape[1]:
-            img = np.asarray(Image.open(files[rng.integers(len(files))]).convert("L"))
-            h, w = min(img.shape[0], shape[0] - y), min(img.shape[1], shape[1] - x)
-            out[y:y + h, x:x + w] = img[:h, :w]
-            x, row_h = x + w, max(row_h, h)
-        y += row_h
-    buf = io.BytesIO()
-    Image.fromarray(out).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def timed(fn):
@@ -76,7 +51,9 @@ def main(argv=None):
     from saemi.cache import DiskStore
     from saemi.service import AnalysisService
 
-    data = mosaic()
+    if not (SHARED_DATA / "images").is_dir():
+        sys.exit(f"no EMPS images under {SHARED_DATA}: this benchmark needs ../shared")
+    data = emps_mosaic(SIZE)
     firsts, changes, count = [], {}, None
     for r in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:

@@ -16,8 +16,12 @@ class OtsuSegmenter:
                                                                    "min_distance": 7, "min_size": 20}}
     device = "cpu"
 
-    def predict(self, image):
-        """Two-class 'probabilities' (0 or 1), shape (2, H, W), float32."""
+    def predict(self, image, deadline=None):
+        """Two-class 'probabilities' (0 or 1), shape (2, H, W), float32.
+
+        ``deadline`` is accepted as the network's is; one threshold has no
+        stage to stop before.
+        """
         grey = image.mean(axis=2)
         mask = grey > threshold_otsu(grey)
         if mask.mean() > 0.5:  # particles are usually the smaller phase

@@ -43,6 +43,7 @@ from dataclasses import asdict, replace
 
 import numpy as np
 
+from . import budget
 from .cache import (KEY_RE, check_key, decode_handle, decode_labels, decode_segmentation, encode_handle, encode_labels,
                     encode_segmentation, open_store)
 from .calibration import effective_calibration, with_calibration_columns
@@ -420,11 +421,12 @@ class AnalysisService:
         self.store.put(key, encode_labels(labels))
         self._remember(self._labels, key, labels)
 
-    def _split_labels(self, entry, settings):
+    def _split_labels(self, entry, settings, deadline=None):
         """The split labels of a cached image under ``settings``, split only if no worker did it yet."""
         key = self._label_key(entry, settings)
         labels = self._cached_labels(key)
         if labels is None:
+            budget.check(deadline, "splitting touching particles")
             labels = split(entry.segmentation, settings)
             self._keep_labels(key, labels)
         return labels
@@ -438,7 +440,7 @@ class AnalysisService:
     def _save_edits(self, image_id, record):
         self.store.put(EDITS_PREFIX + image_id, encode_handle(record))
 
-    def _state(self, entry, settings, edits):
+    def _state(self, entry, settings, edits, deadline=None):
         """The labels of ``entry`` under ``settings`` after ``edits``, and the key of that state.
 
         Returns (:class:`saemi.edits.Corrected`, str). Edited labellings are
@@ -448,7 +450,7 @@ class AnalysisService:
         particle table of the neighbouring state is updated for the particles
         that changed instead of measured again.
         """
-        labels = self._split_labels(entry, settings)
+        labels = self._split_labels(entry, settings, deadline)
         base = self._label_key(entry, settings)
         if not edits:
             return Corrected(labels, {}, [], int(labels.max(initial=0)) + 1, 0), base
@@ -478,7 +480,7 @@ class AnalysisService:
         """:func:`split_and_measure` of a cached image with its edits; returns (Analysis, edits summary)."""
         record = self._edits(entry.image_id)
         t = time.perf_counter()
-        corrected, state = self._state(entry, settings, record["done"])
+        corrected, state = self._state(entry, settings, record["done"], deadline)
         t_split = time.perf_counter() - t
         with self._lock:
             table = self._tables.get(state)

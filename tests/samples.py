@@ -43,3 +43,33 @@ def labelled_sample(shared_names):
     if shared_available():
         return SHARED_DATA, list(shared_names)
     return FIXTURE_EMPS, sorted(p.stem for p in (FIXTURE_EMPS / "images").glob("*.png"))[:len(shared_names)]
+
+
+def emps_mosaic(shape=(3000, 4000), seed=0):
+    """PNG bytes of a grey ``shape`` mosaic of shared EMPS images, tiled and cropped, never resized.
+
+    A stand-in for a 12-megapixel micrograph whose particles have their real
+    sizes (about 500 of them at the default shape). Needs the shared data.
+    """
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    files = sorted((SHARED_DATA / "images").glob("*.png"))
+    if not files:
+        raise FileNotFoundError(f"no EMPS images under {SHARED_DATA}")
+    rng = np.random.default_rng(seed)
+    out = np.zeros(shape, np.uint8)
+    y = 0
+    while y < shape[0]:
+        x, row_h = 0, 0
+        while x < shape[1]:
+            img = np.asarray(Image.open(files[rng.integers(len(files))]).convert("L"))
+            h, w = min(img.shape[0], shape[0] - y), min(img.shape[1], shape[1] - x)
+            out[y:y + h, x:x + w] = img[:h, :w]
+            x, row_h = x + w, max(row_h, h)
+        y += row_h
+    buf = io.BytesIO()
+    Image.fromarray(out).save(buf, "PNG")
+    return buf.getvalue()

@@ -149,6 +149,50 @@ def test_a_stage_log_is_read_back_by_another_service_on_the_same_store(tmp_path)
     assert writer.stage_log("../../etc") is None and reader.progress("../../etc") is None
 
 
+def test_the_pages_client_keeps_each_stage_of_an_upload_under_the_tabs_token(tmp_path):
+    """The in-process client passes a stage log down the real pipeline, and marks it done at the end."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from saemi.baseline import OtsuSegmenter
+    from saemi.service import AnalysisService
+    from saemi.ui.client import InProcessClient
+
+    heard = []
+
+    class Listening(AnalysisService):
+        def stage_log(self, key):
+            log = super().stage_log(key)
+
+            def on_stage(stage):
+                heard.append(stage)
+                log(stage)
+            on_stage.finish = log.finish
+            return on_stage
+
+    svc = Listening(OtsuSegmenter, store=DiskStore(tmp_path, 10**8, 3600))
+    client = InProcessClient(svc)
+    img = np.full((200, 300), 30, np.uint8)
+    img[50:90, 60:100] = img[120:160, 180:220] = 220
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "PNG")
+    info = client.segment(buf.getvalue(), "two.png", progress="tab-0123456789abcdef")
+    assert heard[:1] == ["reading the scale bar"] and "the network" in heard
+    assert client.progress("tab-0123456789abcdef")["done"] is True
+    heard.clear()
+    client.analyze(info["image_id"], {"watershed": False}, progress="tab-0123456789abcdef")
+    assert "splitting touching particles" in heard and "measuring the particles" in heard
+    assert client.progress("tab-0123456789abcdef")["done"] is True
+    assert client.progress("tab-never-used-here") is None
+    # a new labelling reports its splitting before it starts, and a deadline stops it there
+    with pytest.raises(SaemiError) as e:
+        svc.analyze(image_id=info["image_id"], settings={"watershed": True, "min_size": 5}, include_images=False,
+                    deadline=Deadline(-1))
+    assert e.value.code == "timeout" and "splitting touching particles" in str(e.value)
+
+
 def test_deadline_reports_each_stage_before_checking_time():
     heard = []
     with pytest.raises(SaemiError):

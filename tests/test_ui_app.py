@@ -158,7 +158,7 @@ def test_upload_callback_survives_a_bug_in_the_client():
     from saemi.ui import create_dash_app
 
     class Broken(FakeClient):
-        def segment(self, data, filename="image", image_id=None, preview=False):
+        def segment(self, data, filename="image", image_id=None, preview=False, progress=None):
             raise RuntimeError("a bug")
 
     app = create_dash_app(client=Broken())
@@ -176,7 +176,8 @@ def test_analyze_callback_then_histogram(dash_app):
                   {"watershed": ["on"], "min-distance": 7, "threshold": 0.5, "min-size": 20, "exclude-edge": [],
                    "merge-threshold": 0.4, "min-relative-size": 12.5}.items(),
                   key=lambda kv: controls.CONTROL_IDS.index(kv[0])))]
-    status, body = call(dash_app, out, inputs)
+    token = [{"id": "progress-token", "property": "data", "value": "tab-0123456789abcdef"}]
+    status, body = call(dash_app, out, inputs, token)
     assert status == 200
     analysis = body["response"]["analysis-store"]["data"]
     assert len(analysis["particles"]) == 4 and body["response"]["analysis-status"]["children"].startswith("4 ")
@@ -186,7 +187,7 @@ def test_analyze_callback_then_histogram(dash_app):
     sent = dash_app.saemi_client.svc.calls[-1][2]  # what the backend was asked for
     assert sent["merge_threshold"] == 0.4 and sent["min_relative_size"] == 0.125
     inputs[0]["value"] = {"image_id": "expired"}
-    status, body = call(dash_app, out, inputs)
+    status, body = call(dash_app, out, inputs, token)
     # a 404 from the cache: no error shown, the page is told to upload the image again
     assert body["response"]["expired-store"]["data"]["image_id"] == "expired"
     assert "uploading it again" in body["response"]["analysis-status"]["children"]

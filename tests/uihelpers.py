@@ -144,11 +144,14 @@ class FakeClient:
         self.svc = FakeService()
         self.inner = InProcessClient(self.svc)
 
-    def segment(self, data, filename="image", image_id=None, preview=False):
+    def segment(self, data, filename="image", image_id=None, preview=False, progress=None):
         return self.inner.segment(data, filename, preview=preview)
 
-    def analyze(self, image_id, settings=None):
+    def analyze(self, image_id, settings=None, progress=None):
         return self.inner.analyze(image_id, settings)
+
+    def progress(self, token):
+        return None
 
     def particle_layer(self, image_id, settings=None, mode="outline", grid=True):
         return self.inner.particle_layer(image_id, settings, mode, grid)
@@ -187,6 +190,7 @@ def _upload_inputs(contents, filename):
              {"id": "opacity", "property": "value", "value": 0.8},
              {"id": "calib-all", "property": "value", "value": []},
              {"id": "calib-unit", "property": "value", "value": "nm/px"},
+             {"id": "progress-token", "property": "data", "value": "tab-0123456789abcdef"},
              # the splitting controls: the settings a new sample starts with
              *({"id": cid, "property": "value", "value": v}
                for cid, v in zip(controls.CONTROL_IDS, (["on"], 7, 0.5, 20, [], 0.0, 0.0)))])

@@ -86,7 +86,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     """
     import flask
 
-    from . import calibration, controls, editing, histogram, image_view, layout, sample, table, upload
+    from . import calibration, controls, editing, histogram, image_view, layout, progress, sample, table, upload
 
     if server is None:
         server = flask.Flask("saemi")
@@ -108,6 +108,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     histogram.register(app)
     table.register(app)
     sample.register(app, client)
+    progress.register(app, client)
     _secure(app, server)
     return app
 

@@ -14,6 +14,7 @@ imports torch.
 import base64
 import logging
 
+from ..budget import Deadline
 from ..errors import SaemiError
 from ..settings import defaults as setting_defaults, names as setting_names
 
@@ -36,17 +37,23 @@ class AnalysisClient:
     #: Shown in the page footer ("in-process" or the backend's URL).
     description = ""
 
-    def segment(self, data, filename="image", image_id=None, preview=False):
+    def segment(self, data, filename="image", image_id=None, preview=False, progress=None):
         """Upload image bytes; returns the ``segment`` dict (with ``image_id``).
 
         ``image_id``: upload an image again under its expired id. ``preview``:
         add the image as a JPEG the browser can show (``preview``).
+        ``progress``: a browser tab's token; the stages of the work are kept
+        under it for :meth:`progress` (ignored by a client that cannot).
         """
         raise NotImplementedError
 
-    def analyze(self, image_id, settings=None):
+    def analyze(self, image_id, settings=None, progress=None):
         """Split and measure a segmented image; returns the ``analyze`` dict, without pictures."""
         raise NotImplementedError
+
+    def progress(self, token):
+        """The stage of the work running under ``token``: ``{"stage", "elapsed_s", "done"}`` or None."""
+        return None
 
     def particle_layer(self, image_id, settings=None, mode="outline", grid=True):
         """The particle layer (and hover grid) of an analysis, drawn by the backend; see
@@ -110,14 +117,27 @@ class InProcessClient(AnalysisClient):
             raise ClientError(f"the analysis failed unexpectedly ({type(exc).__name__}: {exc})",
                               code="internal") from exc
 
-    def segment(self, data, filename="image", image_id=None, preview=False):
-        extra = {"image_id": image_id} if image_id else {}
-        return self._call(self.service.segment, bytes(data), filename, preview=preview, **extra)
+    def _with_progress(self, progress, fn, *args, **kwargs):
+        """Call ``fn`` with a deadline that keeps each stage under the tab's token, then mark it done."""
+        stages = self.service.stage_log(progress) if progress else None
+        if stages is None:
+            return self._call(fn, *args, **kwargs)
+        try:
+            return self._call(fn, *args, deadline=Deadline(None, on_stage=stages), **kwargs)
+        finally:
+            stages.finish()
 
-    def analyze(self, image_id, settings=None):
+    def segment(self, data, filename="image", image_id=None, preview=False, progress=None):
+        extra = {"image_id": image_id} if image_id else {}
+        return self._with_progress(progress, self.service.segment, bytes(data), filename, preview=preview, **extra)
+
+    def analyze(self, image_id, settings=None, progress=None):
         # the page draws the particles from particle_layer: no pictures here
-        return self._call(self.service.analyze, image_id=image_id, settings=_clean_settings(settings),
-                          include_images=False)
+        return self._with_progress(progress, self.service.analyze, image_id=image_id,
+                                   settings=_clean_settings(settings), include_images=False)
+
+    def progress(self, token):
+        return self.service.progress(token)
 
     def particle_layer(self, image_id, settings=None, mode="outline", grid=True):
         return self._call(self.service.particle_layer, image_id, _clean_settings(settings), mode, grid)
@@ -221,7 +241,8 @@ class RemoteClient(AnalysisClient):
                               "without a usable result", code="backend_error")
         return body
 
-    def segment(self, data, filename="image", image_id=None, preview=False):
+    def segment(self, data, filename="image", image_id=None, preview=False, progress=None):
+        # a remote backend's stages are not followed: the page shows that it works, not at what
         fields = {**({"image_id": image_id} if image_id else {}), **({"preview": "true"} if preview else {})}
         return self._request("POST", "segment", files={"file": (filename or "image", bytes(data))},
                              data=fields or None)
@@ -231,7 +252,7 @@ class RemoteClient(AnalysisClient):
         return self._request("POST", "segment",
                              json={"image": base64.b64encode(bytes(data)).decode(), "filename": filename})
 
-    def analyze(self, image_id, settings=None):
+    def analyze(self, image_id, settings=None, progress=None):
         body = {"image_id": image_id, **_clean_settings(settings), "include_images": False}
         return self._request("POST", "analyze", json=body)
 

@@ -8,7 +8,7 @@ from dash.exceptions import PreventUpdate
 
 import json
 
-from . import upload
+from . import progress, upload
 from .calibration import CALIBRATION_UNITS
 from ..errors import SaemiError
 from ..settings import defaults as setting_defaults, field_of, from_controls, names as setting_names, slider_range, \
@@ -124,7 +124,7 @@ def reduce_analysis(result, settings):
                       "edits": (result.get("edits") or {}).get("count", 0)}
 
 
-def analyse(client, image, controls):
+def analyse(client, image, controls, progress_token=None):
     """Run one analysis for the page; returns (analysis, ref, error, status, expired).
 
     ``expired`` is set (and the rest left alone) when the server's cache has
@@ -133,7 +133,7 @@ def analyse(client, image, controls):
     settings = settings_from_controls(*controls)
     t0 = time.perf_counter()
     try:
-        result = client.analyze(image["image_id"], settings)
+        result = client.analyze(image["image_id"], settings, progress=progress_token)
         analysis, ref = reduce_analysis(result, settings)
     except SaemiError as exc:
         if exc.code == "not_found":
@@ -158,12 +158,15 @@ def register(app, client, assets_folder):
         Output("expired-store", "data"),
         Input("image-store", "data"),
         *(Input(cid, "value") for cid in CONTROL_IDS),
+        State("progress-token", "data"),
         prevent_initial_call=True,
+        running=progress.RUNNING,
     )
-    def on_settings(image, *controls):
+    def on_settings(image, *controls_and_token):
         if not image or not image.get("image_id"):
             raise PreventUpdate
-        return analyse(client, image, controls)
+        *controls, token = controls_and_token
+        return analyse(client, image, controls, token)
 
     @app.callback(
         Output("analysis-store", "data", allow_duplicate=True),

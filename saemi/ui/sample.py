@@ -37,7 +37,7 @@ import plotly.graph_objects as go
 from dash import Input, Output, Patch, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import calibration, controls, figures, particles, upload
+from . import calibration, controls, figures, particles, progress, upload
 from .client import ClientError
 from .numbers import display_unit, format_number
 from ..errors import SaemiError
@@ -503,10 +503,11 @@ def register(app, client, staging=None):
         Input("step-request", "data"),
         State("queue-store", "data"),
         State("sample-skipped", "children"),
+        State("progress-token", "data"),
         prevent_initial_call=True,
-        running=RUNNING_STALE,
+        running=RUNNING_STALE + progress.RUNNING,
     )
-    def on_step(request, queue, skipped_text):
+    def on_step(request, queue, skipped_text, token):
         """Analyse (segment) one parked file of the queue; the browser adds it to the sample (STEP_JS)."""
         if not request or not queue or request.get("queue") != queue.get("id"):
             raise PreventUpdate
@@ -519,7 +520,7 @@ def register(app, client, staging=None):
         try:
             if parked is None:
                 raise ClientError("the upload expired on the server before its turn; upload it again")
-            info = client.segment(parked[0], item["filename"])
+            info = client.segment(parked[0], item["filename"], progress=token)
         except SaemiError as exc:
             text = (skipped_text + "; " if skipped_text else "Skipped: ") + \
                 f"{item['filename']} ({upload.sentence_tail(exc.message)})"

@@ -9,7 +9,7 @@ from pathlib import Path
 from dash import Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
-from . import calibration, controls, figures, sample
+from . import calibration, controls, figures, progress, sample
 from ..errors import SaemiError
 from .client import ClientError
 
@@ -74,6 +74,7 @@ def layout(max_upload_mb=50.0):
                         title="Analyse a bundled EMPS sample image"),
             html.Span(id="upload-status", className="status", **{"aria-live": "polite"}),
         ]),
+        progress.layout(),
         html.Div(id="upload-error", className="error", role="alert", **{"aria-live": "assertive"}),
         sample.scope_layout(),
         # read by assets/saemi-upload.js: files over the limit are refused in the browser
@@ -85,10 +86,13 @@ def read_demo(assets_folder):
     return (Path(assets_folder) / DEMO_NAME).read_bytes()
 
 
-def handle_upload(client, data, filename, opacity=0.9):
-    """Segment one upload; returns (image_store, base_figure, status_text). Raises ClientError."""
+def handle_upload(client, data, filename, opacity=0.9, progress_token=None):
+    """Segment one upload; returns (image_store, base_figure, status_text). Raises ClientError.
+
+    ``progress_token``: the tab's token, under which the server keeps the stage (:mod:`saemi.ui.progress`).
+    """
     t0 = time.perf_counter()
-    info = client.segment(data, filename, preview=True)  # the server decodes the image, once
+    info = client.segment(data, filename, preview=True, progress=progress_token)  # decoded once, on the server
     display = figures.preview_display(info["preview"], info["width"], info["height"])
     image = {k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box", "calibration", "scale")}
     scale = calibration.detected_scale(info)
@@ -120,12 +124,14 @@ def register(app, client, assets_folder):
         State("opacity", "value"),
         State("calib-all", "value"),
         State("calib-unit", "value"),
+        State("progress-token", "data"),
         prevent_initial_call=True,
         *(State(cid, "value") for cid in controls.CONTROL_IDS),
         running=[(Output("demo-button", "disabled"), True, False),
-                 (Output("upload", "disabled"), True, False), *sample.RUNNING_STALE],
+                 (Output("upload", "disabled"), True, False), *sample.RUNNING_STALE, *progress.RUNNING],
     )
-    def on_upload(contents, demo_clicks, filename, nm_current, opacity, for_all, field_unit, *control_values):
+    def on_upload(contents, demo_clicks, filename, nm_current, opacity, for_all, field_unit, token,
+                  *control_values):
         """One image (a file or the demo): analysed at once, and a sample of one. Several files or a zip
         go to :func:`saemi.ui.sample.register`'s queue."""
         from dash import ctx
@@ -153,7 +159,7 @@ def register(app, client, assets_folder):
             except ClientError as exc:
                 return no_update, no_update, _message(filename, exc), "", None, no_update, no_update, no_update
         try:
-            image, fig, status = handle_upload(client, data, filename or "image", opacity)
+            image, fig, status = handle_upload(client, data, filename or "image", opacity, token)
         except SaemiError as exc:
             return no_update, no_update, _message(filename, exc), "", None, no_update, no_update, no_update
         except Exception as exc:  # a bug must still leave a readable page
