@@ -101,6 +101,10 @@ WORD_GAP = 1.6
 # Blobs under this height are no glyphs on their own (decimal points, specks); see
 # _add_small_glyphs for the letters of small fonts.
 MIN_GLYPH_PX = 5
+# A piece inside a label line's box is kept for OCR when at least this share of the line's
+# height wide or tall, or within 2 px of one of its blobs (other small ones are noise specks,
+# which OCR reads as ':' or '.').
+PIECE_SHARE = 0.3
 # Mantissas of usual scale-bar values (see canonical_value).
 CANONICAL_MANTISSAS = (1.0, 2.0, 2.5, 3.0, 5.0)
 USUAL_MANTISSAS = (1.5, 4.0)
@@ -948,11 +952,17 @@ def _label_lines(grey, bar, banner=None):
             pad = int(round(0.25 * height)) + 1
             y0, y1 = max(0, ly0 - pad), min(crop.shape[0], ly1 + pad)
             x0, x1 = max(0, lx0 - pad), min(crop.shape[1], lx1 + pad)
-            # the line's blobs and every other piece wholly inside its box (a serif or a stroke of a
-            # glyph broken off by the threshold), but nothing that reaches out of it
+            # the line's blobs and every other piece wholly inside its box that is at least PIECE_SHARE
+            # of its height long or within 2 px of a blob (a serif or a stroke of a glyph broken off by
+            # the threshold, not a noise speck), but nothing that reaches out of it
             sx, sy, sw, sh = stats[:, 0], stats[:, 1], stats[:, 2], stats[:, 3]
             inside = np.flatnonzero((sx >= x0) & (sy >= y0) & (sx + sw <= x1) & (sy + sh <= y1))
-            keep = np.isin(cc[y0:y1, x0:x1], np.union1d(members, inside[inside > 0]))
+            sub = cc[y0:y1, x0:x1]
+            near = cv2.dilate(np.isin(sub, members).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            touching = np.unique(sub[near])
+            inside = inside[(inside > 0) & ((np.maximum(sw[inside], sh[inside]) >= PIECE_SHARE * height)
+                                            | np.isin(inside, touching))]
+            keep = np.isin(cc[y0:y1, x0:x1], np.union1d(members, inside))
             keep = cv2.dilate(keep.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
             if any(o.box == (wy0 + y0, wy0 + y1, wx0 + x0, wx0 + x1) for o in out):
                 continue  # the same line found in another mode
@@ -1072,6 +1082,18 @@ def _slashed_zero(parsed):
     return (value, parsed[1]) if value > 0 and canonical_value(value) == 1.0 else None
 
 
+_TOKEN_UNIT_RE = re.compile(r"(\S+?)\s?(?:nm|[µuμ]m)(?![A-Za-z])")
+
+
+def _token_before_unit(text):
+    """The characters right before the first "nm" or "µm"/"um" of an OCR text ("20U" in "20U nm"), or None.
+
+    Punctuation is left out ("200:" is "200"): OCR puts it for specks, read 2's whitelist drops it.
+    """
+    m = _TOKEN_UNIT_RE.search(text.replace("\n", " "))
+    return re.sub(r"[^\w.,]", "", m.group(1)) if m else None
+
+
 def _features(line, read1, read2):
     """Features of one label candidate and its two reads (see CONFIDENCE_WEIGHTS)."""
     (t1, c1), (t2, c2) = read1, read2
@@ -1084,13 +1106,18 @@ def _features(line, read1, read2):
         p1, p2 = z1, z2
     value = p1 or p2
     agree = p1 is not None and p1 == p2
+    # read 2's whitelist drops what it cannot spell: a glyph a particle has marred ("20U nm" in
+    # read 1) vanishes, and "20nm" would pass for 200 nm. Read 1's token before the same unit
+    # must then be read 2's number.
+    before = _token_before_unit(t1)
+    dropped = p1 is None and p2 is not None and before is not None and before != _token_before_unit(t2)
     # other table tokens in the line (read without a whitelist): kV, mm, x50,000, dates
     stripped = _LABEL_RE.sub(" ", t1.replace("μ", "µ"))
     table_tokens = len(_TABLE_TOKEN_RE.findall(stripped))
     L = line.bar.x1 - line.bar.x0
     f = {
         "agree": float(agree),
-        "disagree": float(p1 is not None and p2 is not None and p1 != p2),
+        "disagree": float((p1 is not None and p2 is not None and p1 != p2) or dropped),
         "canonical": canonical_value(value[0]) if value else 0.0,
         "ocr_conf": (c1 + c2) / 2,
         "bar_score": line.bar.score,
