@@ -7,7 +7,7 @@ loaded from a temporary copy; the new one is the working tree's. Both run in the
 same process on the same images, in turn per image:
 
 * real: the labelled EMPS images of tests/fixtures/scalebars.json ("scalebars",
-  "unlabelled" and "none"), reported per split ("tune", "holdout") and in all;
+  "unlabelled" and "none"), reported per split ("tune", "holdout", "fresh") and in all;
 * synthetic: ``N`` images of tests/test_scalebar.py's ``synthetic_scale`` (a
   quarter with an SEM data table, some with an HFW decoy beside the bar or no label).
 
@@ -93,13 +93,13 @@ def items(args):
         fx = json.loads(FIXTURE.read_text(encoding="utf-8"))
         for kind in ("scalebars", "unlabelled", "none"):
             for e in fx.get(kind, []):
+                if args.split and e.get("split", split_of(e["filename"])) != args.split:
+                    continue
                 img = np.asarray(Image.open(IMAGES / e["filename"]).convert("RGB"))
                 truth = {"value": e.get("value"), "unit": e.get("unit"), "nm_per_pixel": e.get("nm_per_pixel"),
                          "length": e.get("bar_length_px")}
                 if truth["value"] is not None:
                     truth["value"] = float(truth["value"])
-                if args.split and e.get("split", split_of(e["filename"])) != args.split:
-                    continue
                 out.append((e["filename"], "real-" + e.get("split", split_of(e["filename"])), img, truth))
     if args.synthetic:
         import test_scalebar as T
@@ -167,7 +167,7 @@ def main():
     ap.add_argument("--no-real", action="store_true", help="skip the real fixture images")
     ap.add_argument("--no-old", action="store_true", help="run the new reader only")
     ap.add_argument("--dump", help="write the new reader's label candidates to this JSON file")
-    ap.add_argument("--split", choices=("tune", "holdout"), help="real images of this split only")
+    ap.add_argument("--split", choices=("tune", "holdout", "fresh"), help="real images of this split only")
     ap.add_argument("--ablate", action="append", default=[],
                     help="switch a cross-check off: geometry, value-prior, table, agreement, bracket, "
                          "confusions, join-halves, threshold (repeatable)")
