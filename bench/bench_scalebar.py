@@ -153,7 +153,7 @@ def ablate(name):
         new._DIGIT_LOOKALIKES = str.maketrans({})
         new._LABEL_RE = re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)?)\s?(nm|[µu]m)(?![A-Za-z])")
     elif name == "join-halves":
-        new._join_halves = lambda line, bars: line
+        new._join_halves = lambda line, bars, grey: line
     elif name == "threshold":
         new.ACCEPT_CONFIDENCE = 0.0
     else:

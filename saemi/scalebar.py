@@ -745,6 +745,10 @@ def _glyph_blobs(ink, bar_local, h_img):
             continue
         if bw > 6 * bh:  # a line, not a glyph
             continue
+        if bw >= 2.5 * bh and y <= by0 and y + bh >= by1:
+            rows = cc[by0:by1, x:x + bw] == i
+            if rows.any(axis=0).mean() >= 0.8:  # a piece of the bar in its rows, with an end tick: "|——"
+                continue
         touches_bar = y <= by1 + 1 and y + bh >= by0 - 1
         near_end = min(abs(x + bw / 2 - bx0), abs(x + bw / 2 - bx1)) <= 4
         if touches_bar and near_end and bw <= 6:  # an end tick
@@ -1082,16 +1086,18 @@ def _slashed_zero(parsed):
     return (value, parsed[1]) if value > 0 and canonical_value(value) == 1.0 else None
 
 
-_TOKEN_UNIT_RE = re.compile(r"(\S+?)\s?(?:nm|[µuμ]m)(?![A-Za-z])")
+_TOKEN_UNIT_RE = re.compile(r"(\S+?)\s?(?:n\s?(?:m|rn)|[µμuUpyjqw]{1,2}\s?(?:m|rn))(?![A-Za-z])")
 
 
 def _token_before_unit(text):
-    """The characters right before the first "nm" or "µm"/"um" of an OCR text ("20U" in "20U nm"), or None.
+    """The characters right before the first unit of an OCR text ("20U" in "20U nm"), or None.
 
-    Punctuation is left out ("200:" is "200"): OCR puts it for specks, read 2's whitelist drops it.
+    Units as :func:`label_matches` reads them (micro as u, p, y ...). Punctuation is left
+    out ("200:" is "200": OCR puts it for specks, read 2's whitelist drops it) and digit
+    look-alikes are digits ("S" is 5).
     """
     m = _TOKEN_UNIT_RE.search(text.replace("\n", " "))
-    return re.sub(r"[^\w.,]", "", m.group(1)) if m else None
+    return re.sub(r"[^\w.,]", "", m.group(1)).translate(_DIGIT_LOOKALIKES) if m else None
 
 
 def _features(line, read1, read2):
@@ -1151,13 +1157,47 @@ def _confidence(f):
 
 # --------------------------------------------------------------------------- entry
 
-def _join_halves(line, bars):
+def _far_half(grey, b, line, right_of_bar, gap):
+    """The other half of a bar interrupted by its label, measured in the bar's rows, or None.
+
+    Found when the bar's candidate search missed it (a dim end tick, a particle
+    nearby): a run of the bar's shade in the bar's rows that starts within the
+    label's gap (plus two glyph heights) beyond the label's far side, at least
+    three glyph heights long, with the rows just above and below it not of the
+    bar's shade (a line, not the edge of a band).
+    """
+    h, w = grey.shape
+    ly0, ly1, lx0, lx1 = line.box
+    reach = int(gap + 2 * line.height + 4)
+    mid = (b.shade + b.surround) / 2
+    a, z = (lx1, min(w, lx1 + 2 * (b.x1 - b.x0) + reach)) if right_of_bar else (max(0, lx0 - 2 * (b.x1 - b.x0) - reach), lx0)
+    prof = np.median(grey[b.y0:b.y1, a:z], axis=0)
+    on = (prof > mid) if b.bright else (prof < mid)
+    idx = np.arange(len(on)) if right_of_bar else np.arange(len(on))[::-1]  # outwards from the label
+    start = next((k for k in idx[:reach] if on[k]), None)
+    if start is None:
+        return None
+    run = [k for k in idx[list(idx).index(start):]]
+    end = next((j for j, k in enumerate(run) if not on[k]), len(run))
+    cols = sorted(run[:end])
+    x0, x1 = a + cols[0], a + cols[-1] + 1
+    if x1 - x0 < 3 * line.height or x0 <= 0 or x1 >= w:
+        return None
+    sides = [grey[max(0, b.y0 - 4):max(0, b.y0 - 1), x0:x1], grey[min(h, b.y1 + 1):min(h, b.y1 + 4), x0:x1]]
+    if any(side.size and float(((side > mid) if b.bright else (side < mid)).mean()) > 0.5 for side in sides):
+        return None
+    length, x0, x1 = _subpixel_length(grey, b.y0, b.y1, x0, x1, b.shade, b.surround)
+    return _Bar(b.y0, b.y1, x0, x1, length, b.bright, b.shade, b.surround, b.score)
+
+
+def _join_halves(line, bars, grey):
     """A label inside its bar (``|--- 200 nm ---|``, FEI and some JEOL data bars): both halves are one bar.
 
     When the line sits beside its bar, level with it, and another bar of the same
-    rows, thickness and shade starts just beyond the line's other side, the line's
-    bar becomes the two halves joined (length from the outer ends, sub-pixel
-    parts of both kept).
+    rows, thickness and shade starts just beyond the line's other side (a bar
+    candidate, or else a run measured there by :func:`_far_half`), the line's bar
+    becomes the two halves joined (length from the outer ends, sub-pixel parts of
+    both kept). One half alone would be read as the whole bar: half the scale.
     """
     b = line.bar
     ly0, ly1, lx0, lx1 = line.box
@@ -1165,7 +1205,8 @@ def _join_halves(line, bars):
         return line
     right_of_bar = lx0 >= b.x1 - 2
     gap = (lx0 - b.x1) if right_of_bar else (b.x0 - lx1)
-    for o in bars:
+    far = _far_half(grey, b, line, right_of_bar, gap)
+    for o in bars + ([far] if far is not None else []):
         if o is b or o.bright != b.bright or abs(o.y0 - b.y0) > 2 or abs((o.y1 - o.y0) - (b.y1 - b.y0)) > 1:
             continue
         far_gap = (o.x0 - lx1) if right_of_bar else (lx0 - o.x1)
@@ -1199,7 +1240,7 @@ def read_candidates(grey, bars, banner=None, stats=None):
             if any(o.box == ln.box for o in lines):
                 continue
             lines.append(ln)
-    lines = [_join_halves(ln, bars) for ln in lines[:MAX_LABEL_LINES]]
+    lines = [_join_halves(ln, bars, grey) for ln in lines[:MAX_LABEL_LINES]]
     if not lines:
         return []
     # Two calls, one per preprocessing, every line a row of the stacked image. One call for
