@@ -522,10 +522,11 @@ _DIGIT_LOOKALIKES = str.maketrans({"O": "0", "o": "0", "D": "0", "Q": "0", "l": 
                                    "i": "1", "!": "1", "T": "1", "S": "5"})
 _NUM = r"[0-9OoDQlI|i!TS]"
 # <number> <unit>: the number may not follow a letter or digit ("HFW1.8um", "x1000nm").
-# Units: nm (also "nrn", "NM"); micro as µ/u/p/y/j/q/w or "ji"/"pu" and m/rn/n ("urn", "pm", "µn").
+# Units: nm (also "nrn", "NM", and "nn": the m of a small font whose middle stroke blurs into
+# the others); micro as µ/u/p/y/j/q/w or "ji"/"pu" and m/rn/n ("urn", "pm", "µn").
 _LABEL_RE = re.compile(
     r"(?<![\w.,])(" + _NUM + r"+(?:[.,]" + _NUM + r"+)?)\s?"
-    r"(n\s?(?:m|rn)|N\s?M|(?:[µuUpyjqw]{1,2}|j[iu])\s?(?:m|rn|n)(?![a-z]))(?![A-Za-z])")
+    r"(n\s?(?:m|rn|n)|N\s?M|(?:[µuUpyjqw]{1,2}|j[iu])\s?(?:m|rn|n)(?![a-z]))(?![A-Za-z])")
 # Instrument data-table keys (SEM info bars). A value right after one of these is a
 # table value (horizontal field width, working distance ...), never the scale label.
 _TABLE_KEY_RE = re.compile(
@@ -1086,7 +1087,7 @@ def _slashed_zero(parsed):
     return (value, parsed[1]) if value > 0 and canonical_value(value) == 1.0 else None
 
 
-_TOKEN_UNIT_RE = re.compile(r"(\S+?)\s?(?:n\s?(?:m|rn)|[µμuUpyjqw]{1,2}\s?(?:m|rn))(?![A-Za-z])")
+_TOKEN_UNIT_RE = re.compile(r"(\S+?)\s?(?:n\s?(?:m|rn|n)|[µμuUpyjqw]{1,2}\s?(?:m|rn))(?![A-Za-z])")
 
 
 def _token_before_unit(text):

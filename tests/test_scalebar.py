@@ -499,7 +499,8 @@ def synthetic_scale(seed, table=False, decoy=False, unlabelled=False):
 @pytest.mark.parametrize("text,expected", [
     ("2O0 nrn", (200.0, "nm")), ("1 urn", (1.0, "µm")), ("l00 nm", (100.0, "nm")), ("1O nm", (10.0, "nm")),
     ("5 ym", (5.0, "µm")), ("0.5 jm", (0.5, "µm")), ("3yum", (3.0, "µm")), ("200 NM", (200.0, "nm")),
-    ("lµm", (1.0, "µm")), ("HFW 1.8 um", None), ("HFW: 12.7 µm", None), ("FW 3.2um", None),
+    ("lµm", (1.0, "µm")), ("50 nn", (50.0, "nm")), ("50nn", (50.0, "nm")), ("HFW 1.8 um", None),
+    ("HFW: 12.7 µm", None), ("FW 3.2um", None),
     ("WD 5.1 mm", None), ("HFW1.8um", None), ("HV 15.0 kV", None), ("x1000nm", None),
     ("HFW 1.8 um  500 nm", (500.0, "nm")), ("Tum", (1.0, "µm")), ("SO nm", (50.0, "nm")), ("lO nm", (10.0, "nm")),
     ("Sum", None),
