@@ -329,9 +329,9 @@ def _bar_from_component(grey, comp, ox, oy, bright):
     if spill > 0.5:
         return _reject(f"spill {spill:.2f}", ox, oy, comp)
     uniform = float(np.clip(1 - band.std() / contrast * 2, 0, 1))
-    buried = _buried_end(grey, y0, y1, x0, x1, mid, bright)
     length_sub, x0, x1 = _subpixel_length(grey, y0, y1, x0, x1, shade, surround)
     ticks = _tick_edges(grey, y0, y1, x0, x1, shade, surround)
+    buried = _buried_end(grey, y0, y1, x0, x1, mid, bright, ticks is not None)
     tick_width = 0.0
     if ticks is not None:  # a bracket |—|: from the outer edge of one end tick to that of the other
         length_sub, tick_width = ticks[1] - ticks[0], ticks[2]
@@ -345,20 +345,23 @@ def _bar_from_component(grey, comp, ox, oy, bright):
                 ticks is not None, float(tick_width), buried)
 
 
-def _buried_end(grey, y0, y1, x0, x1, mid, bright):
+def _buried_end(grey, y0, y1, x0, x1, mid, bright, bracket=False):
     """True when an end of the bar lies in a region of its own shade (a particle), so its end is not seen.
 
     A bar drawn into a bright particle (a white bar) runs on into it: the run,
-    and so the measured length, ends at the particle's far side. Near each
-    end, inwards of where an end tick would be, the rows just above and just
-    below the bar are then both of the bar's shade over most of the columns; a
-    label glyph touching the bar covers one side only.
+    and so the measured length, ends inside the particle or at its far side.
+    At the bar's last few columns (for a bracket, inwards of its end ticks) the
+    rows just above and just below the bar are then both of the bar's shade
+    over most of the columns; a label glyph touching the bar covers one side only.
     """
     h = grey.shape[0]
     L, thick = x1 - x0, y1 - y0
-    inner, outer = int(max(8, 0.06 * L)), int(max(6, 2 * thick)) + 1
-    if inner <= outer:
-        inner = outer + 3
+    if bracket:
+        inner, outer = int(max(8, 0.06 * L)), int(max(6, 2 * thick)) + 1
+        if inner <= outer:
+            inner = outer + 3
+    else:
+        inner, outer = int(max(4, 2 * thick)), 0
     for a, b in ((x0 + outer, x0 + inner), (x1 - inner, x1 - outer)):
         sides = [grey[max(0, y0 - 4):max(0, y0 - 1), a:b], grey[min(h, y1 + 1):min(h, y1 + 4), a:b]]
         if all(side.size and float(((side > mid) if bright else (side < mid)).mean()) > 0.5 for side in sides):
