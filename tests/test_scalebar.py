@@ -333,18 +333,22 @@ def _verdict(s, e):
     return "hit" if ok else "wrong"
 
 
-# Measured on the fixture of 84 labelled bars, 11 unlabelled bars and 34 bar-less images
-# and asserted at the measured values (the test prints the figures per split). The
-# issue's targets are >= 90 % hits and <= 2 % wrong: the hit rate falls short on the
-# holdout half (unread labels: glyphs touching particles, tiny, blurred or pixel fonts).
-REAL_MIN_HIT_RATE = 0.869  # measured 73 of 84 (86.9 %): tune 38/42, holdout 35/42; v2 64/84, v1 61/84
-REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 129 images; v2 0, v1 7 (5.4 %)
+# Measured on the fixture and asserted at the measured values (the test prints the figures
+# per split). Tune and holdout: 84 labelled bars, 11 unlabelled bars and 34 bar-less images;
+# fresh (labelled for reader v4 after holdout image 2b9ccd5679 had informed a rule): 24
+# labelled bars, 2 unlabelled, 5 bar-less. The issue's targets are >= 90 % hits and <= 2 %
+# wrong: the hit rate falls short (holdout and fresh misses: bars not found (rulers without a
+# base line, thick bars over particles, faint bars), stacked, boxed-apart, pixel-font and
+# blurred labels).
+REAL_MIN_HIT_RATE = 0.892  # tune + holdout: measured 75 of 84 (89.3 %): tune 40/42, holdout 35/42; v3 73, v2 64, v1 61
+REAL_MIN_HIT_RATE_FRESH = 0.625  # fresh: measured 15 of 24 (62.5 %); v3 14 of 24 with 1 wrong
+REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 160 images; v3 1 of 160 (fresh ef6bbe7612), v2 0 of 129, v1 7 of 129
 
 
 @needs_tesseract
 @pytest.mark.slow
 def test_real_read_and_wrong_rates(real_dir, capsys):
-    """Hits among labelled bars and wrong reads among all real images, per split and in all."""
+    """Hits among labelled bars (tune + holdout, and fresh) and wrong reads among all real images."""
     fx = _load_fixture()
     tally, lines = {}, []
     for kind in ("scalebars", "unlabelled", "none"):
