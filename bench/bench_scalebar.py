@@ -1,6 +1,6 @@
 """Scale-bar reader: accuracy, seconds and Tesseract calls per image, old (git main) against new.
 
-Run:  python bench/bench_scalebar.py [--synthetic N] [--ref main] [--no-real] [--dump FILE]
+Run:  python bench/bench_scalebar.py [--synthetic N] [--hard M] [--ref main] [--no-real] [--dump FILE]
 
 The old reader is ``saemi/scalebar.py`` as committed on ``--ref`` (default ``main``),
 loaded from a temporary copy; the new one is the working tree's. Both run in the
@@ -9,7 +9,12 @@ same process on the same images, in turn per image:
 * real: the labelled EMPS images of tests/fixtures/scalebars.json ("scalebars",
   "unlabelled" and "none"), reported per split ("tune", "holdout", "fresh") and in all;
 * synthetic: ``N`` images of tests/test_scalebar.py's ``synthetic_scale`` (a
-  quarter with an SEM data table, some with an HFW decoy beside the bar or no label).
+  quarter with an SEM data table, some with an HFW decoy beside the bar or no label);
+* hard (``--hard M``): ``M`` synthetic images of the kinds the real set's misses are
+  made of, in turn: a label whose zero a particle touches ("hard-touching"), "50 nm"
+  in an 8-10 px font in an instrument table ("hard-small"), and a bar whose end lies in
+  a particle of its shade ("hard-buried": right is no value; a value is wrong, its
+  length is not the bar's).
 
 A hit: value and unit exact and nm_per_pixel within 3 %. Wrong: a value returned
 that is more than 3 % off, or any value where the truth has none. Tesseract
@@ -109,6 +114,23 @@ def items(args):
             img, truth = T.synthetic_scale(20000 + k, table=kind != "plain", decoy="decoy" in kind,
                                            unlabelled=kind.startswith("unlabelled"))
             out.append((f"syn{k}", "syn-" + kind, img, truth))
+    if args.hard:
+        import test_scalebar as T
+
+        fonts = T.SYN_FONTS
+        for k in range(args.hard):
+            kind = ("touching", "small", "buried")[k % 3]
+            f = fonts[(k // 3) % len(fonts)]
+            if kind == "touching":
+                img = T.label_touching_particle(40 + k, f)
+                truth = {"value": 200.0, "unit": "nm", "nm_per_pixel": 200 / 90, "length": 90.0}
+            elif kind == "small":
+                img = T.small_font_table(8 + (k // 3) % 3, seed=40 + k, font_file=f)
+                truth = {"value": 50.0, "unit": "nm", "nm_per_pixel": 50 / 63, "length": 63.0}
+            else:
+                img = T.bar_end_in_particle(40 + k, font_file=f)
+                truth = {"value": 200.0, "unit": "nm", "nm_per_pixel": 200 / 150, "length": 150.0}
+            out.append((f"hard{k}", "hard-" + kind, img, truth))
     return out
 
 
@@ -164,6 +186,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--synthetic", type=int, default=40, help="synthetic images (default 40)")
     ap.add_argument("--ref", default="main", help="git ref of the old reader (default main)")
+    ap.add_argument("--hard", type=int, default=0,
+                    help="synthetic images of the real misses' kinds: touching particle, small font, buried end")
     ap.add_argument("--no-real", action="store_true", help="skip the real fixture images")
     ap.add_argument("--no-old", action="store_true", help="run the new reader only")
     ap.add_argument("--dump", help="write the new reader's label candidates to this JSON file")

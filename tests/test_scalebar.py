@@ -652,14 +652,14 @@ def test_label_glyph_touching_a_particle_is_read(seed):
     assert s is not None and s.value in (None, 200.0), s
 
 
-def small_font_table(size, seed=31):
+def small_font_table(size, seed=31, font_file="DejaVuSans.ttf"):
     """A white instrument table under the image: a bar, "50 nm" in a tiny font below it, then HV and Mag rows."""
     img = micrograph(seed=seed, n=10)
     img[430:] = 255
     pil = Image.fromarray(img)
     d = ImageDraw.Draw(pil)
     d.rectangle([400, 440, 462, 443], fill=(0, 0, 0))
-    fnt = font("DejaVuSans.ttf", size)
+    fnt = font(font_file, size)
     for k, text in enumerate(("50 nm", "HV=120.0kV", "Direct Mag: 60000x")):
         d.text((400, 446 + 12 * k), text, fill=(0, 0, 0), font=fnt)
     return np.asarray(pil).copy()
@@ -674,20 +674,21 @@ def test_small_font_label_is_read(size):
     assert abs(s.bar_length_px - 63) <= 1
 
 
+def bar_end_in_particle(seed=13, disc=True, font_file="DejaVuSans.ttf"):
+    """A white 150 px bar with "200 nm" above whose right end lies in a bright particle (``disc``)."""
+    img = micrograph(seed=seed, n=8)
+    img = draw_scale(img, 400, 450, 150, 6, (255, 255, 255), "200 nm", font(font_file, 22))
+    if disc:  # a bright particle swallows the right end: the run goes on to its far side
+        pil = Image.fromarray(img)
+        ImageDraw.Draw(pil).ellipse([530, 425, 590, 485], fill=(250, 250, 250))
+        img = draw_scale(np.asarray(pil).copy(), 400, 450, 150, 6, (255, 255, 255), "200 nm", font(font_file, 22))
+    return img
+
+
 @needs_tesseract
 def test_bar_ending_in_a_particle_of_its_shade_is_not_read():
-    def image(disc):
-        img = micrograph(seed=13, n=8)
-        img = draw_scale(img, 400, 450, 150, 6, (255, 255, 255), "200 nm", font("DejaVuSans.ttf", 22))
-        if disc:  # a bright particle swallows the right end: the run goes on to its far side
-            pil = Image.fromarray(img)
-            ImageDraw.Draw(pil).ellipse([530, 425, 590, 485], fill=(250, 250, 250))
-            img = draw_scale(np.asarray(pil).copy(), 400, 450, 150, 6, (255, 255, 255), "200 nm",
-                             font("DejaVuSans.ttf", 22))
-        return img
-
-    s = detect_scale(image(disc=True))
+    s = detect_scale(bar_end_in_particle(disc=True))
     assert s is not None and s.value is None and s.nm_per_pixel is None and s.status == "rejected", s
     assert "particle" in s.reason
-    ok = detect_scale(image(disc=False))
+    ok = detect_scale(bar_end_in_particle(disc=False))
     assert (ok.value, ok.unit, ok.status) == (200.0, "nm", "read") and abs(ok.bar_length_px - 150) <= 2, ok
