@@ -1181,17 +1181,17 @@ def _far_half(grey, b, line, right_of_bar, gap):
     ly0, ly1, lx0, lx1 = line.box
     reach = int(gap + 2 * line.height + 4)
     mid = (b.shade + b.surround) / 2
-    a, z = (lx1, min(w, lx1 + 2 * (b.x1 - b.x0) + reach)) if right_of_bar else (max(0, lx0 - 2 * (b.x1 - b.x0) - reach), lx0)
+    span = 2 * (b.x1 - b.x0) + reach
+    a, z = (lx1, min(w, lx1 + span)) if right_of_bar else (max(0, lx0 - span), lx0)
     prof = np.median(grey[b.y0:b.y1, a:z], axis=0)
     on = (prof > mid) if b.bright else (prof < mid)
-    idx = np.arange(len(on)) if right_of_bar else np.arange(len(on))[::-1]  # outwards from the label
-    start = next((k for k in idx[:reach] if on[k]), None)
+    if not right_of_bar:
+        on = on[::-1]  # counted outwards from the label
+    start = next((k for k in range(min(reach, len(on))) if on[k]), None)
     if start is None:
         return None
-    run = [k for k in idx[list(idx).index(start):]]
-    end = next((j for j, k in enumerate(run) if not on[k]), len(run))
-    cols = sorted(run[:end])
-    x0, x1 = a + cols[0], a + cols[-1] + 1
+    stop = next((k for k in range(start, len(on)) if not on[k]), len(on))
+    x0, x1 = (a + start, a + stop) if right_of_bar else (z - stop, z - start)
     if x1 - x0 < 3 * line.height or x0 <= 0 or x1 >= w:
         return None
     sides = [grey[max(0, b.y0 - 4):max(0, b.y0 - 1), x0:x1], grey[min(h, b.y1 + 1):min(h, b.y1 + 4), x0:x1]]

@@ -692,3 +692,33 @@ def test_bar_ending_in_a_particle_of_its_shade_is_not_read():
     assert "particle" in s.reason
     ok = detect_scale(bar_end_in_particle(disc=False))
     assert (ok.value, ok.unit, ok.status) == (200.0, "nm", "read") and abs(ok.bar_length_px - 150) <= 2, ok
+
+
+def fei_bracket(tick, seed=12):
+    """An FEI-style data bar: a two-tone 2 px line |—— 5 µm ——| with end ticks of grey ``tick``, label inside."""
+    img = micrograph(480, 640, seed=seed)
+    img[430:] = 45
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    fnt = font("DejaVuSans.ttf", 16)
+    l, t, r, b = d.textbbox((0, 0), "5 µm", font=fnt)
+    y, x0, x1 = 455, 380, 560
+    cx = (x0 + x1) / 2
+    d.rectangle([x0, y, x1 - 1, y], fill=(127,) * 3)
+    d.rectangle([x0, y + 1, x1 - 1, y + 1], fill=(163,) * 3)
+    d.rectangle([cx - (r - l) / 2 - 4, y - 8, cx + (r - l) / 2 + 4, y + 9], fill=(45,) * 3)  # the label's gap
+    for tx in (x0, x1 - 2):
+        d.rectangle([tx, y - 7, tx + 1, y + 8], fill=(tick,) * 3)
+    d.text((cx - (r + l) / 2, y + 1 - (t + b) / 2), "5 µm", fill=(230,) * 3, font=fnt)
+    d.text((20, 445), "HV 5.00 kV  spot 4.0  HFW 20.7 µm", fill=(230,) * 3, font=fnt)
+    return np.asarray(pil).copy()
+
+
+@needs_tesseract
+@pytest.mark.parametrize("tick", [100, 230])
+def test_bracket_half_with_its_tick_is_no_label_glyph(tick):
+    # v3 chained the left half and its bright tick into the label line ("}——— 5 um") and read
+    # the right half alone as the 5 µm bar: a third of its length
+    s = detect_scale(fei_bracket(tick))
+    assert s is not None and (s.value, s.unit, s.status) == (5.0, "µm", "read"), s
+    assert abs(s.bar_length_px - 180) <= 2.5, s
