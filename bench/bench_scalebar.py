@@ -1,15 +1,20 @@
 """Scale-bar reader: accuracy, seconds and Tesseract calls per image, old (git main) against new.
 
-Run:  python bench/bench_scalebar.py [--synthetic N] [--ref main] [--no-real] [--dump FILE]
+Run:  python bench/bench_scalebar.py [--synthetic N] [--hard M] [--ref main] [--no-real] [--dump FILE]
 
 The old reader is ``saemi/scalebar.py`` as committed on ``--ref`` (default ``main``),
 loaded from a temporary copy; the new one is the working tree's. Both run in the
 same process on the same images, in turn per image:
 
 * real: the labelled EMPS images of tests/fixtures/scalebars.json ("scalebars",
-  "unlabelled" and "none"), reported per split ("tune", "holdout") and in all;
+  "unlabelled" and "none"), reported per split ("tune", "holdout", "fresh") and in all;
 * synthetic: ``N`` images of tests/test_scalebar.py's ``synthetic_scale`` (a
-  quarter with an SEM data table, some with an HFW decoy beside the bar or no label).
+  quarter with an SEM data table, some with an HFW decoy beside the bar or no label);
+* hard (``--hard M``): ``M`` synthetic images of the kinds the real set's misses are
+  made of, in turn: a label whose zero a particle touches ("hard-touching"), "50 nm"
+  in an 8-10 px font in an instrument table ("hard-small"), and a bar whose end lies in
+  a particle of its shade ("hard-buried": right is no value; a value is wrong, its
+  length is not the bar's).
 
 A hit: value and unit exact and nm_per_pixel within 3 %. Wrong: a value returned
 that is more than 3 % off, or any value where the truth has none. Tesseract
@@ -93,13 +98,13 @@ def items(args):
         fx = json.loads(FIXTURE.read_text(encoding="utf-8"))
         for kind in ("scalebars", "unlabelled", "none"):
             for e in fx.get(kind, []):
+                if args.split and e.get("split", split_of(e["filename"])) != args.split:
+                    continue
                 img = np.asarray(Image.open(IMAGES / e["filename"]).convert("RGB"))
                 truth = {"value": e.get("value"), "unit": e.get("unit"), "nm_per_pixel": e.get("nm_per_pixel"),
                          "length": e.get("bar_length_px")}
                 if truth["value"] is not None:
                     truth["value"] = float(truth["value"])
-                if args.split and e.get("split", split_of(e["filename"])) != args.split:
-                    continue
                 out.append((e["filename"], "real-" + e.get("split", split_of(e["filename"])), img, truth))
     if args.synthetic:
         import test_scalebar as T
@@ -109,6 +114,23 @@ def items(args):
             img, truth = T.synthetic_scale(20000 + k, table=kind != "plain", decoy="decoy" in kind,
                                            unlabelled=kind.startswith("unlabelled"))
             out.append((f"syn{k}", "syn-" + kind, img, truth))
+    if args.hard:
+        import test_scalebar as T
+
+        fonts = T.SYN_FONTS
+        for k in range(args.hard):
+            kind = ("touching", "small", "buried")[k % 3]
+            f = fonts[(k // 3) % len(fonts)]
+            if kind == "touching":
+                img = T.label_touching_particle(40 + k, f)
+                truth = {"value": 200.0, "unit": "nm", "nm_per_pixel": 200 / 90, "length": 90.0}
+            elif kind == "small":
+                img = T.small_font_table(8 + (k // 3) % 3, seed=40 + k, font_file=f)
+                truth = {"value": 50.0, "unit": "nm", "nm_per_pixel": 50 / 63, "length": 63.0}
+            else:
+                img = T.bar_end_in_particle(40 + k, font_file=f)
+                truth = {"value": 200.0, "unit": "nm", "nm_per_pixel": 200 / 150, "length": 150.0}
+            out.append((f"hard{k}", "hard-" + kind, img, truth))
     return out
 
 
@@ -153,7 +175,7 @@ def ablate(name):
         new._DIGIT_LOOKALIKES = str.maketrans({})
         new._LABEL_RE = re.compile(r"(?<![\w.,])(\d+(?:[.,]\d+)?)\s?(nm|[µu]m)(?![A-Za-z])")
     elif name == "join-halves":
-        new._join_halves = lambda line, bars: line
+        new._join_halves = lambda line, bars, grey: line
     elif name == "threshold":
         new.ACCEPT_CONFIDENCE = 0.0
     else:
@@ -164,10 +186,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--synthetic", type=int, default=40, help="synthetic images (default 40)")
     ap.add_argument("--ref", default="main", help="git ref of the old reader (default main)")
+    ap.add_argument("--hard", type=int, default=0,
+                    help="synthetic images of the real misses' kinds: touching particle, small font, buried end")
     ap.add_argument("--no-real", action="store_true", help="skip the real fixture images")
     ap.add_argument("--no-old", action="store_true", help="run the new reader only")
     ap.add_argument("--dump", help="write the new reader's label candidates to this JSON file")
-    ap.add_argument("--split", choices=("tune", "holdout"), help="real images of this split only")
+    ap.add_argument("--split", choices=("tune", "holdout", "fresh"), help="real images of this split only")
     ap.add_argument("--ablate", action="append", default=[],
                     help="switch a cross-check off: geometry, value-prior, table, agreement, bracket, "
                          "confusions, join-halves, threshold (repeatable)")

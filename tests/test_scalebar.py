@@ -333,18 +333,22 @@ def _verdict(s, e):
     return "hit" if ok else "wrong"
 
 
-# Measured on the fixture of 84 labelled bars, 11 unlabelled bars and 34 bar-less images
-# and asserted at the measured values (the test prints the figures per split). The
-# issue's targets are >= 90 % hits and <= 2 % wrong: the hit rate falls short on the
-# holdout half (unread labels: glyphs touching particles, tiny, blurred or pixel fonts).
-REAL_MIN_HIT_RATE = 0.869  # measured 73 of 84 (86.9 %): tune 38/42, holdout 35/42; v2 64/84, v1 61/84
-REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 129 images; v2 0, v1 7 (5.4 %)
+# Measured on the fixture and asserted at the measured values (the test prints the figures
+# per split). Tune and holdout: 84 labelled bars, 11 unlabelled bars and 34 bar-less images;
+# fresh (labelled for reader v4 after holdout image 2b9ccd5679 had informed a rule): 24
+# labelled bars, 2 unlabelled, 5 bar-less. The issue's targets are >= 90 % hits and <= 2 %
+# wrong: the hit rate falls short (holdout and fresh misses: bars not found (rulers without a
+# base line, thick bars over particles, faint bars), stacked, boxed-apart, pixel-font and
+# blurred labels).
+REAL_MIN_HIT_RATE = 0.892  # tune + holdout: measured 75 of 84 (89.3 %): tune 40/42, holdout 35/42; v3 73, v2 64, v1 61
+REAL_MIN_HIT_RATE_FRESH = 0.625  # fresh: measured 15 of 24 (62.5 %); v3 14 of 24 with 1 wrong
+REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 160 images; v3 1 of 160 (fresh ef6bbe7612), v2 0 of 129, v1 7 of 129
 
 
 @needs_tesseract
 @pytest.mark.slow
 def test_real_read_and_wrong_rates(real_dir, capsys):
-    """Hits among labelled bars and wrong reads among all real images, per split and in all."""
+    """Hits among labelled bars (tune + holdout, and fresh) and wrong reads among all real images."""
     fx = _load_fixture()
     tally, lines = {}, []
     for kind in ("scalebars", "unlabelled", "none"):
@@ -359,29 +363,37 @@ def test_real_read_and_wrong_rates(real_dir, capsys):
                 lines.append(f"{v:6s} {split_of(e):7s} {e['filename']}: truth {e.get('value')} {e.get('unit')}; "
                              f"got {got} {'' if s is None else s.reason}")
     report = []
-    for g in ("tune", "holdout", "all"):
+    for g in ("tune", "holdout", "fresh", "all"):
         t = tally.get(g, {})
         n = sum(t.values())
         report.append(f"{g}: {n} images, hit {t.get('hit', 0)}, wrong {t.get('wrong', 0)}, "
                       f"unread {t.get('unread', 0)}, no value where none {t.get('none-ok', 0)}")
     with capsys.disabled():
         print("\nreal images (hit: value+unit exact, nm/px within 3 %):\n  " + "\n  ".join(report + lines))
+    msg = "\n".join(report + lines)
+    original = sum(tally.get(g, {}).get("hit", 0) for g in ("tune", "holdout"))
+    n_original = sum(split_of(e) in ("tune", "holdout") for e in fx["scalebars"])
+    assert original / n_original >= REAL_MIN_HIT_RATE, msg
+    n_fresh = sum(split_of(e) == "fresh" for e in fx["scalebars"])
+    assert tally.get("fresh", {}).get("hit", 0) / n_fresh >= REAL_MIN_HIT_RATE_FRESH, msg
     t = tally["all"]
-    labelled = len(fx["scalebars"])
-    assert t.get("hit", 0) / labelled >= REAL_MIN_HIT_RATE, "\n".join(report + lines)
-    assert t.get("wrong", 0) / sum(t.values()) <= REAL_MAX_WRONG_RATE, "\n".join(report + lines)
+    assert t.get("wrong", 0) / sum(t.values()) <= REAL_MAX_WRONG_RATE, msg
 
 
 @pytest.mark.slow
 def test_real_bar_lengths(real_dir):
     """Bar measurement alone (no OCR): the detected bar matches the truth within 2 px (81 of 84 measured).
 
+    On the tune and holdout splits it was measured on; the fresh split's bars are judged
+    by test_real_read_and_wrong_rates only (several are not found: rulers without a base
+    line, bars whose end lies on a particle of their shade).
+
     The misses: 3 bars with the label inside them (only one half is found without the
     label; detect_scale joins the halves when it reads the label). Bracket bars are measured
     between the outer edges of their ticks, as the fixture is (77 of 84 when the reader
     measured tick centres).
     """
-    entries = _load_fixture()["scalebars"]
+    entries = [e for e in _load_fixture()["scalebars"] if split_of(e) in ("tune", "holdout")]
     good = 0
     for e in entries:
         s = _read(real_dir, e["filename"], ocr=False)
@@ -391,10 +403,15 @@ def test_real_bar_lengths(real_dir):
 
 @pytest.mark.slow
 def test_real_images_without_a_bar(real_dir):
+    """Tune and holdout images without a bar give None; their unlabelled bars are measured and left unread.
+
+    The fresh split's images are judged by test_real_read_and_wrong_rates (no value where
+    there is none); a panel letter's serif there may come back as an unread bar candidate.
+    """
     fx = _load_fixture()
-    for e in fx["none"]:
+    for e in [e for e in fx["none"] if split_of(e) != "fresh"]:
         assert _read(real_dir, e["filename"]) is None, e["filename"]
-    for e in fx["unlabelled"]:
+    for e in [e for e in fx["unlabelled"] if split_of(e) != "fresh"]:
         s = _read(real_dir, e["filename"])
         assert s is not None and abs(s.bar_length_px - e["bar_length_px"]) <= 2, (e["filename"], s)
         assert s.value is None and s.nm_per_pixel is None and s.status == "unread", (e["filename"], s)
@@ -486,7 +503,8 @@ def synthetic_scale(seed, table=False, decoy=False, unlabelled=False):
 @pytest.mark.parametrize("text,expected", [
     ("2O0 nrn", (200.0, "nm")), ("1 urn", (1.0, "µm")), ("l00 nm", (100.0, "nm")), ("1O nm", (10.0, "nm")),
     ("5 ym", (5.0, "µm")), ("0.5 jm", (0.5, "µm")), ("3yum", (3.0, "µm")), ("200 NM", (200.0, "nm")),
-    ("lµm", (1.0, "µm")), ("HFW 1.8 um", None), ("HFW: 12.7 µm", None), ("FW 3.2um", None),
+    ("lµm", (1.0, "µm")), ("50 nn", (50.0, "nm")), ("50nn", (50.0, "nm")), ("HFW 1.8 um", None),
+    ("HFW: 12.7 µm", None), ("FW 3.2um", None),
     ("WD 5.1 mm", None), ("HFW1.8um", None), ("HV 15.0 kV", None), ("x1000nm", None),
     ("HFW 1.8 um  500 nm", (500.0, "nm")), ("Tum", (1.0, "µm")), ("SO nm", (50.0, "nm")), ("lO nm", (10.0, "nm")),
     ("Sum", None),
@@ -596,3 +614,111 @@ def test_label_inside_the_bar_joins_both_halves():
     assert s is not None and (s.value, s.unit) == (200.0, "nm"), s
     assert abs(s.bar_length_px - (x1 - x0)) <= 2, s
     assert s.nm_per_pixel == pytest.approx(200 / (x1 - x0), rel=0.02)
+
+
+# --------------------------------------------------------------------------- v4: failing kinds of the real set
+
+def label_touching_particle(seed, font_file, shade=(0, 0, 0), radius=11):
+    """A dark bar with "200 nm" above it whose second zero is touched from above by a disc of the label's shade.
+
+    As on real TEM images where a particle overlaps the label's top: the zero and the
+    particle are one blob, far taller than the line.
+    """
+    img = micrograph(seed=seed, bright_particles=shade != (0, 0, 0), n=10)
+    fnt = font(font_file, 20)
+    x0, y, length = 60, 470, 90
+    img = draw_scale(img, x0, y, length, 4, shade, "200 nm", fnt, "above")
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    l, t, r, b = d.textbbox((0, 0), "200 nm", font=fnt)
+    origin = (x0 + length / 2 - (r + l) / 2, y - 4 - b)  # where draw_scale put the label
+    _, _, r2, _ = d.textbbox(origin, "20", font=fnt)
+    _, top, r3, _ = d.textbbox(origin, "200", font=fnt)
+    cx = (r2 + r3) / 2
+    d.ellipse([cx - radius, top - 2 * radius + 2, cx + radius, top + 2], fill=shade)
+    return np.asarray(pil).copy()
+
+
+@needs_tesseract
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_label_glyph_touching_a_particle_is_read(seed):
+    # the zero is cut to the line's text band, the particle's solid body erased
+    for font_file in ("DejaVuSerif.ttf", "DejaVuSans.ttf"):
+        s = detect_scale(label_touching_particle(seed, font_file))
+        assert s is not None and (s.value, s.unit, s.status) == (200.0, "nm", "read"), (font_file, s)
+        assert s.nm_per_pixel == pytest.approx(200 / 90, rel=0.02)
+    # where it is not read, no wrong value comes back (read 2 alone, "20nm" from "20U nm", is refused)
+    s = detect_scale(label_touching_particle(seed, "LiberationSans-Regular.ttf"))
+    assert s is not None and s.value in (None, 200.0), s
+
+
+def small_font_table(size, seed=31, font_file="DejaVuSans.ttf"):
+    """A white instrument table under the image: a bar, "50 nm" in a tiny font below it, then HV and Mag rows."""
+    img = micrograph(seed=seed, n=10)
+    img[430:] = 255
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    d.rectangle([400, 440, 462, 443], fill=(0, 0, 0))
+    fnt = font(font_file, size)
+    for k, text in enumerate(("50 nm", "HV=120.0kV", "Direct Mag: 60000x")):
+        d.text((400, 446 + 12 * k), text, fill=(0, 0, 0), font=fnt)
+    return np.asarray(pil).copy()
+
+
+@needs_tesseract
+@pytest.mark.parametrize("size", [8, 9])
+def test_small_font_label_is_read(size):
+    # "nm" of a 8-9 px font is 4-5 px tall: too small for a glyph blob, it joins the line on its baseline
+    s = detect_scale(small_font_table(size))
+    assert s is not None and (s.value, s.unit, s.status) == (50.0, "nm", "read"), s
+    assert abs(s.bar_length_px - 63) <= 1
+
+
+def bar_end_in_particle(seed=13, disc=True, font_file="DejaVuSans.ttf"):
+    """A white 150 px bar with "200 nm" above whose right end lies in a bright particle (``disc``)."""
+    img = micrograph(seed=seed, n=8)
+    img = draw_scale(img, 400, 450, 150, 6, (255, 255, 255), "200 nm", font(font_file, 22))
+    if disc:  # a bright particle swallows the right end: the run goes on to its far side
+        pil = Image.fromarray(img)
+        ImageDraw.Draw(pil).ellipse([530, 425, 590, 485], fill=(250, 250, 250))
+        img = draw_scale(np.asarray(pil).copy(), 400, 450, 150, 6, (255, 255, 255), "200 nm", font(font_file, 22))
+    return img
+
+
+@needs_tesseract
+def test_bar_ending_in_a_particle_of_its_shade_is_not_read():
+    s = detect_scale(bar_end_in_particle(disc=True))
+    assert s is not None and s.value is None and s.nm_per_pixel is None and s.status == "rejected", s
+    assert "particle" in s.reason
+    ok = detect_scale(bar_end_in_particle(disc=False))
+    assert (ok.value, ok.unit, ok.status) == (200.0, "nm", "read") and abs(ok.bar_length_px - 150) <= 2, ok
+
+
+def fei_bracket(tick, seed=12):
+    """An FEI-style data bar: a two-tone 2 px line |—— 5 µm ——| with end ticks of grey ``tick``, label inside."""
+    img = micrograph(480, 640, seed=seed)
+    img[430:] = 45
+    pil = Image.fromarray(img)
+    d = ImageDraw.Draw(pil)
+    fnt = font("DejaVuSans.ttf", 16)
+    l, t, r, b = d.textbbox((0, 0), "5 µm", font=fnt)
+    y, x0, x1 = 455, 380, 560
+    cx = (x0 + x1) / 2
+    d.rectangle([x0, y, x1 - 1, y], fill=(127,) * 3)
+    d.rectangle([x0, y + 1, x1 - 1, y + 1], fill=(163,) * 3)
+    d.rectangle([cx - (r - l) / 2 - 4, y - 8, cx + (r - l) / 2 + 4, y + 9], fill=(45,) * 3)  # the label's gap
+    for tx in (x0, x1 - 2):
+        d.rectangle([tx, y - 7, tx + 1, y + 8], fill=(tick,) * 3)
+    d.text((cx - (r + l) / 2, y + 1 - (t + b) / 2), "5 µm", fill=(230,) * 3, font=fnt)
+    d.text((20, 445), "HV 5.00 kV  spot 4.0  HFW 20.7 µm", fill=(230,) * 3, font=fnt)
+    return np.asarray(pil).copy()
+
+
+@needs_tesseract
+@pytest.mark.parametrize("tick", [100, 230])
+def test_bracket_half_with_its_tick_is_no_label_glyph(tick):
+    # v3 chained the left half and its bright tick into the label line ("}——— 5 um") and read
+    # the right half alone as the 5 µm bar: a third of its length
+    s = detect_scale(fei_bracket(tick))
+    assert s is not None and (s.value, s.unit, s.status) == (5.0, "µm", "read"), s
+    assert abs(s.bar_length_px - 180) <= 2.5, s
