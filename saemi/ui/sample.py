@@ -84,15 +84,19 @@ class Staging:
         return blob[2 + n:], blob[2:2 + n].decode("utf-8", "replace")
 
 
+#: What the sample keeps of an image besides its state (the rest comes back with its preview).
+ENTRY_KEYS = ("image_id", "filename", "width", "height", "nm_per_pixel")
+
+
 def image_entry(info):
-    """What the sample keeps of one image: the fields of ``image-store`` (see :func:`saemi.ui.upload.handle_upload`)
-    plus its state: ``nm`` (calibration in force), ``settings`` (its own, or None) and ``removed``."""
-    image = {k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box", "calibration",
-                                      "scale")}
+    """What the sample keeps of one image: its id, name, size and own calibration (``nm_per_pixel``: the
+    file's, else its scale bar's), plus its state: ``nm`` (calibration in force), ``settings`` (its own,
+    or None) and ``removed``. Kept small: it travels with every request about the sample."""
     scale = calibration.detected_scale(info)
     record = calibration.file_calibration(info)
-    image["nm_per_pixel"] = record["nm_per_pixel"] if record else (scale["nm_per_pixel"] if scale else None)
-    return {**image, "nm": image["nm_per_pixel"], "settings": None, "removed": None}
+    nm = record["nm_per_pixel"] if record else (scale["nm_per_pixel"] if scale else None)
+    return {**{k: info.get(k) for k in ENTRY_KEYS[:4]}, "nm_per_pixel": nm, "nm": nm, "settings": None,
+            "removed": None}
 
 
 def new_sample(name, settings, images=()):
@@ -563,8 +567,8 @@ def register(app, client, staging=None):
         display = figures.preview_display(info["preview"], info["width"], info["height"])
         scale = calibration.detected_scale(info)
         fig = figures.base_figure(display, info.get("banner_box"), opacity, scale["bar_box"] if scale else None)
-        image = {k: im.get(k) for k in ("image_id", "filename", "width", "height", "banner_box", "calibration",
-                                        "scale", "nm_per_pixel")}
+        image = {**{k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box",
+                                             "calibration", "scale")}, "nm_per_pixel": im.get("nm_per_pixel")}
         nm = calibration.next_calibration(nm_current, im.get("nm"), bool(for_all)) if for_all else \
             calibration.parse_nm_per_pixel(im.get("nm"))
         settings = image_settings(sample, i)
@@ -577,7 +581,8 @@ def register(app, client, staging=None):
                 calibration.field_value(nm, field_unit), removed, "image" if im.get("settings") else "all", patch,
                 status, "", *values)
 
-    @app.callback(
+    app.clientside_callback(
+        GALLERY_JS,
         Output("sample-select", "options"),
         Output("sample-select", "value"),
         Output("sample-nav", "hidden"),
@@ -587,17 +592,6 @@ def register(app, client, staging=None):
         Input("sample-store", "data"),
         Input("sample-stats-store", "data"),
     )
-    def on_gallery(sample, counts):
-        images = (sample or {}).get("images") or []
-        if not images:
-            return [], None, True, "", True, True
-        counts = counts or {}
-        cur = int(sample.get("current") or 0)
-        options = [{"label": f"{i + 1}. {im['filename']}" + (f" ({counts[im['image_id']]} particles)"
-                                                             if im["image_id"] in counts else ""), "value": i}
-                   for i, im in enumerate(images)]
-        return (options, cur, len(images) < 2, f"Image {cur + 1} of {len(images)}", cur <= 0,
-                cur >= len(images) - 1)
 
     @app.callback(
         Output("sample-current", "data", allow_duplicate=True),
@@ -810,6 +804,21 @@ def register(app, client, staging=None):
     )
 
 
+# The list above the image: every image with the particles it counts (in the browser: nothing is sent).
+GALLERY_JS = """
+function(sample, counts) {
+    const images = (sample && sample.images) || [];
+    if (!images.length) { return [[], null, true, "", true, true]; }
+    counts = counts || {};
+    const cur = Math.min(Math.max(sample.current || 0, 0), images.length - 1);
+    const options = images.map((im, i) => ({value: i, label: (i + 1) + ". " + im.filename
+        + (im.image_id in counts ? " (" + counts[im.image_id] + " particles)" : "")}));
+    return [options, cur, images.length < 2, "Image " + (cur + 1) + " of " + images.length, cur <= 0,
+            cur >= images.length - 1];
+}
+"""
+
+
 # After a reload the sample is still in the browser: its current image is shown again at once. A visit
 # that is not a reload (a new tab, a typed address) offers it instead ("Show it"), so that it never
 # races with a new upload; the offer goes once an image is shown.
@@ -855,8 +864,7 @@ def session_document(sample, view):
     for i, im in enumerate(sample.get("images") or []):
         s = image_settings(sample, i)
         images.append({"image_id": im["image_id"], "filename": im["filename"],
-                       **{k: im.get(k) for k in ("width", "height", "banner_box", "calibration", "scale",
-                                                 "nm_per_pixel")},
+                       **{k: im.get(k) for k in ENTRY_KEYS[2:]},
                        "nm_per_pixel_in_force": im.get("nm"), "settings": im.get("settings"),
                        "removed": particles.removed_labels(im.get("removed"), controls.analysis_key(im["image_id"], s))})
     filters = filters_of(*(view.get(f"filter-{k}-{end}") for k in ("size", "circularity", "aspect-ratio")

@@ -162,7 +162,7 @@ def register(app, client, assets_folder):
                                                              "server log"), "", None, no_update, no_update, no_update)
         # a calibration belongs to its image, unless "use for all images" is ticked
         nm = calibration.next_calibration(nm_current, image.get("nm_per_pixel"), bool(for_all))
-        entry = {**image, "nm": nm, "settings": None, "removed": None}
+        entry = {**{k: image.get(k) for k in sample.ENTRY_KEYS}, "nm": nm, "settings": None, "removed": None}
         one = sample.new_sample(sample.sample_name([image["filename"]]),
                                 controls.settings_from_controls(*control_values), [entry])
         return (image, fig, "", status, None, calibration.field_value(nm, field_unit),
