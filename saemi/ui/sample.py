@@ -211,7 +211,7 @@ def sample_figure(stats, metric="equivalent_diameter", log=False, show=(), name=
         template="plotly_white", margin={"l": 55, "r": 55, "t": 30, "b": 45}, bargap=0,
         xaxis={"title": f"{figures.METRIC_LABELS.get(metric, metric)} ({unit})", "type": "log" if log else "linear"},
         yaxis={"title": "Volume (%)" if volume else "Count", "rangemode": "tozero"},
-        yaxis2={"title": "Cumulative (%)", "overlaying": "y", "side": "right", "range": [0, 102],
+        yaxis2={"title": "Cumulative (%)", "overlaying": "y", "side": "right", "range": [0, 102], "dtick": 20,
                 "showgrid": False, "visible": "cumulative" in show},
         legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 11}},
         showlegend=True, uirevision=f"{metric}:{log}",
