@@ -433,58 +433,47 @@ function(n1, n2, n3, n4, image, sample) {
 """
 
 
-def register(app, client, staging=None):
-    staging = staging or Staging()
+def start_queue(contents, filenames, settings, staging):
+    """Several files or a zip (what :func:`saemi.ui.upload.register`'s upload hands on): check them, park
+    the images on the server, and start the queue.
 
-    @app.callback(
-        Output("queue-store", "data"),
-        Output("sample-store", "data", allow_duplicate=True),
-        Output("upload-error", "children", allow_duplicate=True),
-        Output("sample-skipped", "children"),
-        Output("sample-skipped", "hidden"),
-        Output("sample-progress", "hidden"),
-        Output("upload", "contents", allow_duplicate=True),
-        Input("upload", "contents"),
-        State("upload", "filename"),
-        *(State(cid, "value") for cid in controls.CONTROL_IDS),
-        prevent_initial_call=True,
-        running=RUNNING_STALE,
-    )
-    def on_sample_upload(contents, filenames, *control_values):
-        """Several files or a zip: check them, park the images on the server, and start the queue."""
-        if not isinstance(contents, list) or not contents:
-            raise PreventUpdate
-        filenames = filenames if isinstance(filenames, list) else [filenames] * len(contents)
-        if len(contents) == 1 and not is_zip(filenames[0]):
-            raise PreventUpdate  # one image: saemi.ui.upload's path
-        items, skipped, seen = [], [], {}
-        for data_url, filename in zip(contents, filenames):
+    Returns
+    -------
+    tuple
+        The outputs ``queue-store``, ``sample-store``, ``upload-error``, ``sample-skipped`` (text,
+        hidden) and ``sample-progress`` hidden: a new empty sample the queue fills, and what was
+        skipped, named.
+    """
+    filenames = filenames if isinstance(filenames, list) else [filenames] * len(contents)
+    items, skipped, seen = [], [], {}
+    for data_url, filename in zip(contents, filenames):
+        try:
+            data = upload.decode_upload(data_url, filename)
+        except ClientError as exc:
+            skipped.append((filename, exc.message))
+            continue
+        if is_zip(filename, data):
             try:
-                data = upload.decode_upload(data_url, filename)
-            except ClientError as exc:
-                skipped.append((filename, exc.message))
+                members, skip = unpack_zip(data)
+            except SaemiError as exc:
+                skipped.append((filename, upload.sentence_tail(exc.message)))
                 continue
-            if is_zip(filename, data):
-                try:
-                    members, skip = unpack_zip(data)
-                except SaemiError as exc:
-                    skipped.append((filename, upload.sentence_tail(exc.message)))
-                    continue
-                skipped += [(f"{filename}: {n}", why) for n, why in skip]
-            else:
-                members = [(filename, data)]
-            for name, blob in members:
-                name = unique_name(name, seen)
-                items.append({"token": staging.put(blob, name), "filename": name})
-        note = f"Skipped {len(skipped)}: {describe_skipped(skipped)}" if skipped else ""
-        if not items:
-            return (no_update, no_update, f"Nothing to analyse: {describe_skipped(skipped)}", "", True, True,
-                    None)
-        queue = {"id": secrets.token_urlsafe(8), "items": items}
-        settings = controls.settings_from_controls(*control_values)
-        zips = [f for f in filenames if is_zip(f)]
-        name = sample_name(zips if len(zips) == 1 and len(filenames) == 1 else filenames)
-        return queue, new_sample(name, settings), "", note, not note, False, None
+            skipped += [(f"{filename}: {n}", why) for n, why in skip]
+        else:
+            members = [(filename, data)]
+        for name, blob in members:
+            name = unique_name(name, seen)
+            items.append({"token": staging.put(blob, name), "filename": name})
+    note = f"Skipped {len(skipped)}: {describe_skipped(skipped)}" if skipped else ""
+    if not items:
+        return no_update, no_update, f"Nothing to analyse: {describe_skipped(skipped)}", "", True, True
+    zips = [f for f in filenames if is_zip(f)]
+    name = sample_name(zips if len(zips) == 1 and len(filenames) == 1 else filenames)
+    return ({"id": secrets.token_urlsafe(8), "items": items}, new_sample(name, settings), "", note, not note,
+            False)
+
+
+def register(app, client, staging):
 
     app.clientside_callback(
         STEP_JS,
