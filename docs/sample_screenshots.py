@@ -2,8 +2,9 @@
 
 Starts the page as the README says (``gunicorn app:server``, real weights, on a free loopback
 port), uploads five shared EMPS images as one sample in headless Debian ``chromium``, steps to the
-second image, excludes nothing, turns on the log-normal fit and the cumulative curve, and saves a
-full-page screenshot at 1366x768 and 1920x1080.
+second image, turns on the cumulative curve (the log-normal fit is on by default), and saves what
+the screen shows at 1366x768 and 1920x1080: the image view (``sample-WxH-image.png``) and the
+sample panel scrolled into view (``sample-WxH.png``).
 
     PYTHONPATH=$PWD .venv/bin/python docs/sample_screenshots.py
 
@@ -55,9 +56,16 @@ def main():
                     settle(page)
                     page.click("#sample-show input[value=cumulative]")
                     settle(page)
+                    # what the screen shows: the image with its controls, then scrolled to the sample panel
+                    top = OUT / f"sample-{width}x{height}-image.png"
+                    page.evaluate("() => window.scrollTo(0, 0)")
+                    page.wait_for_timeout(300)
+                    page.screenshot(path=str(top))
+                    page.evaluate("() => document.querySelector('#sample-panel').scrollIntoView({block: 'start'})")
+                    page.wait_for_timeout(500)
                     path = OUT / f"sample-{width}x{height}.png"
-                    page.screenshot(path=str(path), full_page=True)
-                    print(path.relative_to(REPO))
+                    page.screenshot(path=str(path))
+                    print(top.relative_to(REPO), path.relative_to(REPO))
                     page.close()
                 browser.close()
         finally:

@@ -28,11 +28,10 @@ import zipfile
 import numpy as np
 import pandas as pd
 
-from .distribution import (WEIGHTINGS, cumulative, in_ranges, lognormal_fit, lognormal_pdf, normal_fit, sample_table,
-                           weighted_percentiles)
+from .distribution import WEIGHTINGS, in_ranges, lognormal_fit, lognormal_pdf, normal_fit, sample_table
 from .errors import SaemiError
 from .io import SUPPORTED_SUFFIXES
-from .measure import LENGTH_UNITS, METRICS, add_physical_columns, metric_column, preferred_unit, summarize
+from .measure import METRICS, add_physical_columns, metric_column, preferred_unit, summarize
 
 #: Limits on a zip upload: members looked at, images kept, and bytes once uncompressed.
 MAX_ZIP_MEMBERS = 1000
@@ -219,7 +218,7 @@ def filters_active(filters):
 
 def sample_unit(nm_per_pixels):
     """"nm" when every image has a calibration (positive nm per pixel), else "px"."""
-    vals = [v for v in nm_per_pixels]
+    vals = list(nm_per_pixels)
     ok = [v is not None and isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in vals]
     return "nm" if vals and all(ok) else "px"
 
@@ -289,7 +288,9 @@ def sample_statistics(tables, nm_per_pixels, metric="equivalent_diameter", weigh
     dict
         ``unit`` (of the metric: px, nm, um, px^2...), ``length_unit``,
         ``note``, ``summary`` (:func:`saemi.measure.summarize` of the particles
-        that pass the filters, D10/D50/D90 weighted as asked), ``values``
+        that pass the filters; with ``volume`` weighting D10/D50/D90 are
+        volume-weighted while count, mean, median and std still count
+        particles, and ``weighting`` says which), ``values``
         (their metric, for the histogram), ``weights`` (per value, summing to
         1), ``cumulative`` (``x``, ``f``), ``lognormal`` and ``normal`` (fits
         of the values, see :mod:`saemi.distribution`, each with ``x`` and
@@ -344,6 +345,9 @@ def _weights(values, diameters, weighting):
 
 
 def _weighted_percentiles(values, weights, percents):
+    """Percentiles of ``values`` under ``weights`` (Hazen's rule, as
+    :func:`saemi.distribution.weighted_percentiles`); here the weights come from the equivalent
+    diameter, so an area histogram is volume-weighted by d³ too, not by area³."""
     order = np.argsort(values, kind="stable")
     v, w = values[order], weights[order]
     c = np.cumsum(w) - w / 2

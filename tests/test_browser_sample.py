@@ -17,7 +17,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from test_browser import OUT, browser, emps, find_particle, server, settle  # noqa: F401 (fixtures)
+from test_browser import OUT, browser, emps, find_particle, server, set_slider, settle  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
 
@@ -181,12 +181,18 @@ def test_the_log_normal_fit_is_drawn_with_its_parameters(flow):
     settle(page)
 
 
+LAYER_JS = "() => document.querySelector('#image-graph .js-plotly-plot').data[1].source.slice(-200)"
+
+
 def test_filters_drive_statistics_overlay_and_csv(flow):
     page = flow.page
     total = number(page, "#sample-count")
+    layer = page.evaluate(LAYER_JS)
     page.fill("#filter-circularity-min", "0.85")
     page.press("#filter-circularity-min", "Enter")
     wait_sample_count(page, f"n < {total}")
+    # the overlay greys out what the filters leave out: the particle layer is drawn again
+    page.wait_for_function(f"() => ({LAYER_JS})() !== {json.dumps(layer)}")
     kept = number(page, "#sample-count")
     assert kept == sum(per_image_counted(page))
     # the shown image follows: its count and header agree with its row
@@ -211,6 +217,9 @@ def test_export_the_histogram_as_svg_and_the_overlay_as_png(flow, emps):  # noqa
     from PIL import Image
 
     assert Image.open(path).size == Image.open(emps / SAMPLE[1]).size  # the image's own pixel size
+    name, path = download(page, "#export-overlay-svg")
+    svg = path.read_text()
+    assert name == f"{SAMPLE[1][:-4]}_overlay.svg" and svg.lstrip().startswith("<svg") and "<image" in svg
 
 
 def test_save_a_session_reload_and_restore(flow, server):  # noqa: F811
@@ -249,6 +258,79 @@ def test_save_a_session_reload_and_restore(flow, server):  # noqa: F811
     assert text(page, "#sample-position") == "Image 2 of 5"
     assert number(page, "#summary-count") == flow.counted[1] - 1
     assert per_image_counted(page)[1] == flow.counted[1] - 1
+
+
+def slider_value(page, cid):
+    return float(page.get_attribute(f"#{cid} [role=slider]", "aria-valuenow"))
+
+
+def go_to(page, i):
+    """Step to image ``i`` with Previous / Next, one image at a time, as a user would."""
+    for _ in range(5):
+        cur = int(re.match(r"Image (\d) of 5", text(page, "#sample-position")).group(1)) - 1
+        if cur == i:
+            break
+        page.click("#sample-next" if i > cur else "#sample-prev")
+        page.wait_for_function(f"() => document.querySelector('#sample-position').textContent === "
+                               f"'Image {cur + (2 if i > cur else 0)} of 5'")
+        page.wait_for_function(f"() => document.querySelector('#upload-status').textContent.includes("
+                               f"'{SAMPLE[cur + (1 if i > cur else -1)]}')")
+        settle(page)
+    assert text(page, "#sample-position") == f"Image {i + 1} of 5"
+
+
+def test_settings_for_this_image_only_or_for_all(flow):
+    """The probability threshold (it changes every image's count) for one image, then for all."""
+    page = flow.page
+    go_to(page, 2)
+    rows = per_image_counted(page)
+    shared = slider_value(page, "threshold")
+    assert page.is_checked("#settings-scope input[value=all]")
+    page.click("#settings-scope input[value=image]")
+    set_slider(page, "threshold", shared + 0.3)
+    mine_value = slider_value(page, "threshold")
+    wait_sample_count(page, f"n !== {sum(rows)}")
+    after = per_image_counted(page)
+    assert after[2] == number(page, "#summary-count") != rows[2]
+    assert after[:2] + after[3:] == rows[:2] + rows[3:]  # the others are as they were
+    go_to(page, 3)  # the others keep the sample's settings
+    assert slider_value(page, "threshold") == shared and page.is_checked("#settings-scope input[value=all]")
+    assert number(page, "#summary-count") == rows[3]
+    go_to(page, 2)
+    assert slider_value(page, "threshold") == mine_value and page.is_checked("#settings-scope input[value=image]")
+    # "all images": the next move applies to every image
+    page.click("#settings-scope input[value=all]")
+    set_slider(page, "threshold", shared + 0.1)
+    everyone = slider_value(page, "threshold")
+    wait_sample_count(page, f"n !== {sum(after)}")
+    go_to(page, 4)
+    assert slider_value(page, "threshold") == everyone and number(page, "#summary-count") == per_image_counted(page)[4]
+
+
+def test_each_image_keeps_its_calibration_unless_used_for_all(flow):
+    """Some of the five carry a scale bar the page read, others none: each keeps its own."""
+    page = flow.page
+    go_to(page, 3)
+    own = page.input_value("#nm-per-pixel")
+    go_to(page, 4)
+    page.fill("#nm-per-pixel", "2.5")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => document.querySelector('#calibration-record').textContent.includes('2.5 nm/px')")
+    settle(page)
+    go_to(page, 3)
+    assert page.input_value("#nm-per-pixel") == own
+    go_to(page, 4)
+    assert page.input_value("#nm-per-pixel") == "2.5"
+    page.click("#calib-all input[type=checkbox]")
+    page.fill("#nm-per-pixel", "2.4")
+    page.press("#nm-per-pixel", "Enter")
+    page.wait_for_function("() => !document.querySelector('#sample-summary').textContent.includes('calibration')"
+                           " && document.querySelector('#sample-summary').textContent.includes(' nm')")
+    settle(page)
+    assert text(page, "#filter-size-unit") == "nm"
+    go_to(page, 0)
+    assert page.input_value("#nm-per-pixel") == "2.4"
+    page.click("#calib-all input[type=checkbox]")
 
 
 def test_a_zip_with_junk_and_a_traversal_name_is_read_safely(flow, emps, tmp_path):  # noqa: F811

@@ -182,3 +182,40 @@ def test_the_service_pools_real_analyses_with_exclusions_and_calibrations(servic
     assert err.value.code == "not_found"
     with pytest.raises(SaemiError, match="non-empty list"):
         service.sample([])
+
+
+@pytest.mark.slow
+def test_the_api_pools_a_sample_and_writes_its_csvs(tmp_path, emps_images, trained_segmenter):
+    """POST /api/v1/sample and GET .../preview through the Flask app, with the real model."""
+    from saemi.api import create_app
+
+    app = create_app({"SAEMI_LOAD": "lazy", "SAEMI_CACHE_DIR": str(tmp_path / "cache"), "TESTING": True})
+    app.extensions["saemi"]._factory = lambda: trained_segmenter
+    c = app.test_client()
+    ids = []
+    for p in emps_images[:2]:
+        r = c.post("/api/v1/segment", data={"file": (io.BytesIO(p.read_bytes()), p.name)})
+        assert r.status_code == 200, r.json
+        ids.append(r.json["image_id"])
+    body = {"images": [{"image_id": ids[0], "nm_per_pixel": 2.0}, {"image_id": ids[1], "nm_per_pixel": 2.0}],
+            "filters": {"circularity": [0.5, None]}}
+    r = c.post("/api/v1/sample", json=body)
+    assert r.status_code == 200, r.json
+    stats = r.json
+    assert "table" not in stats and stats["summary"]["count"] == len(stats["values"])
+    assert [row["image_id"] for row in stats["per_image"]] == ids and stats["lognormal"]["gsd"] > 1
+    r = c.post("/api/v1/sample", json={**body, "format": "particles.csv", "name": "run 7"})
+    assert r.status_code == 200 and r.headers["Content-Disposition"].endswith('filename="run_7_particles.csv"')
+    rows = list(pd.read_csv(io.StringIO(r.get_data(as_text=True)))["image"])
+    assert len(rows) == stats["summary"]["count"] and set(rows) == {p.name for p in emps_images[:2]}
+    r = c.post("/api/v1/sample", json={**body, "format": "summary.csv"})
+    summary = pd.read_csv(io.StringIO(r.get_data(as_text=True)))
+    assert list(summary["status"]) == ["image", "image", "sample"] and summary["count"].iloc[-1] == len(rows)
+    r = c.get(f"/api/v1/analyses/{ids[0]}/preview")
+    assert r.status_code == 200 and r.json["preview"]["jpeg"]
+    for bad, code, message in [({"images": []}, 422, "non-empty list"), ({**body, "colour": 1}, 422, "colour"),
+                               ({**body, "format": "xls"}, 422, "format"),
+                               ({**body, "filters": {"size": [9, 1]}}, 422, "low end 9"),
+                               ({"images": [{"image_id": "x" * 24}]}, 404, "unknown image_id")]:
+        r = c.post("/api/v1/sample", json=bad)
+        assert r.status_code == code and message in r.json["error"]["message"], (bad, r.json)

@@ -126,7 +126,8 @@ def test_layout_without_new_defaults_starts_them_off():
 
 
 UPLOAD_OUT = ("..image-store.data...image-graph.figure...upload-error.children...upload-status.children..."
-              "upload.contents...nm-per-pixel.value...image-graph.style...sample-store.data..")
+              "upload.contents...nm-per-pixel.value...image-graph.style...sample-store.data...queue-store.data..."
+              "sample-skipped.children...sample-skipped.hidden...sample-progress.hidden..")
 
 
 def test_upload_callback_success_and_error(dash_app):

@@ -96,3 +96,24 @@ def test_remote_client_against_a_closed_port():
         c.segment(b"x", "a.png")
     assert e.value.code == "backend_unavailable" and "not reachable" in e.value.message
     assert c.default_settings()["min_distance"] >= 1  # falls back to the local model card
+
+
+def test_remote_client_asks_the_backend_for_a_sample_and_its_csv():
+    from uihelpers import FakeResponse, FakeSession
+
+    from saemi.ui.client import RemoteClient
+
+    session = FakeSession(FakeResponse(200, {"summary": {"count": 3}, "per_image": []}))
+    client = RemoteClient("http://gpu:8000", session=session)
+    images = [{"image_id": "a" * 24, "settings": {"removed_labels": [2]}, "nm_per_pixel": 2.0}]
+    out = client.sample(images, {"metric": "feret_max", "filters": {"size": [1, None]}, "junk": 1})
+    method, url, _, kwargs = session.requests[-1]
+    assert out["summary"]["count"] == 3 and method == "POST" and url == "http://gpu:8000/api/v1/sample"
+    assert kwargs["json"] == {"images": images, "metric": "feret_max", "filters": {"size": [1, None]},
+                              "format": "json"}
+    csv_answer = FakeResponse(200, None, text="image,label\na.png,1\n")
+    session.response = csv_answer
+    assert client.sample(images, None, "particles.csv") == "image,label\na.png,1\n"
+    session.response = FakeResponse(200, {"image_id": "a" * 24, "preview": {"jpeg": "xx", "stride": 1}})
+    assert client.preview("a" * 24)["preview"]["stride"] == 1
+    assert session.requests[-1][:2] == ("GET", "http://gpu:8000/api/v1/analyses/" + "a" * 24 + "/preview")

@@ -10,7 +10,7 @@ import pytest
 
 from saemi.sample import check_session
 from saemi.ui import controls, sample
-from uihelpers import SETTINGS, FakeClient, call, micrograph_png
+from uihelpers import SETTINGS, FakeClient, _upload_inputs, call, micrograph_png
 
 ID_A, ID_B = "a" * 24, "b" * 24
 
@@ -120,23 +120,21 @@ def test_a_zip_upload_is_parked_and_queued_with_the_junk_named(tmp_path, monkeyp
         z.writestr("run/b.png", png)
         z.writestr("run/notes.txt", "x")
         z.writestr("../evil.png", png)
-    out = next(k for k in dash_app.callback_map if "queue-store.data" in k and "sample-skipped" in k)
-    inputs = [{"id": "upload", "property": "contents", "value": [data_url(buf.getvalue())]}]
-    state = [{"id": "upload", "property": "filename", "value": ["run7.zip"]},
-             *({"id": cid, "property": "value", "value": v}
-               for cid, v in zip(controls.CONTROL_IDS, (["on"], 7, 0.5, 20, [], 0.0, 0.0)))]
+    # one callback takes every upload: one image is analysed at once, several or a zip are queued
+    out = next(k for k in dash_app.callback_map if "queue-store.data" in k and "image-store.data" in k)
+    inputs, state = _upload_inputs([data_url(buf.getvalue())], ["run7.zip"])
     status, body = call(dash_app, out, inputs, state)
     assert status == 200
     resp = body["response"]
     queue = resp["queue-store"]["data"]
     assert [i["filename"] for i in queue["items"]] == ["a.png", "b.png"]
     assert resp["sample-store"]["data"]["name"] == "run7" and resp["sample-store"]["data"]["images"] == []
+    assert "image-store" not in resp and resp["sample-progress"]["hidden"] is False
     skipped = resp["sample-skipped"]["children"]
     assert "run7.zip: run/notes.txt (not an image" in skipped and "run7.zip: ../evil.png (unsafe name" in skipped
     # nothing to analyse: said, no queue
-    status, body = call(dash_app, out, [{"id": "upload", "property": "contents",
-                                         "value": [data_url(b"PK\x03\x04 garbage"), data_url(b"")]}],
-                        [{**state[0], "value": ["bad.zip", "empty.png"]}, *state[1:]])
+    status, body = call(dash_app, out, *_upload_inputs([data_url(b"PK\x03\x04 garbage"), data_url(b"")],
+                                                       ["bad.zip", "empty.png"]))
     resp = body["response"]
     assert "queue-store" not in resp and "Nothing to analyse" in resp["upload-error"]["children"]
     assert "bad.zip (the zip archive cannot be read" in resp["upload-error"]["children"]

@@ -99,7 +99,8 @@ def create_dash_app(server=None, client=None, assets_folder=None):
                                                              "micrographs"}])
     app.saemi_client = client
     app.layout = layout.page(client.default_settings(), client.description, max_upload_mb(server))
-    upload.register(app, client, assets_folder)
+    staging = sample.Staging()  # a sample's uploads wait here for their turn
+    upload.register(app, client, assets_folder, staging)
     upload.register_reupload(app)
     controls.register(app, client, assets_folder)
     calibration.register(app)
@@ -107,7 +108,7 @@ def create_dash_app(server=None, client=None, assets_folder=None):
     editing.register(app, client)
     histogram.register(app)
     table.register(app)
-    sample.register(app, client)
+    sample.register(app, client, staging)
     progress.register(app, client)
     _secure(app, server)
     return app

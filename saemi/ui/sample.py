@@ -84,15 +84,19 @@ class Staging:
         return blob[2 + n:], blob[2:2 + n].decode("utf-8", "replace")
 
 
+#: What the sample keeps of an image besides its state (the rest comes back with its preview).
+ENTRY_KEYS = ("image_id", "filename", "width", "height", "nm_per_pixel")
+
+
 def image_entry(info):
-    """What the sample keeps of one image: the fields of ``image-store`` (see :func:`saemi.ui.upload.handle_upload`)
-    plus its state: ``nm`` (calibration in force), ``settings`` (its own, or None) and ``removed``."""
-    image = {k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box", "calibration",
-                                      "scale")}
+    """What the sample keeps of one image: its id, name, size and own calibration (``nm_per_pixel``: the
+    file's, else its scale bar's), plus its state: ``nm`` (calibration in force), ``settings`` (its own,
+    or None) and ``removed``. Kept small: it travels with every request about the sample."""
     scale = calibration.detected_scale(info)
     record = calibration.file_calibration(info)
-    image["nm_per_pixel"] = record["nm_per_pixel"] if record else (scale["nm_per_pixel"] if scale else None)
-    return {**image, "nm": image["nm_per_pixel"], "settings": None, "removed": None}
+    nm = record["nm_per_pixel"] if record else (scale["nm_per_pixel"] if scale else None)
+    return {**{k: info.get(k) for k in ENTRY_KEYS[:4]}, "nm_per_pixel": nm, "nm": nm, "settings": None,
+            "removed": None}
 
 
 def new_sample(name, settings, images=()):
@@ -207,7 +211,7 @@ def sample_figure(stats, metric="equivalent_diameter", log=False, show=(), name=
         template="plotly_white", margin={"l": 55, "r": 55, "t": 30, "b": 45}, bargap=0,
         xaxis={"title": f"{figures.METRIC_LABELS.get(metric, metric)} ({unit})", "type": "log" if log else "linear"},
         yaxis={"title": "Volume (%)" if volume else "Count", "rangemode": "tozero"},
-        yaxis2={"title": "Cumulative (%)", "overlaying": "y", "side": "right", "range": [0, 102],
+        yaxis2={"title": "Cumulative (%)", "overlaying": "y", "side": "right", "range": [0, 102], "dtick": 20,
                 "showgrid": False, "visible": "cumulative" in show},
         legend={"orientation": "h", "x": 0, "y": 1.02, "yanchor": "bottom", "font": {"size": 11}},
         showlegend=True, uirevision=f"{metric}:{log}",
@@ -429,58 +433,47 @@ function(n1, n2, n3, n4, image, sample) {
 """
 
 
-def register(app, client, staging=None):
-    staging = staging or Staging()
+def start_queue(contents, filenames, settings, staging):
+    """Several files or a zip (what :func:`saemi.ui.upload.register`'s upload hands on): check them, park
+    the images on the server, and start the queue.
 
-    @app.callback(
-        Output("queue-store", "data"),
-        Output("sample-store", "data", allow_duplicate=True),
-        Output("upload-error", "children", allow_duplicate=True),
-        Output("sample-skipped", "children"),
-        Output("sample-skipped", "hidden"),
-        Output("sample-progress", "hidden"),
-        Output("upload", "contents", allow_duplicate=True),
-        Input("upload", "contents"),
-        State("upload", "filename"),
-        *(State(cid, "value") for cid in controls.CONTROL_IDS),
-        prevent_initial_call=True,
-        running=RUNNING_STALE,
-    )
-    def on_sample_upload(contents, filenames, *control_values):
-        """Several files or a zip: check them, park the images on the server, and start the queue."""
-        if not isinstance(contents, list) or not contents:
-            raise PreventUpdate
-        filenames = filenames if isinstance(filenames, list) else [filenames] * len(contents)
-        if len(contents) == 1 and not is_zip(filenames[0]):
-            raise PreventUpdate  # one image: saemi.ui.upload's path
-        items, skipped, seen = [], [], {}
-        for data_url, filename in zip(contents, filenames):
+    Returns
+    -------
+    tuple
+        The outputs ``queue-store``, ``sample-store``, ``upload-error``, ``sample-skipped`` (text,
+        hidden) and ``sample-progress`` hidden: a new empty sample the queue fills, and what was
+        skipped, named.
+    """
+    filenames = filenames if isinstance(filenames, list) else [filenames] * len(contents)
+    items, skipped, seen = [], [], {}
+    for data_url, filename in zip(contents, filenames):
+        try:
+            data = upload.decode_upload(data_url, filename)
+        except ClientError as exc:
+            skipped.append((filename, exc.message))
+            continue
+        if is_zip(filename, data):
             try:
-                data = upload.decode_upload(data_url, filename)
-            except ClientError as exc:
-                skipped.append((filename, exc.message))
+                members, skip = unpack_zip(data)
+            except SaemiError as exc:
+                skipped.append((filename, upload.sentence_tail(exc.message)))
                 continue
-            if is_zip(filename, data):
-                try:
-                    members, skip = unpack_zip(data)
-                except SaemiError as exc:
-                    skipped.append((filename, upload.sentence_tail(exc.message)))
-                    continue
-                skipped += [(f"{filename}: {n}", why) for n, why in skip]
-            else:
-                members = [(filename, data)]
-            for name, blob in members:
-                name = unique_name(name, seen)
-                items.append({"token": staging.put(blob, name), "filename": name})
-        note = f"Skipped {len(skipped)}: {describe_skipped(skipped)}" if skipped else ""
-        if not items:
-            return (no_update, no_update, f"Nothing to analyse: {describe_skipped(skipped)}", "", True, True,
-                    None)
-        queue = {"id": secrets.token_urlsafe(8), "items": items}
-        settings = controls.settings_from_controls(*control_values)
-        zips = [f for f in filenames if is_zip(f)]
-        name = sample_name(zips if len(zips) == 1 and len(filenames) == 1 else filenames)
-        return queue, new_sample(name, settings), "", note, not note, False, None
+            skipped += [(f"{filename}: {n}", why) for n, why in skip]
+        else:
+            members = [(filename, data)]
+        for name, blob in members:
+            name = unique_name(name, seen)
+            items.append({"token": staging.put(blob, name), "filename": name})
+    note = f"Skipped {len(skipped)}: {describe_skipped(skipped)}" if skipped else ""
+    if not items:
+        return no_update, no_update, f"Nothing to analyse: {describe_skipped(skipped)}", "", True, True
+    zips = [f for f in filenames if is_zip(f)]
+    name = sample_name(zips if len(zips) == 1 and len(filenames) == 1 else filenames)
+    return ({"id": secrets.token_urlsafe(8), "items": items}, new_sample(name, settings), "", note, not note,
+            False)
+
+
+def register(app, client, staging):
 
     app.clientside_callback(
         STEP_JS,
@@ -564,8 +557,8 @@ def register(app, client, staging=None):
         display = figures.preview_display(info["preview"], info["width"], info["height"])
         scale = calibration.detected_scale(info)
         fig = figures.base_figure(display, info.get("banner_box"), opacity, scale["bar_box"] if scale else None)
-        image = {k: im.get(k) for k in ("image_id", "filename", "width", "height", "banner_box", "calibration",
-                                        "scale", "nm_per_pixel")}
+        image = {**{k: info.get(k) for k in ("image_id", "filename", "width", "height", "banner_box",
+                                             "calibration", "scale")}, "nm_per_pixel": im.get("nm_per_pixel")}
         nm = calibration.next_calibration(nm_current, im.get("nm"), bool(for_all)) if for_all else \
             calibration.parse_nm_per_pixel(im.get("nm"))
         settings = image_settings(sample, i)
@@ -578,7 +571,8 @@ def register(app, client, staging=None):
                 calibration.field_value(nm, field_unit), removed, "image" if im.get("settings") else "all", patch,
                 status, "", *values)
 
-    @app.callback(
+    app.clientside_callback(
+        GALLERY_JS,
         Output("sample-select", "options"),
         Output("sample-select", "value"),
         Output("sample-nav", "hidden"),
@@ -588,17 +582,6 @@ def register(app, client, staging=None):
         Input("sample-store", "data"),
         Input("sample-stats-store", "data"),
     )
-    def on_gallery(sample, counts):
-        images = (sample or {}).get("images") or []
-        if not images:
-            return [], None, True, "", True, True
-        counts = counts or {}
-        cur = int(sample.get("current") or 0)
-        options = [{"label": f"{i + 1}. {im['filename']}" + (f" ({counts[im['image_id']]} particles)"
-                                                             if im["image_id"] in counts else ""), "value": i}
-                   for i, im in enumerate(images)]
-        return (options, cur, len(images) < 2, f"Image {cur + 1} of {len(images)}", cur <= 0,
-                cur >= len(images) - 1)
 
     @app.callback(
         Output("sample-current", "data", allow_duplicate=True),
@@ -811,6 +794,21 @@ def register(app, client, staging=None):
     )
 
 
+# The list above the image: every image with the particles it counts (in the browser: nothing is sent).
+GALLERY_JS = """
+function(sample, counts) {
+    const images = (sample && sample.images) || [];
+    if (!images.length) { return [[], null, true, "", true, true]; }
+    counts = counts || {};
+    const cur = Math.min(Math.max(sample.current || 0, 0), images.length - 1);
+    const options = images.map((im, i) => ({value: i, label: (i + 1) + ". " + im.filename
+        + (im.image_id in counts ? " (" + counts[im.image_id] + " particles)" : "")}));
+    return [options, cur, images.length < 2, "Image " + (cur + 1) + " of " + images.length, cur <= 0,
+            cur >= images.length - 1];
+}
+"""
+
+
 # After a reload the sample is still in the browser: its current image is shown again at once. A visit
 # that is not a reload (a new tab, a typed address) offers it instead ("Show it"), so that it never
 # races with a new upload; the offer goes once an image is shown.
@@ -856,8 +854,7 @@ def session_document(sample, view):
     for i, im in enumerate(sample.get("images") or []):
         s = image_settings(sample, i)
         images.append({"image_id": im["image_id"], "filename": im["filename"],
-                       **{k: im.get(k) for k in ("width", "height", "banner_box", "calibration", "scale",
-                                                 "nm_per_pixel")},
+                       **{k: im.get(k) for k in ENTRY_KEYS[2:]},
                        "nm_per_pixel_in_force": im.get("nm"), "settings": im.get("settings"),
                        "removed": particles.removed_labels(im.get("removed"), controls.analysis_key(im["image_id"], s))})
     filters = filters_of(*(view.get(f"filter-{k}-{end}") for k in ("size", "circularity", "aspect-ratio")

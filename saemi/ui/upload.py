@@ -107,7 +107,11 @@ def handle_upload(client, data, filename, opacity=0.9, progress_token=None):
     return image, fig, status
 
 
-def register(app, client, assets_folder):
+#: The outputs a one-image upload leaves to the sample queue: none, and its notes hidden.
+NO_QUEUE = (no_update, "", True, True)
+
+
+def register(app, client, assets_folder, staging):
     @app.callback(
         Output("image-store", "data"),
         Output("image-graph", "figure"),
@@ -117,6 +121,10 @@ def register(app, client, assets_folder):
         Output("nm-per-pixel", "value"),
         Output("image-graph", "style"),
         Output("sample-store", "data"),
+        Output("queue-store", "data"),
+        Output("sample-skipped", "children"),
+        Output("sample-skipped", "hidden"),
+        Output("sample-progress", "hidden"),
         Input("upload", "contents"),
         Input("demo-button", "n_clicks"),
         State("upload", "filename"),
@@ -139,7 +147,10 @@ def register(app, client, assets_folder):
         if isinstance(contents, list):  # the upload takes several files: one image is a list of one
             names = filename if isinstance(filename, list) else [filename]
             if len(contents) != 1 or sample.is_zip(names[0]):
-                raise PreventUpdate
+                queued = sample.start_queue(contents, names, controls.settings_from_controls(*control_values),
+                                            staging)
+                queue, new, error, *notes = queued
+                return (no_update, no_update, error, no_update, None, no_update, no_update, new, queue, *notes)
             contents, filename = contents[0], names[0]
 
         if ctx.triggered_id == "demo-button":
@@ -150,29 +161,32 @@ def register(app, client, assets_folder):
                 data = read_demo(assets_folder)
             except OSError:
                 return (no_update, no_update, "The demo image is missing from this installation.", "", None,
-                        no_update, no_update, no_update)
+                        no_update, no_update, no_update, *NO_QUEUE)
         else:
             if contents is None:
                 raise PreventUpdate
             try:
                 data = decode_upload(contents, filename)
             except ClientError as exc:
-                return no_update, no_update, _message(filename, exc), "", None, no_update, no_update, no_update
+                return (no_update, no_update, _message(filename, exc), "", None, no_update, no_update, no_update,
+                        *NO_QUEUE)
         try:
             image, fig, status = handle_upload(client, data, filename or "image", opacity, token)
         except SaemiError as exc:
-            return no_update, no_update, _message(filename, exc), "", None, no_update, no_update, no_update
+            return (no_update, no_update, _message(filename, exc), "", None, no_update, no_update, no_update,
+                    *NO_QUEUE)
         except Exception as exc:  # a bug must still leave a readable page
             log.exception("upload of %s failed", filename)
             return (no_update, no_update, _message(filename, f"unexpected error ({type(exc).__name__}); see the "
-                                                             "server log"), "", None, no_update, no_update, no_update)
+                                                             "server log"), "", None, no_update, no_update, no_update,
+                    *NO_QUEUE)
         # a calibration belongs to its image, unless "use for all images" is ticked
         nm = calibration.next_calibration(nm_current, image.get("nm_per_pixel"), bool(for_all))
-        entry = {**image, "nm": nm, "settings": None, "removed": None}
+        entry = {**{k: image.get(k) for k in sample.ENTRY_KEYS}, "nm": nm, "settings": None, "removed": None}
         one = sample.new_sample(sample.sample_name([image["filename"]]),
                                 controls.settings_from_controls(*control_values), [entry])
         return (image, fig, "", status, None, calibration.field_value(nm, field_unit),
-                figures.graph_style(image["width"], image["height"]), one)
+                figures.graph_style(image["width"], image["height"]), one, *NO_QUEUE)
 
 
 def register_reupload(app):
