@@ -39,12 +39,15 @@ def foreground_and_interior(prob, threshold=0.5):
     return fg, fg
 
 
-def split_touching(prob, settings=SplitSettings(), valid=None):
+def split_touching(prob, settings=SplitSettings(), valid=None, diameter=None, scale=1.0):
     """Label particles, splitting touching ones by watershed.
 
-    Markers are the maxima of the distance transform of the interior mask
-    that stand at least ``min_distance / 4`` pixels above the saddle to their
-    neighbours (h-maxima), with maxima closer than ``min_distance`` merged;
+    The pixel settings are those of :meth:`SplitSettings.pixel_settings` for
+    the typical ``diameter`` at ``scale``: fractions of the diameter, or the
+    absolute ``min_distance`` / ``min_size`` when they are set. Markers are the
+    maxima of the distance transform of the interior mask that stand at least
+    ``min_distance / 4`` pixels above the saddle to their neighbours
+    (h-maxima), with maxima closer than ``min_distance`` merged;
     every interior region gets at least one. The watershed floods the negated
     distance transform inside the particle mask. With ``watershed=False`` the
     result is the connected components of the particle mask.
@@ -62,6 +65,13 @@ def split_touching(prob, settings=SplitSettings(), valid=None):
     valid : ndarray of bool, shape (H, W), optional
         Where particles may be; everything else is background (e.g. the filled
         instrument data bar). Default: the whole image.
+    diameter : float, optional
+        Typical particle diameter in full-resolution pixels. Default: estimated
+        from ``prob`` (:func:`saemi.size.estimate_diameter`) when a fraction is
+        in force.
+    scale : float
+        Pixels of ``prob`` per full-resolution pixel (the network's working
+        scale when ``prob`` is at it).
 
     Returns
     -------
@@ -79,9 +89,22 @@ def split_touching(prob, settings=SplitSettings(), valid=None):
     2
     """
     s = settings.validated()
-    labels = label_particles(prob, s.threshold, s.watershed, s.min_distance, valid)
+    if diameter is None and (s.min_distance is None or s.min_size is None):
+        from .size import estimate_diameter  # saemi.size splits with absolute settings: no recursion
+
+        diameter = estimate_diameter(prob if np.ndim(prob) == 3 else _as_stack(prob), scale, valid)
+        if not np.isfinite(diameter):
+            return np.zeros(np.shape(prob)[-2:], np.int32)
+    min_distance, min_size = s.pixel_settings(diameter, scale)
+    labels = label_particles(prob, s.threshold, s.watershed, min_distance, valid)
     labels = merge_stage(labels, boundary_evidence(prob) if s.merge_threshold > 0 else None, s.merge_threshold)
-    return filter_particles(labels, s.min_size, s.min_relative_size, s.exclude_edge)
+    return filter_particles(labels, min_size, s.min_relative_size, s.exclude_edge)
+
+
+def _as_stack(prob):
+    """A mask or particle-probability map (H, W) as a (2, H, W) background/particle stack."""
+    p = np.asarray(prob).astype(np.float32)
+    return np.stack([1.0 - p, p])
 
 
 # The three stages of split_touching. Tuning (saemi.evaluate.tune_postprocess) calls the
