@@ -11,7 +11,7 @@ from skimage.segmentation import watershed
 from .settings import SplitSettings
 
 
-def foreground_and_interior(prob, threshold=0.5):
+def foreground_and_interior(prob, threshold=0.5, smoothing=1.0):
     """Split a probability stack into a particle mask and a marker mask.
 
     Parameters
@@ -20,6 +20,9 @@ def foreground_and_interior(prob, threshold=0.5):
         Class probabilities with background first (C = 2 or 3), or a single
         particle-probability map, or a boolean mask.
     threshold : float
+    smoothing : float
+        Gaussian sigma (px) of the interior probability before its threshold:
+        one full-resolution pixel, so ``scale`` pixels at a working scale.
 
     Returns
     -------
@@ -34,7 +37,7 @@ def foreground_and_interior(prob, threshold=0.5):
     fg = (1.0 - prob[0]) > threshold
     if prob.shape[0] >= 3:
         # light smoothing: single noisy pixels must not make or break a marker
-        interior = (ndi.gaussian_filter(prob[1], 1.0) > threshold) & fg
+        interior = (ndi.gaussian_filter(prob[1], smoothing) > threshold) & fg
         return fg, interior
     return fg, fg
 
@@ -96,7 +99,7 @@ def split_touching(prob, settings=SplitSettings(), valid=None, diameter=None, sc
         if not np.isfinite(diameter):
             return np.zeros(np.shape(prob)[-2:], np.int32)
     min_distance, min_size = s.pixel_settings(diameter, scale)
-    labels = label_particles(prob, s.threshold, s.watershed, min_distance, valid)
+    labels = label_particles(prob, s.threshold, s.watershed, min_distance, valid, smoothing=scale)
     labels = merge_stage(labels, boundary_evidence(prob) if s.merge_threshold > 0 else None, s.merge_threshold)
     return filter_particles(labels, min_size, s.min_relative_size, s.exclude_edge)
 
@@ -110,7 +113,7 @@ def _as_stack(prob):
 # The three stages of split_touching. Tuning (saemi.evaluate.tune_postprocess) calls the
 # same functions, caching each stage's output across the settings of the later ones.
 
-def label_particles(prob, threshold, watershed, min_distance, valid=None):
+def label_particles(prob, threshold, watershed, min_distance, valid=None, smoothing=1.0):
     """Stage 1 of :func:`split_touching`: threshold, then watershed or connected components.
 
     Returns
@@ -118,7 +121,7 @@ def label_particles(prob, threshold, watershed, min_distance, valid=None):
     ndarray of int, shape (H, W)
         Labels, not necessarily consecutive.
     """
-    fg, interior = foreground_and_interior(prob, threshold)
+    fg, interior = foreground_and_interior(prob, threshold, smoothing)
     if valid is not None:
         fg, interior = fg & valid, interior & valid
     if not watershed:

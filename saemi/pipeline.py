@@ -10,6 +10,7 @@ The work splits in two so that the web layers can cache the expensive half:
 """
 
 import functools
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -20,13 +21,13 @@ from . import budget
 from .banner import find_banner, remove_banner
 from .calibration import Calibration, effective_calibration
 from .card import read_card
-from .instances import remove_labels, split_touching
+from .instances import filter_particles, foreground_and_interior, remove_labels, split_touching
 from .io import check_content, read_micrograph
 from .measure import add_physical_columns, kept_particles, particle_table, summarize, with_origin
 from .probability import resize_probability
 from .scalebar import detect_scale
 from .settings import Settings
-from .size import estimate_diameter, resize_image, scaled_box, size_normalisation, upsample_labels, working_scale
+from .size import estimate_diameter, fit_to_mask, resize_image, scaled_box, size_normalisation, upsample_labels, working_scale
 
 #: How :mod:`saemi.cache` restores the Segmentation fields it stores as JSON (``to_dict``).
 SEGMENTATION_FIELD_DECODERS = {"calibration": Calibration.from_dict}
@@ -211,11 +212,13 @@ def network_pass(segmenter, cleaned, banner_box=None, diameter=None, deadline=No
 
     With ``diameter`` the image is resized once, to :func:`saemi.size.working_scale`.
     Without it the network first runs at the card's ``input_scale`` and the
-    typical diameter is estimated there (:func:`saemi.size.estimate_diameter`);
-    when no particle is found there, or the typical one spans under
-    ``small_at_network`` pixels, it runs again at the largest working scale
-    allowed and estimates there; then it runs at the working scale of the
-    estimate unless the pass it has is within ``scale_tolerance`` of it.
+    typical diameter is estimated there (:func:`saemi.size.estimate_diameter`).
+    When no particle is found there it looks once more at ``search_scale``
+    (or the largest scale allowed, if smaller); when the typical particle spans
+    under ``small_at_network`` pixels it is measured again at the working scale
+    of that first estimate. Then the network runs at the working scale of the
+    estimate unless the pass it has is within ``scale_tolerance`` of it (most
+    images: one pass, as before size normalisation).
 
     Parameters
     ----------
@@ -257,20 +260,25 @@ def network_pass(segmenter, cleaned, banner_box=None, diameter=None, deadline=No
         prob, scale = run(working_scale(float(diameter), shape, card))
         return prob, scale, float(diameter), "user"
     cfg = size_normalisation(card)
+    tolerance = float(cfg["scale_tolerance"])
     prob, scale = run(float(card.get("input_scale", 1.0)))
     d = estimate(prob, scale)
-    if d is None or d * scale < float(cfg["small_at_network"]):
-        # particles too small for this pass to see: look again as large as allowed
-        finest = working_scale(1e-9, shape, card)
-        if finest > scale * float(cfg["scale_tolerance"]):
-            fine_prob, fine_scale = run(finest)
-            fine_d = estimate(fine_prob, fine_scale)
-            if fine_d is not None:
-                prob, scale, d = fine_prob, fine_scale, fine_d
     if d is None:
-        return prob, scale, None, "estimated"
+        # nothing seen at all: particles may be too small for this pass; look once more, larger
+        search = min(working_scale(1e-9, shape, card), float(cfg["search_scale"]))
+        if search > scale * tolerance:
+            prob, scale = run(search)
+            d = estimate(prob, scale)
+        if d is None:
+            return prob, scale, None, "estimated"
+    elif d * scale < float(cfg["small_at_network"]):
+        # seen, but too small to be measured well here: measure again where they should be large enough
+        finer = working_scale(d, shape, card)
+        if finer > scale * tolerance:
+            prob, scale = run(finer)
+            d = estimate(prob, scale) or d
     wanted = working_scale(d, shape, card)
-    if abs(np.log(wanted / scale)) > np.log(float(cfg["scale_tolerance"])):
+    if abs(np.log(wanted / scale)) > np.log(tolerance):
         prob, scale = run(wanted)
     return prob, scale, d, "estimated"
 
@@ -342,12 +350,26 @@ def split(segmentation, settings):
     The splitting runs at the network's working scale (issue 17: the distance
     transform, h-maxima and watershed on the network's grid, with the pixel
     settings scaled to it) and the labels are mapped back to full resolution by
-    nearest neighbour (:func:`saemi.size.upsample_labels`).
+    nearest neighbour (:func:`saemi.size.upsample_labels`) and fitted to the
+    full-resolution particle mask (:func:`saemi.size.fit_to_mask`), so the
+    outlines, and the sizes measured from them, keep full resolution.
     """
     prob, scale = working_probability(segmentation)
     valid = particle_region(segmentation, prob.shape[-2:], scale)
-    labels = split_touching(prob, settings.split_settings(), valid, getattr(segmentation, "diameter", None), scale)
-    return upsample_labels(labels, segmentation.image.shape[:2])
+    diameter = getattr(segmentation, "diameter", None)
+    s = settings.split_settings()
+    labels = split_touching(prob, s, valid, diameter, scale)
+    if scale == 1.0:
+        return labels
+    labels = upsample_labels(labels, segmentation.image.shape[:2])
+    mask = foreground_and_interior(segmentation.probability, s.threshold)[0]
+    full_valid = particle_region(segmentation)
+    labels = fit_to_mask(labels, mask if full_valid is None else mask & full_valid, math.ceil(1 / scale))
+    # the size and edge filters once more at full resolution, where the particles are measured
+    # (fitting moves outlines by up to a working-scale pixel); labels renumbered 1..N
+    min_size = s.pixel_settings(diameter if diameter is not None else 1.0)[1] if (
+        diameter is not None or s.min_size is not None) else 0
+    return filter_particles(labels, min_size, 0.0, s.exclude_edge)
 
 
 def split_and_measure(segmentation, settings=None, deadline=None, split_labels=None, origins=None, px_table=None):

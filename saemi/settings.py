@@ -112,10 +112,10 @@ class SplitSettings:
     # (saemi.size), so that one set of defaults holds at every magnification; the
     # absolute settings below them override the fractions when they are given.
     min_distance_fraction: float = setting(
-        0.5, "split", "Minimum distance between watershed markers as a fraction of the typical particle diameter "
+        0.6, "split", "Minimum distance between watershed markers as a fraction of the typical particle diameter "
         "(the diameter setting, or its estimate); larger splits less. min_distance overrides it.",
         "Minimum peak distance (% of the typical diameter)", range=(0.0, 10.0, False, True),
-        ui={"slider": (1, None, 1), "floor": 150, "percent": True}, tune=(0.3, 0.5, 0.7))
+        ui={"slider": (1, None, 1), "floor": 150, "percent": True}, tune=(0.4, 0.5, 0.6, 0.7, 0.9))
     # Capped so that no request can buy minutes of work: a 1000 px minimum distance is
     # already wider than any particle the network is meant to see.
     min_distance: int = setting(None, "split", "Absolute minimum distance between watershed markers in pixels of "
@@ -131,10 +131,10 @@ class SplitSettings:
                                ui={"slider": (0.05, 0.95, 0.01), "marks": {0.1: "0.1", 0.5: "0.5", 0.9: "0.9"}},
                                tune=(0.5, 0.6))
     min_size_fraction: float = setting(
-        0.002, "split", "Drop particles smaller than this fraction of the area of a disc of the typical particle "
+        0.01, "split", "Drop particles smaller than this fraction of the area of a disc of the typical particle "
         "diameter; min_size overrides it; 0 disables.", "Minimum particle size (% of a typical particle's area)",
         range=(0.0, 1.0, True, False), ui={"slider": (0, None, 0.1), "floor": 5, "percent": True},
-        tune=(0.0, 0.002, 0.01))
+        tune=(0.0, 0.01, 0.02))
     min_size: int = setting(None, "split", "Absolute minimum particle area in pixels of the image; given, it "
                             "overrides min_size_fraction.", range=(0, 100_000_000, True, True), unit="px")
     min_relative_size: float = setting(

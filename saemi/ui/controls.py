@@ -69,7 +69,8 @@ def layout(defaults):
         html.H2("2. Particles", id="controls-heading"),
         *(_control(name, values[name]) for name in CONTROLLED),
         _field(field_of("diameter").metadata["label"], "diameter",
-               dcc.Input(id="diameter", type="number", min=1, step="any", debounce=True, placeholder="automatic",
+               dcc.Input(id="diameter", type="number", min=1, step="any", debounce=True, value=None,
+                         placeholder="automatic",
                          className="number-input"),
                "Empty: estimated per image; the network sees the image rescaled to it"),
         _field("Calibration", "nm-per-pixel", html.Div(className="calibration-field", children=[
