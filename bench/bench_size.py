@@ -68,7 +68,8 @@ def main(argv=None):
         images.append((name, *remove_banner(img, find_banner(img))))
     fixed(segmenter, images[0][1], images[0][2])  # warm-up: the first call loads the engine
     totals = {"fixed": 0.0, "normalised": 0.0}
-    print(f"{'image':12s} {'fixed s':>8s} {'normalised s':>12s} {'diameter':>9s} {'scale':>6s} {'n fixed':>7s} {'n norm':>6s}")
+    print(f"{'image':12s} {'fixed s':>8s} {'normalised s':>12s} {'diameter':>9s} {'scale':>6s} "
+          f"{'n fixed':>7s} {'n norm':>6s}")
     for name, cleaned, box in images:
         t = time.perf_counter()
         a = fixed(segmenter, cleaned, box)

@@ -27,7 +27,8 @@ from .measure import add_physical_columns, kept_particles, particle_table, summa
 from .probability import resize_probability
 from .scalebar import detect_scale
 from .settings import Settings
-from .size import estimate_diameter, fit_to_mask, resize_image, scaled_box, size_normalisation, upsample_labels, working_scale
+from .size import (estimate_diameter, fit_to_mask, resize_image, scaled_box, size_normalisation, upsample_labels,
+                   working_scale)
 
 #: How :mod:`saemi.cache` restores the Segmentation fields it stores as JSON (``to_dict``).
 SEGMENTATION_FIELD_DECODERS = {"calibration": Calibration.from_dict}

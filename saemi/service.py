@@ -92,13 +92,15 @@ def records(table):
 class _Entry:
     """A client's handle on a cached segmentation (what ``image_id`` names)."""
 
-    __slots__ = ("image_id", "digest", "segmentation", "filename", "settings", "segment_settings")
+    __slots__ = ("image_id", "digest", "segmentation", "filename", "settings", "segment_settings", "network_ran")
 
     def __init__(self, image_id, digest, segmentation, filename, settings=None, segment_settings=None):
         self.image_id, self.digest, self.segmentation = image_id, digest, segmentation
         self.filename, self.settings = filename, settings
         # what the image was segmented with (saemi.settings stage "segment")
         self.segment_settings = segment_settings or Settings().segment_settings()
+        # set by a re-analysis that ran the network again for another diameter (_with_diameter)
+        self.network_ran = False
 
 
 #: Decoded segmentations each process keeps beside the shared store, most recent first:
@@ -399,7 +401,9 @@ class AnalysisService:
             blob = encode_segmentation(fresh)
             self.store.put(SEG_PREFIX + digest, blob)
             seg = decode_segmentation(blob)
+            seg.timings = fresh.timings
             self._remember(self._memo, digest, seg)
+            entry.network_ran = True
         entry.digest, entry.segmentation = digest, seg
         entry.segment_settings = {**entry.segment_settings, "diameter": diameter}
 
@@ -523,7 +527,7 @@ class AnalysisService:
         else:
             entry = self._get(image_id)
             s = self._settings_for(entry, values)
-            info = {**self._describe(image_id, entry), "cached": True}
+            info = {**self._describe(image_id, entry), "cached": not entry.network_ran}
         image_id = entry.image_id
         result, edits = self._measure(entry, s, deadline)
         entry.settings = s.to_dict()

@@ -122,7 +122,8 @@ def test_fractions_hold_at_every_magnification_and_absolute_values_override():
 def test_a_mask_without_a_diameter_is_split_by_its_own_estimate():
     labels, n, drawn = pairs_and_chains()
     assert split_touching(labels > 0).max() == n
-    assert estimate_diameter(np.stack([labels == 0, labels > 0]).astype(np.float32), 1.0) == pytest.approx(drawn, rel=0.1)
+    stack = np.stack([labels == 0, labels > 0]).astype(np.float32)
+    assert estimate_diameter(stack, 1.0) == pytest.approx(drawn, rel=0.1)
 
 
 def test_upsampled_labels_keep_areas():
@@ -171,8 +172,9 @@ def test_diameter_is_honoured_by_the_service_and_keys_its_cache(trained_segmente
     # a re-analysis by image_id with another diameter runs the network again on the stored image
     out = svc.analyze(image_id=auto["image_id"], settings={"diameter": 10}, include_images=False)
     assert (out["diameter"], out["diameter_source"]) == (10, "user") and out["settings"]["diameter"] == 10
+    assert out["cached"] is False and "network" in out["timings"]
     same = svc.analyze(image_id=auto["image_id"], settings={"diameter": 10}, include_images=False)
-    assert same["particles"] == out["particles"]
+    assert same["particles"] == out["particles"] and same["cached"] is True
     back = svc.analyze(image_id=auto["image_id"], settings={"diameter": None}, include_images=False)
     assert back["diameter_source"] == "estimated" and back["summary"]["count"] == int(labels.max())
     with pytest.raises(SaemiError, match="diameter must be from 1"):
