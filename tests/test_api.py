@@ -143,7 +143,8 @@ def test_model_card(server, spec):
     r = check(spec, requests.get(url(server, "/model"), timeout=10), "/model", "get")
     card = r.json()
     assert card["classes"][0] == "background"
-    assert {"threshold", "min_distance", "min_size"} <= set(card["postprocess"])
+    assert {"threshold", "min_distance_fraction", "min_size_fraction"} <= set(card["postprocess"])
+    assert card["size_normalisation"]["network_diameter"] == [16.0, 256.0]
 
 
 # --- happy paths ----------------------------------------------------------------------------
