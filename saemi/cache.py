@@ -114,6 +114,9 @@ def decode_segmentation(blob):
                        meta["timings"], scale, network if network.shape[1:] != (h, w) else None)
     for name, value in (meta.get("extra") or {}).items():
         setattr(seg, name, _restore_field(name, value))
+    if "network_scale" not in (meta.get("extra") or {}):
+        # a record from before size-normalised inference: its scale is what the shapes say
+        seg.network_scale = (network.shape[1] / h + network.shape[2] / w) / 2
     return seg
 
 

@@ -235,6 +235,7 @@ def summary_row(file, status, error="", analysis=None):
         Adds the image's size, banner, calibration, summary statistics and time.
     """
     from .calibration import calibration_columns, scale_bar_columns
+    from .pipeline import diameter_fields
 
     row = {"file": str(file), "status": status, "error": error}
     if analysis is not None:
@@ -244,6 +245,7 @@ def summary_row(file, status, error="", analysis=None):
                     "banner": "" if a.banner_box is None else "{}:{},{}:{}".format(*a.banner_box),
                     **calibration_columns(a.calibration),
                     **scale_bar_columns(a.segmentation.scale),
+                    **{f"{k}_px" if k == "diameter" else k: v for k, v in diameter_fields(a.segmentation).items()},
                     **{k: v for k, v in a.summary.items()},
                     "seconds": round(sum(a.timings.values()), 3)})
     return row

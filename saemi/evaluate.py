@@ -27,7 +27,8 @@ from .card import CARD_FILE, read_card, weights_dir
 from .dataset import image_file, list_pairs, read_label_image
 from .instances import boundary_evidence, filter_particles, label_particles, merge_stage, remove_small
 from .metrics import SIZE_BINS, detailed_scores, score_image
-from .pipeline import particle_region, segment, split_and_measure
+from .pipeline import particle_region, segment, split_and_measure, working_probability
+from .size import estimate_diameter, upsample_labels
 from .settings import Settings, SplitSettings, tuned_names, tuning_grid
 
 
@@ -203,8 +204,11 @@ def tune_postprocess(data_dir, segmentations, grid=None):
     """Grid-search the splitting settings on cached probabilities, by mean AP@0.5.
 
     The stages of :func:`saemi.instances.split_touching` are cached so that each
-    watershed runs once per (threshold, min_distance) and each merge once per
-    merge threshold; only the cheap size filters run for every combination.
+    watershed runs once per (threshold, min_distance_fraction) and each merge
+    once per merge threshold; only the cheap size filters run for every
+    combination. As :func:`saemi.pipeline.split`, the splitting runs at the
+    network's working scale with the pixel settings taken from the image's
+    typical diameter, and the labels are scored at full resolution.
 
     Parameters
     ----------
@@ -229,26 +233,37 @@ def tune_postprocess(data_dir, segmentations, grid=None):
     tried, scores = [], []
     for n in names:
         seg = segmentations[n]
-        prob = np.asarray(seg.probability)
-        valid = particle_region(seg)
+        # as saemi.pipeline.split: at the network's working scale, labels mapped back to full resolution
+        prob, scale = working_probability(seg)
+        prob = np.asarray(prob)
+        valid = particle_region(seg, prob.shape[-2:], scale)
+        diameter = seg.diameter if seg.diameter is not None else estimate_diameter(prob, scale, valid)
         edge = boundary_evidence(prob)
+        truth = truths[n]
         row = []
         for watershed in grid["watershed"]:
-            distances = grid["min_distance"] if watershed else [grid["min_distance"][0]]
+            distances = grid["min_distance_fraction"] if watershed else [grid["min_distance_fraction"][0]]
             merges = grid["merge_threshold"] if watershed and edge is not None else [0.0]
             for thr, md in itertools.product(grid["threshold"], distances):
-                base = label_particles(prob, thr, watershed, md, valid)
+                if not np.isfinite(diameter):
+                    base = np.zeros(prob.shape[-2:], np.int32)
+                else:
+                    md_px = SplitSettings(min_distance_fraction=md).pixel_settings(diameter, scale)[0]
+                    base = label_particles(prob, thr, watershed, md_px, valid)
                 for mt in merges:
                     merged = merge_stage(base, edge, mt)
-                    for ms in grid["min_size"]:
-                        sized = remove_small(merged, ms)
+                    for ms in grid["min_size_fraction"]:
+                        ms_px = SplitSettings(min_size_fraction=ms).pixel_settings(
+                            diameter if np.isfinite(diameter) else 1.0, scale)[1]
+                        sized = remove_small(merged, ms_px)
                         for rel in grid["min_relative_size"]:
                             # min_size is already applied; exclude_edge is never tuned (a choice, not a fit)
                             labels = filter_particles(sized, 0, rel, Settings().exclude_edge)
-                            row.append(score_image(truths[n], labels)["ap50"])
+                            row.append(score_image(truth, upsample_labels(labels, truth.shape))["ap50"])
                             if n == names[0]:
-                                chosen = SplitSettings(watershed=watershed, threshold=thr, min_distance=md,
-                                                       merge_threshold=mt, min_size=ms, min_relative_size=rel)
+                                chosen = SplitSettings(watershed=watershed, threshold=thr, min_distance_fraction=md,
+                                                       merge_threshold=mt, min_size_fraction=ms,
+                                                       min_relative_size=rel)
                                 tried.append({k: getattr(chosen, k) for k in TUNED_KEYS})
         scores.append(row)
     per_image = pd.DataFrame(np.array(scores).T, columns=names)

@@ -11,7 +11,7 @@ from skimage.segmentation import watershed
 from .settings import SplitSettings
 
 
-def foreground_and_interior(prob, threshold=0.5):
+def foreground_and_interior(prob, threshold=0.5, smoothing=1.0):
     """Split a probability stack into a particle mask and a marker mask.
 
     Parameters
@@ -20,6 +20,9 @@ def foreground_and_interior(prob, threshold=0.5):
         Class probabilities with background first (C = 2 or 3), or a single
         particle-probability map, or a boolean mask.
     threshold : float
+    smoothing : float
+        Gaussian sigma (px) of the interior probability before its threshold:
+        one full-resolution pixel, so ``scale`` pixels at a working scale.
 
     Returns
     -------
@@ -34,17 +37,20 @@ def foreground_and_interior(prob, threshold=0.5):
     fg = (1.0 - prob[0]) > threshold
     if prob.shape[0] >= 3:
         # light smoothing: single noisy pixels must not make or break a marker
-        interior = (ndi.gaussian_filter(prob[1], 1.0) > threshold) & fg
+        interior = (ndi.gaussian_filter(prob[1], smoothing) > threshold) & fg
         return fg, interior
     return fg, fg
 
 
-def split_touching(prob, settings=SplitSettings(), valid=None):
+def split_touching(prob, settings=SplitSettings(), valid=None, diameter=None, scale=1.0):
     """Label particles, splitting touching ones by watershed.
 
-    Markers are the maxima of the distance transform of the interior mask
-    that stand at least ``min_distance / 4`` pixels above the saddle to their
-    neighbours (h-maxima), with maxima closer than ``min_distance`` merged;
+    The pixel settings are those of :meth:`SplitSettings.pixel_settings` for
+    the typical ``diameter`` at ``scale``: fractions of the diameter, or the
+    absolute ``min_distance`` / ``min_size`` when they are set. Markers are the
+    maxima of the distance transform of the interior mask that stand at least
+    ``min_distance / 4`` pixels above the saddle to their neighbours
+    (h-maxima), with maxima closer than ``min_distance`` merged;
     every interior region gets at least one. The watershed floods the negated
     distance transform inside the particle mask. With ``watershed=False`` the
     result is the connected components of the particle mask.
@@ -62,6 +68,13 @@ def split_touching(prob, settings=SplitSettings(), valid=None):
     valid : ndarray of bool, shape (H, W), optional
         Where particles may be; everything else is background (e.g. the filled
         instrument data bar). Default: the whole image.
+    diameter : float, optional
+        Typical particle diameter in full-resolution pixels. Default: estimated
+        from ``prob`` (:func:`saemi.size.estimate_diameter`) when a fraction is
+        in force.
+    scale : float
+        Pixels of ``prob`` per full-resolution pixel (the network's working
+        scale when ``prob`` is at it).
 
     Returns
     -------
@@ -79,15 +92,28 @@ def split_touching(prob, settings=SplitSettings(), valid=None):
     2
     """
     s = settings.validated()
-    labels = label_particles(prob, s.threshold, s.watershed, s.min_distance, valid)
+    if diameter is None and (s.min_distance is None or s.min_size is None):
+        from .size import estimate_diameter  # saemi.size splits with absolute settings: no recursion
+
+        diameter = estimate_diameter(prob if np.ndim(prob) == 3 else _as_stack(prob), scale, valid)
+        if not np.isfinite(diameter):
+            return np.zeros(np.shape(prob)[-2:], np.int32)
+    min_distance, min_size = s.pixel_settings(diameter, scale)
+    labels = label_particles(prob, s.threshold, s.watershed, min_distance, valid, smoothing=scale)
     labels = merge_stage(labels, boundary_evidence(prob) if s.merge_threshold > 0 else None, s.merge_threshold)
-    return filter_particles(labels, s.min_size, s.min_relative_size, s.exclude_edge)
+    return filter_particles(labels, min_size, s.min_relative_size, s.exclude_edge)
+
+
+def _as_stack(prob):
+    """A mask or particle-probability map (H, W) as a (2, H, W) background/particle stack."""
+    p = np.asarray(prob).astype(np.float32)
+    return np.stack([1.0 - p, p])
 
 
 # The three stages of split_touching. Tuning (saemi.evaluate.tune_postprocess) calls the
 # same functions, caching each stage's output across the settings of the later ones.
 
-def label_particles(prob, threshold, watershed, min_distance, valid=None):
+def label_particles(prob, threshold, watershed, min_distance, valid=None, smoothing=1.0):
     """Stage 1 of :func:`split_touching`: threshold, then watershed or connected components.
 
     Returns
@@ -95,7 +121,7 @@ def label_particles(prob, threshold, watershed, min_distance, valid=None):
     ndarray of int, shape (H, W)
         Labels, not necessarily consecutive.
     """
-    fg, interior = foreground_and_interior(prob, threshold)
+    fg, interior = foreground_and_interior(prob, threshold, smoothing)
     if valid is not None:
         fg, interior = fg & valid, interior & valid
     if not watershed:

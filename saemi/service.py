@@ -54,7 +54,7 @@ from .export import csv_text
 from .jobs import StageLog, read_stage
 from .measure import particle_table, update_table, with_origin
 from .overlay import display_stride, draw_overlay, hover_grid, output_mark, particle_layer, png_bytes, preview_jpeg
-from .pipeline import segment, split, split_and_measure
+from .pipeline import diameter_fields, resegment, segment, split, split_and_measure
 from .settings import Settings, names as setting_names
 
 OVERLAY_MODES = ("outline", "filled")
@@ -97,13 +97,15 @@ def records(table):
 class _Entry:
     """A client's handle on a cached segmentation (what ``image_id`` names)."""
 
-    __slots__ = ("image_id", "digest", "segmentation", "filename", "settings", "segment_settings")
+    __slots__ = ("image_id", "digest", "segmentation", "filename", "settings", "segment_settings", "network_ran")
 
     def __init__(self, image_id, digest, segmentation, filename, settings=None, segment_settings=None):
         self.image_id, self.digest, self.segmentation = image_id, digest, segmentation
         self.filename, self.settings = filename, settings
         # what the image was segmented with (saemi.settings stage "segment")
         self.segment_settings = segment_settings or Settings().segment_settings()
+        # set by a re-analysis that ran the network again for another diameter (_with_diameter)
+        self.network_ran = False
 
 
 #: Decoded segmentations each process keeps beside the shared store, most recent first:
@@ -363,7 +365,7 @@ class AnalysisService:
             try:
                 fresh = segment(bytes(data), segmenter, seg_settings["remove_banner"], self.max_pixels,
                                 detect_scale_bar=seg_settings["scale_bar"] == "auto", deadline=deadline,
-                                filename=filename)
+                                filename=filename, diameter=seg_settings.get("diameter"))
             finally:
                 self._infer_lock.release()
             blob = encode_segmentation(fresh)
@@ -383,7 +385,8 @@ class AnalysisService:
         return {"image_id": image_id, "filename": entry.filename, "width": w, "height": h,
                 "banner_box": _box_dict(seg.banner_box),
                 "scale": None if seg.scale is None else seg.scale.to_dict(),
-                "calibration": effective_calibration(seg.calibration, seg.scale).to_dict()}
+                "calibration": effective_calibration(seg.calibration, seg.scale).to_dict(),
+                **diameter_fields(seg)}
 
     def _settings_for(self, entry, values):
         """The settings of a re-analysis of ``entry``: ``values`` over the defaults, segment stage as segmented.
@@ -392,6 +395,8 @@ class AnalysisService:
         with is refused (422): it would change what the network saw.
         """
         s = self.parse_settings(values)
+        if "diameter" in values and s.diameter != entry.segment_settings.get("diameter"):
+            self._with_diameter(entry, s.diameter)
         given = {k: getattr(s, k) for k in setting_names("segment") if k in values}
         clash = {k: v for k, v in given.items() if v != entry.segment_settings.get(k)}
         if clash:
@@ -400,6 +405,32 @@ class AnalysisService:
                              f"{json.dumps(entry.segment_settings.get(k))}; upload it again with {k}={json.dumps(v)}, "
                              "or leave it out of a re-analysis by image_id", code="bad_parameter")
         return replace(s, **entry.segment_settings)
+
+    def _with_diameter(self, entry, diameter, deadline=None):
+        """Point ``entry`` at its image segmented for another typical ``diameter`` (None: estimated).
+
+        The only segment-stage setting a re-analysis by ``image_id`` may change
+        (the page's "Typical particle diameter" field): the network runs again
+        on the stored image (:func:`saemi.pipeline.resegment`), once per
+        diameter, its result stored like an upload's.
+        """
+        digest = hashlib.sha256(f"{entry.digest}|diameter={json.dumps(diameter)}".encode()).hexdigest()[:40]
+        seg = self._segmentation(digest)
+        if seg is None:
+            segmenter = self.segmenter
+            self._acquire_inference(deadline)
+            try:
+                fresh = resegment(entry.segmentation, segmenter, diameter, deadline)
+            finally:
+                self._infer_lock.release()
+            blob = encode_segmentation(fresh)
+            self.store.put(SEG_PREFIX + digest, blob)
+            seg = decode_segmentation(blob)
+            seg.timings = fresh.timings
+            self._remember(self._memo, digest, seg)
+            entry.network_ran = True
+        entry.digest, entry.segmentation = digest, seg
+        entry.segment_settings = {**entry.segment_settings, "diameter": diameter}
 
     def _label_key(self, entry, settings):
         split = json.dumps(asdict(settings.split_settings()), sort_keys=True)
@@ -522,7 +553,7 @@ class AnalysisService:
         else:
             entry = self._get(image_id)
             s = self._settings_for(entry, values)
-            info = {**self._describe(image_id, entry), "cached": True}
+            info = {**self._describe(image_id, entry), "cached": not entry.network_ran}
         image_id = entry.image_id
         result, edits = self._measure(entry, s, deadline)
         entry.settings = s.to_dict()

@@ -77,9 +77,11 @@ class SplitSettings:
     watershed : bool
         Split touching particles with a marker-based watershed (True) or keep
         plain connected components (False).
-    min_distance : int
-        Minimum distance in pixels between two watershed markers; larger values
-        split less.
+    min_distance_fraction : float
+        Minimum distance between two watershed markers, as a fraction of the
+        typical particle diameter; larger values split less.
+    min_distance : int or None
+        The same in pixels of the image, overriding the fraction when given.
     merge_threshold : float
         Merge neighbouring pieces when the mean "not interior" probability along
         their shared border is below this value, i.e. where the network saw no
@@ -87,24 +89,38 @@ class SplitSettings:
         0 disables. Only a three-class probability stack carries this evidence.
     threshold : float
         Probability cut in (0, 1) for "particle" (and for the interior markers).
-    min_size : int
-        Particles smaller than this many pixels are dropped.
+    min_size_fraction : float
+        Particles smaller than this fraction of the area of a disc of the typical
+        diameter (pi d^2 / 4) are dropped.
+    min_size : int or None
+        The same in pixels of the image, overriding the fraction when given.
     min_relative_size : float
         Drop particles smaller than this fraction of the image's typical particle
         area (see :func:`saemi.instances.drop_fragments`); 0 disables.
     exclude_edge : bool
         Drop particles that touch the image border.
 
-    The fields are in the order the page shows them.
+    The fields are in the order the page shows them. The absolute settings
+    (``min_distance``, ``min_size``) have no slider: the page's sliders are the
+    fractions, and an absolute value is given by name in the API and the CLI
+    (``--min-distance 40``); :meth:`pixel_settings` says what applies.
     """
 
     watershed: bool = setting(True, "split", "Split touching particles with a marker-based watershed.",
                               "Split touching particles (watershed)", ui={}, tune=(True, False))
+    # Pixel distances and areas are fractions of the image's typical particle diameter
+    # (saemi.size), so that one set of defaults holds at every magnification; the
+    # absolute settings below them override the fractions when they are given.
+    min_distance_fraction: float = setting(
+        0.6, "split", "Minimum distance between watershed markers as a fraction of the typical particle diameter "
+        "(the diameter setting, or its estimate); larger splits less. min_distance overrides it.",
+        "Minimum peak distance (% of the typical diameter)", range=(0.0, 10.0, False, True),
+        ui={"slider": (1, None, 1), "floor": 150, "percent": True}, tune=(0.4, 0.5, 0.6, 0.7, 0.9))
     # Capped so that no request can buy minutes of work: a 1000 px minimum distance is
     # already wider than any particle the network is meant to see.
-    min_distance: int = setting(15, "split", "Minimum distance between watershed markers; larger splits less.",
-                                "Minimum peak distance (px)", range=(1, 1000, True, True), unit="px",
-                                ui={"slider": (1, None, 1), "floor": 40}, tune=(15, 30, 60, 90))
+    min_distance: int = setting(None, "split", "Absolute minimum distance between watershed markers in pixels of "
+                                "the image; given, it overrides min_distance_fraction.",
+                                range=(1, 1000, True, True), unit="px")
     merge_threshold: float = setting(
         0.0, "split", "Merge touching pieces whose shared border has a mean non-interior probability below this "
         "(the network saw no boundary there); higher merges more, 0 disables.",
@@ -114,9 +130,13 @@ class SplitSettings:
                                range=(0.0, 1.0, False, False),
                                ui={"slider": (0.05, 0.95, 0.01), "marks": {0.1: "0.1", 0.5: "0.5", 0.9: "0.9"}},
                                tune=(0.5, 0.6))
-    min_size: int = setting(20, "split", "Drop particles smaller than this many pixels.",
-                            "Minimum particle size (px²)", range=(0, 100_000_000, True, True), unit="px",
-                            ui={"slider": (0, None, 5), "floor": 1000}, tune=(20, 80))
+    min_size_fraction: float = setting(
+        0.01, "split", "Drop particles smaller than this fraction of the area of a disc of the typical particle "
+        "diameter; min_size overrides it; 0 disables.", "Minimum particle size (% of a typical particle's area)",
+        range=(0.0, 1.0, True, False), ui={"slider": (0, None, 0.1), "floor": 5, "percent": True},
+        tune=(0.0, 0.01, 0.02))
+    min_size: int = setting(None, "split", "Absolute minimum particle area in pixels of the image; given, it "
+                            "overrides min_size_fraction.", range=(0, 100_000_000, True, True), unit="px")
     min_relative_size: float = setting(
         0.0, "split", "Drop particles smaller than this fraction of the image's typical (area-weighted median) "
         "particle area; catches fragments, specks and panel letters; 0 disables.",
@@ -129,6 +149,37 @@ class SplitSettings:
         """Return self, or raise :class:`SaemiError` naming the bad value."""
         check_ranges(self)
         return self
+
+    def pixel_settings(self, diameter, scale=1.0):
+        """``(min_distance, min_size)`` in pixels of an image resized by ``scale``.
+
+        Parameters
+        ----------
+        diameter : float or None
+            Typical particle diameter in pixels of the full-resolution image
+            (unused, and may be None, when both absolute settings are given).
+        scale : float
+            Pixels of the image being split per full-resolution pixel (the
+            network's working scale, see :mod:`saemi.size`).
+
+        Returns
+        -------
+        min_distance : int
+            At least 1.
+        min_size : int
+            Pixels (area), at least 0.
+
+        Examples
+        --------
+        >>> SplitSettings(min_distance_fraction=0.5, min_size_fraction=0.01).pixel_settings(40.0, 0.5)
+        (10, 3)
+        >>> SplitSettings(min_distance=30, min_size=100).pixel_settings(40.0, 0.5)
+        (15, 25)
+        """
+        md = self.min_distance if self.min_distance is not None else self.min_distance_fraction * float(diameter)
+        ms = self.min_size if self.min_size is not None else \
+            self.min_size_fraction * math.pi * float(diameter) ** 2 / 4
+        return max(1, int(round(md * scale))), max(0, int(round(ms * scale * scale)))
 
 
 @dataclass(frozen=True)
@@ -148,6 +199,11 @@ class Settings(SplitSettings):
         bar's. Sizes are also reported in nm when a calibration is in force.
     metric : str
         Metric of the summary, one of :data:`saemi.measure.METRICS`.
+    diameter : float or None
+        Typical particle diameter in pixels (``segment``): the size-normalised
+        inference of :mod:`saemi.size` rescales the image to it; None: estimated.
+        A re-analysis by ``image_id`` may change it (the network is run again on
+        the stored image, see :mod:`saemi.service`).
     removed_labels : tuple of int
         Particles the user excluded, by label; ids refer to the labelling made
         under the same splitting settings.
@@ -157,6 +213,11 @@ class Settings(SplitSettings):
     scale_bar: str = setting("auto", "segment", "auto: read the scale bar in the image and, without nm_per_pixel "
                              "or a calibration in the file, calibrate from it; none: do not read it.",
                              choices=("auto", "none"))
+    # 1 px to 100 000 px: a particle under a pixel is not measurable, one over 1e5 px fills no image.
+    diameter: float = setting(None, "segment", "Typical particle diameter in pixels of the image: the image is "
+                              "rescaled so that it spans the same number of pixels at the network, and the pixel "
+                              "settings are fractions of it. Empty: estimated per image.",
+                              "Typical particle diameter (px)", range=(1.0, 100_000.0, True, True), unit="px")
     # 1e-3 nm (1 pm) to 1e7 nm (1 cm) per pixel spans every microscope there is.
     nm_per_pixel: float = setting(None, "measure", "Calibration in nm per pixel; adds sizes in nm.",
                                   range=(0.0, 1e7, False, True), unit="nm")

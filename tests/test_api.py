@@ -143,7 +143,8 @@ def test_model_card(server, spec):
     r = check(spec, requests.get(url(server, "/model"), timeout=10), "/model", "get")
     card = r.json()
     assert card["classes"][0] == "background"
-    assert {"threshold", "min_distance", "min_size"} <= set(card["postprocess"])
+    assert {"threshold", "min_distance_fraction", "min_size_fraction"} <= set(card["postprocess"])
+    assert card["size_normalisation"]["network_diameter"] == [16.0, 256.0]
 
 
 # --- happy paths ----------------------------------------------------------------------------
@@ -178,6 +179,27 @@ def test_segment_multipart_then_reanalyse_and_csv(server, spec, images):
     lines = r.text.strip().splitlines()
     assert lines[0].startswith("label,area_px,equivalent_diameter_px")
     assert len(lines) - 1 == out["summary"]["count"]
+
+
+def test_diameter_is_honoured_over_http(server, spec, images):
+    """Issue 20: ``diameter`` at upload and at a re-analysis by image_id; records say which was used."""
+    data = images["70f9f13af4"]
+    assert "diameter" in spec["components"]["schemas"]["Settings"]["properties"]
+    auto = check(spec, requests.post(url(server, "/segment"), files={"file": ("a.png", data)}, timeout=120),
+                 "/segment").json()
+    assert auto["diameter_source"] == "estimated" and auto["diameter"] > 0
+    given = check(spec, requests.post(url(server, "/segment"), files={"file": ("a.png", data)},
+                                      data={"diameter": "12"}, timeout=120), "/segment").json()
+    assert (given["diameter"], given["diameter_source"]) == (12, "user") and not given["cached"]
+    # the same image re-analysed by id with that diameter: the network runs again at its working scale
+    out = check(spec, requests.post(url(server, "/analyze"), json={
+        "image_id": auto["image_id"], "diameter": 12, "include_images": False}, timeout=120), "/analyze").json()
+    assert (out["diameter"], out["diameter_source"]) == (12, "user") and out["settings"]["diameter"] == 12
+    same = check(spec, requests.post(url(server, "/analyze"), json={
+        "image_id": given["image_id"], "include_images": False}, timeout=120), "/analyze").json()
+    assert same["summary"]["count"] == out["summary"]["count"]
+    check_error(spec, requests.post(url(server, "/analyze"), json={"image_id": auto["image_id"], "diameter": 0},
+                                    timeout=60), 422, "bad_parameter")
 
 
 def test_analyze_json_base64_with_calibration(server, spec, images):

@@ -172,8 +172,10 @@ def control_settings(page):
         return float(page.get_attribute(f"#{cid} [role=slider]", "aria-valuenow"))
 
     return {"watershed": page.is_checked("#watershed input[type=checkbox]"),
-            "min_distance": int(slider("min-distance")), "threshold": slider("threshold"),
-            "min_size": int(slider("min-size")), "exclude_edge": page.is_checked("#exclude-edge input[type=checkbox]"),
+            # the fraction sliders show percentages of the typical diameter (or of its disc's area)
+            "min_distance_fraction": round(slider("min-distance-fraction") / 100, 6), "threshold": slider("threshold"),
+            "min_size_fraction": round(slider("min-size-fraction") / 100, 6),
+            "exclude_edge": page.is_checked("#exclude-edge input[type=checkbox]"),
             "merge_threshold": slider("merge-threshold"),
             "min_relative_size": round(slider("min-relative-size") / 100, 6)}  # the slider shows a percentage
 
@@ -239,15 +241,15 @@ def test_page_loads_with_title_and_favicon(ui, server):
     assert "favicon.ico" in icon and requests.get(server.url + icon, timeout=10).status_code == 200
     assert "Try the demo" in page.text_content("#demo-button")
     assert "j.jiec.2019.05.007" in page.text_content("footer")
-    for cid in ("min-distance", "threshold", "min-size", "merge-threshold", "min-relative-size", "nm-per-pixel",
-                "bar-value", "opacity", "metric", "bin-width"):
+    for cid in ("min-distance-fraction", "threshold", "min-size-fraction", "merge-threshold", "min-relative-size",
+                "diameter", "nm-per-pixel", "bar-value", "opacity", "metric", "bin-width"):
         assert page.locator(f"#{cid}-label").count() == 1, cid
     assert page.get_attribute("#upload-error", "role") == "alert"
-    for cid in ("min-distance", "threshold", "min-size", "merge-threshold", "min-relative-size",
+    for cid in ("min-distance-fraction", "threshold", "min-size-fraction", "merge-threshold", "min-relative-size",
                 "opacity"):  # the handles carry their label's name
         page.wait_for_function(f"() => document.querySelector('#{cid} [role=slider]')"
                                f".getAttribute('aria-labelledby') === '{cid}-label'", timeout=10_000)
-    assert page.get_by_role("slider", name="Minimum peak distance (px)").count() == 1
+    assert page.get_by_role("slider", name="Minimum peak distance (% of the typical diameter)").count() == 1
     assert page.get_by_role("checkbox", name="Split touching particles (watershed)").count() == 1
     assert page.get_by_role("spinbutton", name="Calibration", exact=True).count() == 1  # in the unit beside it
     assert page.get_by_role("textbox", name="Bar length").count() == 1
@@ -298,9 +300,9 @@ def test_min_distance_changes_the_count(ui, server, emps):
     wait_key_change(page, old)
     assert control_settings(page)["merge_threshold"] == 0
     before = count(page)
-    thumb = page.locator("#min-distance [role=slider]")
+    thumb = page.locator("#min-distance-fraction [role=slider]")
     thumb.focus()
-    page.keyboard.press("Home")  # 1 px: splits the most
+    page.keyboard.press("Home")  # 1 % of the typical diameter: splits the most
     try:
         after = wait_count_change(page, before, timeout=60_000)
     except Exception:
@@ -309,10 +311,36 @@ def test_min_distance_changes_the_count(ui, server, emps):
         after = wait_count_change(page, before)
     assert after != before
     settings = control_settings(page)
-    assert settings["min_distance"] in (1, int(float(thumb.get_attribute("aria-valuemax"))))
+    assert settings["min_distance_fraction"] * 100 in (1, int(float(thumb.get_attribute("aria-valuemax"))))
     assert after == api_count(server, emps / UPLOAD_NAME, settings)
     ui.count = after
     shot(page, "04-min-distance.png")
+
+
+def test_typical_diameter_field_is_sent_and_honoured(ui, server, emps):
+    """Issue 20: the page's "Typical particle diameter (px)" field; empty means estimated."""
+    page = ui.page
+    assert page.locator("#diameter-label").text_content() == "Typical particle diameter (px)"
+    hint = page.get_attribute("#diameter", "placeholder")  # the estimate for the image shown
+    assert hint.startswith("automatic (estimated "), hint
+    estimated = float(hint.split("estimated ")[1].rstrip(")"))
+    before = count(page)
+    given = max(1, round(estimated / 3))
+    old = histogram_meta(page)["key"]
+    page.fill("#diameter", str(given))
+    page.press("#diameter", "Enter")
+    wait_key_change(page, old)
+    after = count(page)
+    # the same as the API gives for that diameter: the network ran at the working scale it sets
+    assert after == api_count(server, emps / UPLOAD_NAME, {**control_settings(page), "diameter": given})
+    assert after != before
+    assert page.get_attribute("#diameter", "placeholder") == "automatic"  # the user's value is in force
+    shot(page, "04b-diameter.png")
+    old = histogram_meta(page)["key"]
+    page.fill("#diameter", "")
+    page.press("#diameter", "Enter")
+    wait_key_change(page, old)
+    assert count(page) == before and page.get_attribute("#diameter", "placeholder") == hint
 
 
 def test_fragment_and_merge_sliders_reanalyse(ui, server, emps):
@@ -610,7 +638,7 @@ def test_upload_to_histogram_time_for_1024x768(ui, emps, tmp_path):
     n = count(ui.page)
     # a slider move: re-analysis from the cached network output, histogram redrawn
     old = histogram_meta(ui.page)["key"]
-    ui.page.locator("#min-distance [role=slider]").focus()
+    ui.page.locator("#min-distance-fraction [role=slider]").focus()
     t0 = time.perf_counter()
     ui.page.keyboard.press("ArrowRight")
     ui.page.wait_for_function("""(old) => { const gd = document.querySelector('#histogram-graph .js-plotly-plot');
@@ -1010,7 +1038,7 @@ def test_particles_are_corrected_by_mouse_and_keyboard(ui, server, emps, tmp_pat
 
     # a slider move keeps the drawn particle (edits are replayed on the new labelling)
     old = (histogram_meta(page) or {}).get("key")
-    set_slider(page, "min-distance", control_settings(page)["min_distance"] + 3)
+    set_slider(page, "min-distance-fraction", control_settings(page)["min_distance_fraction"] * 100 + 3)
     wait_key_change(page, old)
     moved, _ = downloaded_labels(page)
     assert len(np.unique(moved[inner])) == 1 and moved[inner][0] > 0

@@ -145,8 +145,8 @@ def test_evaluate_and_tune_on_two_images(tmp_path, monkeypatch):
     assert scores["ap50"] == pytest.approx(per_image.ap50.mean(), abs=1e-4)
     card = json.loads((weights / "model_card.json").read_text())
     assert card["validation_full_pipeline"]["images"] == 2
-    assert set(card["postprocess"]) == {"watershed", "threshold", "min_distance", "min_size", "merge_threshold",
-                                        "min_relative_size"}
+    assert set(card["postprocess"]) == {"watershed", "threshold", "min_distance_fraction", "min_size_fraction",
+                                        "merge_threshold", "min_relative_size"}
     assert "cross-validated AP@0.5" in proc.stdout
 
 

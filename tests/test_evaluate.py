@@ -51,8 +51,8 @@ def test_tuned_ap_is_the_ap_of_the_shipped_splitting(tmp_path):
     from saemi.settings import Settings
 
     segmentations = _synthetic_set(tmp_path)
-    grid = {"threshold": [0.4, 0.6], "min_distance": [5, 15], "merge_threshold": [0.0, 0.6], "min_size": [0, 40],
-            "min_relative_size": [0.0, 0.3]}
+    grid = {"threshold": [0.4, 0.6], "min_distance_fraction": [0.2, 0.6], "merge_threshold": [0.0, 0.6],
+            "min_size_fraction": [0, 0.05], "min_relative_size": [0.0, 0.3]}
     best, table, per_image = tune_postprocess(tmp_path, segmentations, grid)
     assert len(table) == 2 * 2 * 2 * 2 * 2 + 2 * 2 * 2  # watershed on: every combination; off: no merge
     _, summary = rescore(tmp_path, segmentations, Settings.from_dict({k: best[k] for k in TUNED_KEYS}))

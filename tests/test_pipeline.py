@@ -85,6 +85,7 @@ def test_removed_labels_keep_other_ids(random_segmenter):
     truth = disc_labels((100, 200), [(50, 40, 20), (50, 100, 20), (50, 160, 20)])
     seg = segment(micrograph(truth), random_segmenter)
     seg.probability = np.stack([truth == 0, truth > 0, np.zeros_like(truth)]).astype(np.float32)
+    seg.network_probability, seg.network_scale = None, 1.0  # split these, at full resolution
     before = split_and_measure(seg, Settings(min_size=0))
     after = split_and_measure(seg, Settings(min_size=0, removed_labels=(2,)))
     assert before.summary["count"] == 3 and after.summary["count"] == 2

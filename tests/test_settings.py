@@ -19,7 +19,7 @@ def test_every_setting_declares_its_schema():
         assert f.metadata["stage"] in schema.STAGES and f.metadata["help"].endswith("."), f.name
         assert "range" in f.metadata or "choices" in f.metadata or isinstance(f.default, (bool, tuple)), f.name
     assert schema.names("split") == tuple(f.name for f in fields(SplitSettings))
-    assert set(schema.names("segment")) == {"remove_banner", "scale_bar"}
+    assert set(schema.names("segment")) == {"remove_banner", "scale_bar", "diameter"}
     assert schema.tuned_names() == tuple(schema.tuning_grid())
 
 
@@ -29,7 +29,7 @@ def test_openapi_properties_follow_the_schema():
     assert props["min_distance"]["minimum"] == 1 and props["min_distance"]["maximum"] == 1000
     assert props["threshold"]["exclusiveMinimum"] == 0 and props["metric"]["enum"][0] == "area"
     assert props["nm_per_pixel"]["type"] == ["number", "null"] and props["exclude_edge"]["default"] is False
-    assert list(schema.openapi_properties(stage=("segment",))) == ["remove_banner", "scale_bar"]
+    assert list(schema.openapi_properties(stage=("segment",))) == ["remove_banner", "scale_bar", "diameter"]
 
 
 def test_cli_flags_come_from_the_schema_and_bad_values_exit_2(capsys):

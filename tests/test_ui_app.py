@@ -26,13 +26,14 @@ def test_decode_upload_rejects_bad_contents(contents):
 
 
 def test_settings_from_controls_reads_checklists_and_clamps():
-    s = panel(["on"], "9", 0.3, None, [])
-    assert s == {"watershed": True, "min_distance": 9, "threshold": 0.3, "min_size": 0, "exclude_edge": False,
-                 "merge_threshold": 0.0, "min_relative_size": 0.0}
-    assert set(s) == set(setting_names("split"))
+    s = panel(["on"], "90", 0.3, None, [])  # fraction sliders in %
+    assert s == {"watershed": True, "min_distance_fraction": 0.9, "threshold": 0.3, "min_size_fraction": 0.0,
+                 "exclude_edge": False, "merge_threshold": 0.0, "min_relative_size": 0.0}
+    # the absolute pixel settings have no control (the API and the CLI take them by name)
+    assert set(s) == set(setting_names("split")) - {"min_distance", "min_size"}
     s = panel([], 0, 2.0, -5, ["on"])
     assert s["watershed"] is False and s["exclude_edge"] is True
-    assert s["min_distance"] == 1 and s["threshold"] == 0.99 and s["min_size"] == 0
+    assert s["min_distance_fraction"] == 0.01 and s["threshold"] == 0.99 and s["min_size_fraction"] == 0
 
 
 @pytest.mark.parametrize("merge,percent,expected", [
@@ -43,14 +44,14 @@ def test_settings_from_controls_reads_checklists_and_clamps():
     (float("nan"), float("inf"), (0.0, 0.0)),
 ])
 def test_settings_from_controls_merge_and_relative_size(merge, percent, expected):
-    s = panel(["on"], 7, 0.5, 20, [], merge, percent)
+    s = panel(["on"], 60, 0.5, 1, [], merge, percent)
     assert (s["merge_threshold"], s["min_relative_size"]) == expected
 
 
 def test_new_splitting_settings_are_accepted_by_the_core():
     from saemi.pipeline import Settings
 
-    s = panel(["on"], 7, 0.5, 20, [], 1.5, 250)  # the most the controls can send
+    s = panel(["on"], 60, 0.5, 1, [], 1.5, 250)  # the most the controls can send
     core = Settings.from_dict(s)
     assert core.merge_threshold == 0.99 and core.min_relative_size == 0.99
 
@@ -63,15 +64,16 @@ def test_sentence_tail(msg, tail):
 
 
 def test_slider_max_includes_the_default():
-    assert slider_range("min_distance", 7)[1] == 40
-    assert slider_range("min_distance", 35)[1] == 70
-    assert slider_range("min_distance", None)[1] == 40
+    assert slider_range("min_distance_fraction", 0.6)[1] == 150  # in %: the floor
+    assert slider_range("min_distance_fraction", 1.2)[1] == 240
+    assert slider_range("min_distance_fraction", None)[1] == 150
 
 
 def test_analysis_key_changes_only_with_splitting_settings():
     k = controls.analysis_key("img", SETTINGS)
     assert controls.analysis_key("img", {**SETTINGS, "nm_per_pixel": 2.0}) == k
-    assert controls.analysis_key("img", {**SETTINGS, "min_distance": 8}) != k
+    assert controls.analysis_key("img", {**SETTINGS, "min_distance_fraction": 0.8}) != k
+    assert controls.analysis_key("img", {**SETTINGS, "diameter": 30.0}) != k  # another working scale
     assert controls.analysis_key("img", {**SETTINGS, "merge_threshold": 0.3}) != k  # both renumber the particles
     assert controls.analysis_key("img", {**SETTINGS, "min_relative_size": 0.05}) != k
     assert controls.analysis_key("other", SETTINGS) != k
@@ -94,17 +96,20 @@ def test_layout_has_labelled_controls_and_defaults(dash_app):
     from plotly.io.json import to_json_plotly
 
     layout = to_json_plotly(dash_app.layout)
-    for cid in ("upload", "demo-button", "upload-error", "watershed", "min-distance", "threshold", "min-size",
+    for cid in ("upload", "demo-button", "upload-error", "watershed", "min-distance-fraction", "threshold",
+                "min-size-fraction", "diameter",
                 "merge-threshold", "min-relative-size", "exclude-edge", "nm-per-pixel", "draw-line-button",
                 "bar-value", "bar-unit", "calib-line-length", "calib-message", "calib-line-store", "overlay-mode",
                 "opacity", "image-graph", "metric", "bin-width", "histogram-graph", "summary-count",
                 "particle-grid", "download-particles", "download-summary"):
         assert f'"{cid}"' in layout, cid
-    for label in ("min-distance", "threshold", "min-size", "merge-threshold", "min-relative-size", "nm-per-pixel",
+    for label in ("min-distance-fraction", "threshold", "min-size-fraction", "merge-threshold", "min-relative-size",
+                  "diameter", "nm-per-pixel",
                   "bar-value", "opacity", "metric", "bin-width"):
         assert f'"{label}-label"' in layout
     assert "j.jiec.2019.05.007" in layout
-    assert dash_app.layout["min-distance"].value == 5  # the model card's defaults
+    assert dash_app.layout["min-distance-fraction"].value == 5.0  # the model card's defaults, in %
+    assert dash_app.layout["diameter"].value is None  # empty: estimated per image
     assert dash_app.layout["merge-threshold"].value == 0.35
     assert dash_app.layout["min-relative-size"].value == 7.0  # shown as a percentage
     assert dash_app.layout["bar-unit"].value == "nm"
@@ -115,7 +120,8 @@ def test_layout_without_new_defaults_starts_them_off():
 
     class OldBackend(FakeClient):  # a backend that predates the two settings
         def default_settings(self):
-            return {"watershed": True, "min_distance": 5, "threshold": 0.5, "min_size": 20, "exclude_edge": False}
+            return {"watershed": True, "min_distance_fraction": 0.05, "threshold": 0.5, "min_size_fraction": 0.002,
+                    "exclude_edge": False}
 
     app = create_dash_app(client=OldBackend())
     assert app.layout["merge-threshold"].value == 0.0 and app.layout["min-relative-size"].value == 0.0
@@ -174,9 +180,10 @@ def test_analyze_callback_then_histogram(dash_app):
            "expired-store.data..")
     inputs = [{"id": "image-store", "property": "data", "value": {"image_id": "abc123"}},
               *({"id": cid, "property": "value", "value": v} for cid, v in sorted(
-                  {"watershed": ["on"], "min-distance": 7, "threshold": 0.5, "min-size": 20, "exclude-edge": [],
-                   "merge-threshold": 0.4, "min-relative-size": 12.5}.items(),
-                  key=lambda kv: controls.CONTROL_IDS.index(kv[0])))]
+                  {"watershed": ["on"], "min-distance-fraction": 60, "threshold": 0.5, "min-size-fraction": 1,
+                   "exclude-edge": [], "merge-threshold": 0.4, "min-relative-size": 12.5}.items(),
+                  key=lambda kv: controls.CONTROL_IDS.index(kv[0]))),
+              {"id": "diameter", "property": "value", "value": None}]
     token = [{"id": "progress-token", "property": "data", "value": "tab-0123456789abcdef"}]
     status, body = call(dash_app, out, inputs, token)
     assert status == 200

@@ -17,11 +17,11 @@ def test_in_process_client_translates_errors():
         c.analyze("nope", SETTINGS)
     assert e.value.code == "not_found"
     with pytest.raises(ClientError) as e:
-        c.analyze("abc123", {**SETTINGS, "min_distance": 13})
+        c.analyze("abc123", {**SETTINGS, "min_distance_fraction": 0.13})
     assert e.value.code == "internal" and "boom" in e.value.message
     c.analyze("abc123", {**SETTINGS, "junk": 1})
     assert "junk" not in svc.calls[-1][2]
-    assert c.default_settings()["min_distance"] == 5
+    assert c.default_settings()["min_distance_fraction"] == 0.05
 
 
 def test_in_process_client_asks_for_no_pictures_and_sends_no_labels():
@@ -95,7 +95,7 @@ def test_remote_client_against_a_closed_port():
     with pytest.raises(ClientError) as e:
         c.segment(b"x", "a.png")
     assert e.value.code == "backend_unavailable" and "not reachable" in e.value.message
-    assert c.default_settings()["min_distance"] >= 1  # falls back to the local model card
+    assert c.default_settings()["min_distance_fraction"] > 0  # falls back to the local model card
 
 
 def test_remote_client_asks_the_backend_for_a_sample_and_its_csv():

@@ -37,7 +37,7 @@ def fake_result(labels=None, image_id="abc123", filename="sample image.tif"):
             "overlay_png": png_b64(np.zeros(labels.shape + (3,), np.uint8))}
 
 
-SETTINGS = {"watershed": True, "min_distance": 7, "threshold": 0.5, "min_size": 20, "exclude_edge": False,
+SETTINGS = {"watershed": True, "min_distance_fraction": 0.6, "threshold": 0.5, "min_size_fraction": 0.01, "exclude_edge": False,
             "merge_threshold": 0.0, "min_relative_size": 0.0}
 
 
@@ -54,8 +54,9 @@ def micrograph_png(h=120, w=160):
     return buf.getvalue()
 
 
-def panel(watershed, min_distance, threshold, min_size, exclude_edge, merge_threshold=0.0, min_relative_size=0.0):
-    """What the controls send, by setting name (the relative size slider is in %)."""
+def panel(watershed, min_distance_fraction, threshold, min_size_fraction, exclude_edge, merge_threshold=0.0,
+          min_relative_size=0.0):
+    """What the controls send, by setting name (the fraction sliders are in %)."""
     given = dict(locals())
     return controls.settings_from_controls(*(given[n] for n in controls.CONTROLLED))
 
@@ -100,7 +101,7 @@ class FakeService:
         self.calls.append(("analyze", image_id, dict(settings), include_images))
         if image_id != "abc123":
             raise SaemiError("unknown image_id", code="not_found")
-        if settings.get("min_distance") == 13:
+        if settings.get("min_distance_fraction") == 0.13:
             raise RuntimeError("boom")
         res = fake_result(image_id=image_id)
         if not include_images:
@@ -113,7 +114,7 @@ class FakeService:
 
     def default_settings(self):
         from saemi.pipeline import Settings
-        return Settings.from_dict({"min_distance": 5})
+        return Settings.from_dict({"min_distance_fraction": 0.05})
 
 
 class FakeResponse:
@@ -157,8 +158,8 @@ class FakeClient:
         return self.inner.particle_layer(image_id, settings, mode, grid)
 
     def default_settings(self):
-        return {"watershed": True, "min_distance": 5, "threshold": 0.5, "min_size": 20, "exclude_edge": False,
-                "merge_threshold": 0.35, "min_relative_size": 0.07}
+        return {"watershed": True, "min_distance_fraction": 0.05, "threshold": 0.5, "min_size_fraction": 0.002,
+                "exclude_edge": False, "merge_threshold": 0.35, "min_relative_size": 0.07}
 
 
 @pytest.fixture

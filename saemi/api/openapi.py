@@ -408,6 +408,11 @@ DOCUMENT = {
                 "timings": {"type": "object", "additionalProperties": {"type": "number"},
                             "description": "Seconds per stage this request ran."},
                 "cached": {"type": "boolean", "description": "The network output was already cached."},
+                "diameter": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                             "description": "Typical particle diameter (px) the image was normalised to (null: no "
+                                            "particle to estimate it from); see saemi.size."},
+                "diameter_source": {"type": ["string", "null"], "enum": ["estimated", "user", None],
+                                    "description": "estimated per image, or the user's diameter setting."},
                 "preview": {"type": "object", "required": ["jpeg", "stride"],
                             "description": "With preview=true: the image as a JPEG, every stride-th pixel.",
                             "properties": {"jpeg": {"type": "string", "contentEncoding": "base64"},

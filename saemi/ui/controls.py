@@ -68,6 +68,11 @@ def layout(defaults):
     return html.Section(className="panel controls-panel", **{"aria-labelledby": "controls-heading"}, children=[
         html.H2("2. Particles", id="controls-heading"),
         *(_control(name, values[name]) for name in CONTROLLED),
+        _field(field_of("diameter").metadata["label"], "diameter",
+               dcc.Input(id="diameter", type="number", min=1, step="any", debounce=True, value=None,
+                         placeholder="automatic",
+                         className="number-input"),
+               "Empty: estimated per image; the network sees the image rescaled to it"),
         _field("Calibration", "nm-per-pixel", html.Div(className="calibration-field", children=[
             dcc.Input(id="nm-per-pixel", type="number", min=0, step="any", debounce=True,
                       placeholder="sizes in px", className="number-input"),
@@ -98,7 +103,7 @@ def settings_from_controls(*values):
 
 def analysis_key(image_id, settings):
     """Identifies one labelling: the same key means the same label numbers."""
-    split = {k: settings.get(k) for k in setting_names("split")}
+    split = {k: settings.get(k) for k in (*setting_names("split"), "diameter")}
     return f"{image_id}:{json.dumps(split, sort_keys=True)}"
 
 
@@ -118,19 +123,38 @@ def reduce_analysis(result, settings):
     analysis = {"key": key, "image_id": result["image_id"], "filename": result.get("filename", "image"),
                 "width": result.get("width"), "height": result.get("height"), "settings": dict(settings),
                 "particles": particles, "count_api": (result.get("summary") or {}).get("count"),
-                "timings": result.get("timings", {}), "edits": result.get("edits") or {}}
+                "timings": result.get("timings", {}), "edits": result.get("edits") or {},
+                "diameter": result.get("diameter"), "diameter_source": result.get("diameter_source")}
     # the edit count in the ref: a new edit (same key, new labels) redraws the layer and its hover grid
     return analysis, {"key": key, "image_id": result["image_id"], "settings": dict(settings),
                       "edits": (result.get("edits") or {}).get("count", 0)}
 
 
-def analyse(client, image, controls, progress_token=None):
+def diameter_setting(value):
+    """The ``diameter`` the page's field means: a number of px, or None (empty or unreadable: estimated)."""
+    try:
+        d = float(value)
+    except (TypeError, ValueError):
+        return None
+    return d if d >= 1 and d == d and d != float("inf") else None
+
+
+def diameter_hint(analysis):
+    """The diameter field's placeholder: the value the last analysis used and where it came from."""
+    d = (analysis or {}).get("diameter")
+    if d is None:
+        return "automatic"
+    return f"automatic (estimated {d:.0f})" if analysis.get("diameter_source") == "estimated" else "automatic"
+
+
+def analyse(client, image, controls, diameter=None, progress_token=None):
     """Run one analysis for the page; returns (analysis, ref, error, status, expired).
 
     ``expired`` is set (and the rest left alone) when the server's cache has
     dropped the image: :func:`register`'s ``on_expired`` then uploads it again.
+    ``diameter``: the typical-diameter field's value (empty: estimated).
     """
-    settings = settings_from_controls(*controls)
+    settings = {**settings_from_controls(*controls), "diameter": diameter_setting(diameter)}
     t0 = time.perf_counter()
     try:
         result = client.analyze(image["image_id"], settings, progress=progress_token)
@@ -158,6 +182,7 @@ def register(app, client, assets_folder):
         Output("expired-store", "data"),
         Input("image-store", "data"),
         *(Input(cid, "value") for cid in CONTROL_IDS),
+        Input("diameter", "value"),
         State("progress-token", "data"),
         prevent_initial_call=True,
         running=progress.RUNNING,
@@ -165,8 +190,12 @@ def register(app, client, assets_folder):
     def on_settings(image, *controls_and_token):
         if not image or not image.get("image_id"):
             raise PreventUpdate
-        *controls, token = controls_and_token
-        return analyse(client, image, controls, token)
+        *controls, diameter, token = controls_and_token
+        return analyse(client, image, controls, diameter, token)
+
+    @app.callback(Output("diameter", "placeholder"), Input("analysis-store", "data"))
+    def on_diameter_used(analysis):
+        return diameter_hint(analysis)
 
     @app.callback(
         Output("analysis-store", "data", allow_duplicate=True),
@@ -177,6 +206,7 @@ def register(app, client, assets_folder):
         State("upload-data-store", "data"),
         State("image-store", "data"),
         *(State(cid, "value") for cid in CONTROL_IDS),
+        State("diameter", "value"),
         prevent_initial_call=True,
     )
     def on_expired(expired, held, image, *controls):
@@ -195,7 +225,7 @@ def register(app, client, assets_folder):
             client.segment(data, image.get("filename") or "image", image_id=image["image_id"])
         except SaemiError as exc:
             return no_update, no_update, f"Could not upload the image again: {upload.sentence_tail(exc.message)}", ""
-        analysis, ref, error, status, again = analyse(client, image, controls)
+        analysis, ref, error, status, again = analyse(client, image, controls[:-1], controls[-1])
         if again is not no_update:
             return no_update, no_update, "The server dropped this image again at once; please upload it again.", ""
         return analysis, ref, error, status
