@@ -149,7 +149,7 @@ def test_upload_callback_success_and_error(dash_app):
     # one image is a sample of one, named after it, with the controls' settings
     one = resp["sample-store"]["data"]
     assert one["name"] == "x" and [im["image_id"] for im in one["images"]] == ["abc123"]
-    assert one["settings"]["min_distance"] == 7
+    assert one["settings"]["min_distance_fraction"] == 0.7
     # the upload takes several files: one file arrives as a list of one
     status, body = call(dash_app, out, *_upload_inputs([url], ["x.png"]))
     assert status == 200 and body["response"]["image-store"]["data"]["image_id"] == "abc123"

@@ -20,7 +20,7 @@ def two_image_sample():
         {"image_id": ID_A, "filename": "a.png", "width": 160, "height": 120, "nm": 2.0, "settings": None,
          "removed": {"key": controls.analysis_key(ID_A, SETTINGS), "labels": [3, 4]}},
         {"image_id": ID_B, "filename": "b.png", "width": 160, "height": 120, "nm": None,
-         "settings": {**SETTINGS, "min_distance": 11},
+         "settings": {**SETTINGS, "min_distance_fraction": 0.8},
          # exclusions made under other settings: they point at other particles now, and are not sent
          "removed": {"key": controls.analysis_key(ID_B, SETTINGS), "labels": [1]}}])
     return s
@@ -29,9 +29,9 @@ def two_image_sample():
 def test_each_image_is_sent_with_its_own_settings_exclusions_and_calibration():
     req = sample.request_images(two_image_sample())
     assert [r["image_id"] for r in req] == [ID_A, ID_B]
-    assert req[0]["settings"]["removed_labels"] == [3, 4] and req[0]["settings"]["min_distance"] == 7
+    assert req[0]["settings"]["removed_labels"] == [3, 4] and req[0]["settings"]["min_distance_fraction"] == 0.6
     assert req[0]["nm_per_pixel"] == 2.0 and req[1]["nm_per_pixel"] is None
-    assert req[1]["settings"]["min_distance"] == 11 and req[1]["settings"]["removed_labels"] == []
+    assert req[1]["settings"]["min_distance_fraction"] == 0.8 and req[1]["settings"]["removed_labels"] == []
 
 
 def test_filter_fields_become_open_ended_ranges():
@@ -91,7 +91,7 @@ def test_a_session_document_round_trips_through_the_checker():
     doc = check_session(json.dumps(sample.session_document(s, view)))
     assert doc["current"] == 1 and [im["filename"] for im in doc["images"]] == ["a.png", "b.png"]
     assert doc["images"][0]["removed"] == [3, 4] and doc["images"][1]["removed"] == []
-    assert doc["images"][1]["settings"]["min_distance"] == 11 and doc["images"][0]["nm_per_pixel_in_force"] == 2.0
+    assert doc["images"][1]["settings"]["min_distance_fraction"] == 0.8 and doc["images"][0]["nm_per_pixel_in_force"] == 2.0
     assert doc["sample"]["filters"] == {"circularity": [0.7, None]} and doc["sample"]["view"] == view
 
 

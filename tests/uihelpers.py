@@ -194,7 +194,8 @@ def _upload_inputs(contents, filename):
              {"id": "progress-token", "property": "data", "value": "tab-0123456789abcdef"},
              # the splitting controls: the settings a new sample starts with
              *({"id": cid, "property": "value", "value": v}
-               for cid, v in zip(controls.CONTROL_IDS, (["on"], 7, 0.5, 20, [], 0.0, 0.0)))])
+               for cid, v in {"watershed": ["on"], "min-distance-fraction": 70, "merge-threshold": 0.5, "threshold": 0.5,
+                              "min-size-fraction": 1, "min-relative-size": 10, "exclude-edge": []}.items())])
 
 
 def output_of(app, input_id):
