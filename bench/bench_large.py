@@ -10,7 +10,7 @@ bundled weights on the CPU engine, it measures:
 - ``first``: upload to the first result (segment + split + measure + the
   particle layer the page draws);
 - one control change of each kind the page sends: a splitting slider
-  (``min_distance``, ``threshold``, ``min_size``, watershed off), an exclusion
+  (``min_distance_fraction``, ``threshold``, ``min_size_fraction``, watershed off), an exclusion
   click (``removed_labels``), and a calibration (a measure-only change).
   Each is ``analyze`` by ``image_id`` plus ``particle_layer``, the two calls
   the page makes.
@@ -60,7 +60,7 @@ def main(argv=None):
             service = AnalysisService(store=DiskStore(tmp, 2**30, 3600))
             service.load()
             base = service.default_settings().to_dict()
-            split = {k: base[k] for k in ("min_distance", "threshold", "min_size")}
+            split = {k: base[k] for k in ("min_distance_fraction", "threshold", "min_size_fraction")}
 
             def first():
                 out = service.analyze(data=data, filename=f"mosaic{r}.png", include_images=False)
@@ -72,9 +72,9 @@ def main(argv=None):
             image_id, count = out["image_id"], out["summary"]["count"]
             labels = [p["label"] for p in out["particles"][:3]]
             moves = {
-                "min_distance": {"min_distance": split["min_distance"] + 5},
+                "min_distance": {"min_distance_fraction": round(split["min_distance_fraction"] + 0.1, 2)},
                 "threshold": {"threshold": round(split["threshold"] + 0.05, 2)},
-                "min_size": {"min_size": split["min_size"] + 20},
+                "min_size": {"min_size_fraction": round(split["min_size_fraction"] + 0.02, 3)},
                 "watershed off": {"watershed": False},
                 "exclusion click": {"removed_labels": labels},
                 "calibration": {"nm_per_pixel": 2.5},
