@@ -338,6 +338,19 @@ class AnalysisService:
         timings = {k: round(v, 4) for k, v in entry.segmentation.timings.items()} if not cached else {}
         return {**self._describe(entry.image_id, entry), "timings": timings, "cached": cached}
 
+    def _store_segmentation(self, digest, fresh):
+        """Store a new segmentation under ``digest``; return it as decoded from the store.
+
+        Every analysis, here or on another worker, runs on what the store holds
+        (probabilities quantised), so this worker uses the decoded copy too.
+        """
+        blob = encode_segmentation(fresh)
+        self.store.put(SEG_PREFIX + digest, blob)
+        seg = decode_segmentation(blob)
+        seg.timings = fresh.timings
+        self._remember(self._memo, digest, seg)
+        return seg
+
     def _segment_entry(self, data, filename, seg_settings, deadline, image_id):
         """:meth:`segment`'s work: returns the image's handle and whether the network was skipped."""
         self.check_upload(data)
@@ -368,12 +381,7 @@ class AnalysisService:
                                 filename=filename, diameter=seg_settings.get("diameter"))
             finally:
                 self._infer_lock.release()
-            blob = encode_segmentation(fresh)
-            self.store.put(SEG_PREFIX + digest, blob)
-            # every analysis, here or on another worker, runs on what the store holds
-            seg = decode_segmentation(blob)
-            seg.timings = fresh.timings
-            self._remember(self._memo, digest, seg)
+            seg = self._store_segmentation(digest, fresh)
         entry = _Entry(image_id or secrets.token_urlsafe(18), digest, seg, filename, None, seg_settings)
         self._save_handle(entry)
         return entry, cached
@@ -423,11 +431,7 @@ class AnalysisService:
                 fresh = resegment(entry.segmentation, segmenter, diameter, deadline)
             finally:
                 self._infer_lock.release()
-            blob = encode_segmentation(fresh)
-            self.store.put(SEG_PREFIX + digest, blob)
-            seg = decode_segmentation(blob)
-            seg.timings = fresh.timings
-            self._remember(self._memo, digest, seg)
+            seg = self._store_segmentation(digest, fresh)
             entry.network_ran = True
         entry.digest, entry.segmentation = digest, seg
         entry.segment_settings = {**entry.segment_settings, "diameter": diameter}
