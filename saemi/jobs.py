@@ -101,6 +101,13 @@ def job_status(record, now=None):
 PROGRESS_PREFIX = "prg-"
 
 
+def _progress_key(key):
+    """The store key of a caller's stage record; ``not_found`` for a key no record could have."""
+    from .cache import check_key
+
+    return PROGRESS_PREFIX + check_key(key)[:100]
+
+
 class StageLog:
     """``on_stage`` for a :class:`saemi.budget.Deadline` that keeps the latest stage in the store.
 
@@ -116,31 +123,29 @@ class StageLog:
     """
 
     def __init__(self, store, key):
-        from .cache import check_key
-
-        self.store, self.key = store, PROGRESS_PREFIX + check_key(key)[:100]
+        self.store, self.key = store, _progress_key(key)
         self.started, self._last_write, self._stage = time.time(), 0.0, None
+
+    def _write(self, stage, now, done):
+        self.store.put(self.key, _encode({"stage": stage, "started": self.started, "at": now, "done": done}))
 
     def __call__(self, stage):
         now = time.time()
         if stage != self._stage or now - self._last_write >= WRITE_EVERY_S:
             self._stage, self._last_write = stage, now
-            self.store.put(self.key, _encode({"stage": stage, "started": self.started, "at": now,
-                                              "done": False}))
+            self._write(stage, now, False)
 
     def finish(self):
         """Mark the work ended, so a reader stops asking."""
-        self.store.put(self.key, _encode({"stage": "done", "started": self.started, "at": time.time(),
-                                          "done": True}))
+        self._write("done", time.time(), True)
 
 
 def read_stage(store, key):
     """What :class:`StageLog` wrote under ``key``: ``{"stage", "elapsed_s", "done"}``, or None."""
-    from .cache import KEY_RE
-
-    if not isinstance(key, str) or not KEY_RE.match(key):
+    try:
+        blob = store.get(_progress_key(key))
+    except SaemiError:
         return None
-    blob = store.get(PROGRESS_PREFIX + key[:100])
     if blob is None:
         return None
     rec = json.loads(blob)
