@@ -225,8 +225,7 @@ def segment():
 def _analysis_request(include_images_default):
     """The keyword arguments of :meth:`AnalysisService.analyze` that a request asks for.
 
-    Everything that can be checked without running the analysis is checked
-    here, so a job is only queued for a request that can run.
+    The request's shape and settings are checked here (422 before any work).
     """
     data, filename, fields_ = _read_request()
     image_id = _image_id(fields_.get("image_id"))
@@ -246,8 +245,6 @@ def _analysis_request(include_images_default):
         raise SaemiError("'overlay_alpha' must be a number from 0 to 1", code="bad_parameter")
     include_images = _bool(fields_.get("include_images", include_images_default), "include_images")
     settings = _settings_from(fields_)
-    if data is not None:
-        _service().check_upload(data)
     return dict(image_id=image_id, data=data, filename=filename or ("image" if data else None),
                 settings=settings, overlay=overlay, overlay_alpha=alpha, include_images=include_images)
 
@@ -267,7 +264,10 @@ def submit_job():
     """
     request_args = _analysis_request(False)
     service = _service()
-    if request_args["image_id"] is not None:  # a 404 now, not a job that fails
+    # what can be refused now is refused now (the service checks again when the job runs)
+    if request_args["data"] is not None:
+        service.check_upload(request_args["data"])
+    else:
         service.check_image_id(request_args["image_id"])
     status = current_app.extensions["saemi_jobs"].submit(
         lambda deadline: service.analyze(**request_args, deadline=deadline),
