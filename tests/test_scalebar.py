@@ -336,19 +336,21 @@ def _verdict(s, e):
 # Measured on the fixture and asserted at the measured values (the test prints the figures
 # per split). Tune and holdout: 84 labelled bars, 11 unlabelled bars and 34 bar-less images;
 # fresh (labelled for reader v4 after holdout image 2b9ccd5679 had informed a rule): 24
-# labelled bars, 2 unlabelled, 5 bar-less. The issue's targets are >= 90 % hits and <= 2 %
-# wrong: the hit rate falls short (holdout and fresh misses: bars not found (rulers without a
-# base line, thick bars over particles, faint bars), stacked, boxed-apart, pixel-font and
-# blurred labels).
-REAL_MIN_HIT_RATE = 0.892  # tune + holdout: measured 75 of 84 (89.3 %): tune 40/42, holdout 35/42; v3 73, v2 64, v1 61
-REAL_MIN_HIT_RATE_FRESH = 0.625  # fresh: measured 15 of 24 (62.5 %); v3 14 of 24 with 1 wrong
-REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 160 images; v3 1 of 160 (fresh ef6bbe7612), v2 0 of 129, v1 7 of 129
+# labelled bars, 2 unlabelled, 5 bar-less; fresh2 (labelled blind for reader v5, before v5 ran
+# on it; no rule was made from its images): 37 labelled bars, 1 unlabelled, 4 bar-less. The
+# issue's targets are >= 90 % hits and <= 2 % wrong: met on tune + holdout, not on the fresh
+# splits (misses: bars not found (bars ending on particles, faint bars, rulers whose point or
+# label OCR cannot read), stacked, boxed-apart, pixel-font and blurred labels).
+REAL_MIN_HIT_RATE = 0.916  # tune + holdout: measured 77 of 84 (91.7 %): tune 40/42, holdout 37/42; v4 75, v3 73, v2 64, v1 61
+REAL_MIN_HIT_RATE_FRESH = 0.75  # fresh: measured 18 of 24 (75.0 %); v4 15 of 24, v3 14 with 1 wrong
+REAL_MIN_HIT_RATE_FRESH2 = 0.756  # fresh2: measured 28 of 37 (75.7 %); v4 27 of 37
+REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 202 images (v4 0 of 202); v3 1 of 160 (fresh ef6bbe7612), v2 0 of 129, v1 7 of 129
 
 
 @needs_tesseract
 @pytest.mark.slow
 def test_real_read_and_wrong_rates(real_dir, capsys):
-    """Hits among labelled bars (tune + holdout, and fresh) and wrong reads among all real images."""
+    """Hits among labelled bars (tune + holdout, fresh and fresh2) and wrong reads among all real images."""
     fx = _load_fixture()
     tally, lines = {}, []
     for kind in ("scalebars", "unlabelled", "none"):
@@ -363,7 +365,7 @@ def test_real_read_and_wrong_rates(real_dir, capsys):
                 lines.append(f"{v:6s} {split_of(e):7s} {e['filename']}: truth {e.get('value')} {e.get('unit')}; "
                              f"got {got} {'' if s is None else s.reason}")
     report = []
-    for g in ("tune", "holdout", "fresh", "all"):
+    for g in ("tune", "holdout", "fresh", "fresh2", "all"):
         t = tally.get(g, {})
         n = sum(t.values())
         report.append(f"{g}: {n} images, hit {t.get('hit', 0)}, wrong {t.get('wrong', 0)}, "
@@ -376,6 +378,8 @@ def test_real_read_and_wrong_rates(real_dir, capsys):
     assert original / n_original >= REAL_MIN_HIT_RATE, msg
     n_fresh = sum(split_of(e) == "fresh" for e in fx["scalebars"])
     assert tally.get("fresh", {}).get("hit", 0) / n_fresh >= REAL_MIN_HIT_RATE_FRESH, msg
+    n_fresh2 = sum(split_of(e) == "fresh2" for e in fx["scalebars"])
+    assert tally.get("fresh2", {}).get("hit", 0) / n_fresh2 >= REAL_MIN_HIT_RATE_FRESH2, msg
     t = tally["all"]
     assert t.get("wrong", 0) / sum(t.values()) <= REAL_MAX_WRONG_RATE, msg
 
@@ -722,3 +726,101 @@ def test_bracket_half_with_its_tick_is_no_label_glyph(tick):
     s = detect_scale(fei_bracket(tick))
     assert s is not None and (s.value, s.unit, s.status) == (5.0, "µm", "read"), s
     assert abs(s.bar_length_px - 180) <= 2.5, s
+
+
+# --------------------------------------------------------------------------- tick rulers
+
+def hitachi_ruler(label="10.0um", n_ticks=11, spacing=16, tick=(2, 6), size=15, factor=4, seed=41, dotted=False):
+    """A Hitachi-style data bar: a row of ``n_ticks`` white ticks (no base line), ``label`` below its right end.
+
+    Drawn ``factor`` times larger, then shrunk with area averaging, so tick edges are
+    partly covered pixels and the decimal point is a faint speck. ``dotted`` draws a
+    dotted line of 2x2 dots 4 px apart instead of ticks. Returns (image, outer length).
+    """
+    img = micrograph(480, 640, seed=seed)
+    img[440:] = 0
+    big = Image.fromarray(img).resize((640 * factor, 480 * factor), Image.NEAREST)
+    d = ImageDraw.Draw(big)
+    tw, th = tick
+    x0, y0 = 620.25 - spacing * (n_ticks - 1) - tw, 444.5
+    if dotted:
+        for k in range(40):
+            x = x0 + 4 * k
+            d.rectangle([x * factor, y0 * factor, (x + 2) * factor - 1, (y0 + 2) * factor - 1], fill=(255, 255, 255))
+        length = None
+    else:
+        for k in range(n_ticks):
+            x = x0 + spacing * k
+            d.rectangle([x * factor, y0 * factor, (x + tw) * factor - 1, (y0 + th) * factor - 1], fill=(255, 255, 255))
+        length = spacing * (n_ticks - 1) + tw
+    fnt = font("DejaVuSans.ttf", size * factor)
+    right = (x0 + spacing * (n_ticks - 1) + tw) * factor
+    l, t, r, b = d.textbbox((0, 0), label, font=fnt)
+    d.text((right - r, (y0 + th + 4) * factor - t), label, fill=(255, 255, 255), font=fnt)
+    small = big.resize((640, 480), Image.BOX)
+    return np.asarray(small).copy(), length
+
+
+@pytest.mark.parametrize("spacing,tick", [(16, (2, 6)), (22, (3, 8)), (9, (1, 3))])
+def test_tick_ruler_is_measured_between_outer_tick_edges(spacing, tick):
+    img, length = hitachi_ruler(spacing=spacing, tick=tick, label=" ")
+    rulers = scalebar._tick_rulers(scalebar._grey(img))
+    assert len(rulers) == 1, rulers
+    assert rulers[0].bracket and abs(rulers[0].length - length) <= 0.5, (rulers[0], length)
+    s = detect_scale(img, ocr=False)
+    assert s is not None and abs(s.bar_length_px - length) <= 0.5, s
+
+
+def test_dotted_line_and_text_are_no_ruler():
+    img, _ = hitachi_ruler(dotted=True, label="S-4800 3.0kV 14.9mm x20.0k SE(M)")
+    assert scalebar._tick_rulers(scalebar._grey(img)) == []
+    assert scalebar._tick_rulers(scalebar._grey(micrograph(seed=5))) == []
+
+
+@needs_tesseract
+@pytest.mark.parametrize("label,value", [("10.0um", 10.0), ("2.00um", 2.0), ("500nm", 500.0)])
+def test_tick_ruler_label_is_read_with_its_decimal_point(label, value):
+    """Never 100 or 200 µm for "10.0um" or "2.00um": a dropped point is found in the label's pixels."""
+    img, length = hitachi_ruler(label=label)
+    s = detect_scale(img)
+    unit = "nm" if label.endswith("nm") else "µm"
+    assert s is not None and s.value in (value, None), s
+    assert (s.value, s.unit, s.status) == (value, unit, "read"), s
+    assert abs(s.nm_per_pixel / (value * scalebar.UNITS_NM[unit] / length) - 1) <= 0.01, s
+
+
+@pytest.mark.parametrize("text,k,expected", [
+    ("2 00um", 1, "2.00um"), ("100um", 2, "10.0um"), ("10 Oum", 2, "10.Oum"), ("0.5 um", 1, "0.5 um"),
+    ("5 um", 1, "5 um"), ("S-4800 x20k", 1, "S-4800 x20k")])
+def test_a_found_decimal_point_goes_into_the_read_number(text, k, expected):
+    assert scalebar._with_decimal_point(text, k) == expected
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("100 n=", (100.0, "nm")), ("50 nim", (50.0, "nm")), ("2 pa", (2.0, "µm")), ("50 rst", None),
+    ("HFW 1.8 u?", None), ("Mag 5 n", None), ("100nm", (100.0, "nm"))])
+def test_a_garbled_unit_keeps_its_number_and_first_letter(text, expected):
+    assert scalebar._garbled_unit_read(text) == expected
+
+
+@pytest.mark.parametrize("text,expected", [("20:-nm", (20.0, "nm")), ("5 ~ µm", (5.0, "µm")),
+                                           ("20::-nm", None)])
+def test_specks_between_number_and_unit(text, expected):
+    assert parse_label(text) == expected
+
+
+@needs_tesseract
+@pytest.mark.parametrize("label", ["200nm", "500nm", "100nm"])
+def test_a_speck_between_tight_digits_is_no_decimal_point(label):
+    img, length = hitachi_ruler(label=label)
+    grey = scalebar._grey(img)
+    # a bright 2x2 speck on the baseline in the gap between the first two digits, where a point would go
+    ys, xs = np.nonzero(grey[455:485, 540:640] > 128)
+    cols = np.zeros(100, bool)
+    cols[xs] = True
+    first = int(xs.min())
+    gap = first + int(np.argmin(cols[first:]))  # first empty column after the first digit
+    base = 455 + int(ys.max())
+    img[base - 1:base + 1, 540 + gap:540 + gap + 2] = 200
+    s = detect_scale(img)
+    assert s is not None and s.value in (float(label[:3]), None), s
