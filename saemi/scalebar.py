@@ -276,9 +276,9 @@ RULER_MIN_TICKS = 6
 # deviation from the median spacing, as a share of it) ...
 RULER_MAX_TICK_WIDTH, RULER_MAX_TICK_HEIGHT = 6, 16
 RULER_SPACING_TOLERANCE = 0.12
-# ... standing out by this much from their row (the instruments' rulers are white on black;
-# at MIN_CONTRAST, a noisy micrograph's specks made ten times as many blobs to group) ...
-RULER_MIN_CONTRAST = 100
+# ... standing out by this much from their row (as a bar: MIN_CONTRAST; rulers drawn over the
+# image in a translucent strip stand out by 60-100) ...
+RULER_MIN_CONTRAST = 50
 # ... in the bottom RULER_ROWS of the image (rulers are drawn in the instrument's data bar
 # there; the search costs 0.15 s per megapixel, so it is kept to the rows where they are) ...
 RULER_ROWS = 0.3
@@ -290,9 +290,10 @@ def _tick_rulers(grey):
     """Tick rulers of an image as bar candidates (``bracket`` True, measured between outer tick edges).
 
     A tick is a narrow vertical blob (at most ``RULER_MAX_TICK_WIDTH`` px wide and
-    no wider than tall) standing out by ``RULER_MIN_CONTRAST`` from a horizontal
-    top-hat (bright ticks) or black-hat (dark ticks) of the image. Ticks on the
-    same rows (top and bottom within 1 px) whose spacings all lie within
+    no wider than tall) standing out by ``RULER_MIN_CONTRAST`` in a horizontal
+    top-hat (bright ticks) or black-hat (dark ticks) of the image, with nothing of
+    half its contrast in the columns just beside it. Ticks whose tops (or bottoms)
+    lie within 1 px of each other and whose spacings all lie within
     ``RULER_SPACING_TOLERANCE`` of their median form a ruler when there are
     ``RULER_MIN_TICKS`` or more. Its length runs from the outer edge of the first
     tick to that of the last; each edge lies half a tick width (coverage summed
@@ -307,39 +308,54 @@ def _tick_rulers(grey):
     first_row = int(full_h * (1 - RULER_ROWS))
     grey = grey[first_row:]
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * RULER_MAX_TICK_WIDTH + 3, 1))
-    out = []
+    out, seen = [], set()
     for bright in (True, False):
         hat = cv2.morphologyEx(grey, cv2.MORPH_TOPHAT if bright else cv2.MORPH_BLACKHAT, kernel)
-        n, _, stats, _ = cv2.connectedComponentsWithStats((hat >= RULER_MIN_CONTRAST).astype(np.uint8), connectivity=8)
+        n, cc, stats, _ = cv2.connectedComponentsWithStats((hat >= RULER_MIN_CONTRAST).astype(np.uint8),
+                                                           connectivity=8)
         sx, sy, sw, sh = (stats[1:, k] for k in range(4))
         keep = (sw <= RULER_MAX_TICK_WIDTH) & (sh >= 2) & (sh <= RULER_MAX_TICK_HEIGHT) & (sw <= sh)
         keep &= (sx >= 5) & (sx + sw + 5 <= w)
-        # a tick stands alone: nothing of half its contrast in 3 columns either side of it (beyond the
-        # 2 its blurred edges may cover), over its rows; noise specks, text and particle edges have
-        # neighbours
-        ii = cv2.integral((hat >= RULER_MIN_CONTRAST / 2).astype(np.uint8))
+        if not keep.any():
+            continue
+        on = cc > 0
+        peaks = np.zeros(n, np.float32)
+        np.maximum.at(peaks, cc[on], hat[on])  # each blob's contrast (ndimage.maximum sorts: 5x slower)
+        peak = peaks[1:][keep]
         sx, sy, sw, sh = sx[keep], sy[keep], sw[keep], sh[keep]
+        # a tick stands alone: nothing of half its own contrast in 3 columns either side of it
+        # (beyond the 2 its blurred edges may cover), over its rows; noise specks, text and particle
+        # edges have neighbours. Half the contrast is taken in steps of RULER_MIN_CONTRAST / 2.
+        step = RULER_MIN_CONTRAST / 2
+        level = np.floor(peak / 2 / step).astype(int)
+        alone = np.zeros(len(sx), bool)
+        for lv in np.unique(level):
+            ii = cv2.integral((hat >= lv * step).astype(np.uint8))
+            m = level == lv
+            x, y, bw, bh = sx[m], sy[m], sw[m], sh[m]
 
-        def count(x0, x1):
-            return ii[sy + sh, x1] - ii[sy, x1] - ii[sy + sh, x0] + ii[sy, x0]
+            def count(x0, x1):
+                return ii[y + bh, x1] - ii[y, x1] - ii[y + bh, x0] + ii[y, x0]
 
-        alone = (count(sx - 5, sx - 2) == 0) & (count(sx + sw + 2, sx + sw + 5) == 0)
+            alone[m] = (count(x - 5, x - 2) == 0) & (count(x + bw + 2, x + bw + 5) == 0)
         ticks = [tuple(row) for row in np.stack([sx, sy, sw, sh], axis=1)[alone].tolist()]
-        by_rows = {}  # (top, bottom) -> ticks
-        for t in ticks:
-            by_rows.setdefault((t[1], t[1] + t[3]), []).append(t)
-        seen = set()
-        for y0, y1 in sorted(by_rows):
-            row = sorted((t for dy in (-1, 0, 1) for db in (-1, 0, 1)
-                          for t in by_rows.get((y0 + dy, y1 + db), ())), key=lambda t: t[0])
-            for run in _even_runs(row) if len(row) >= RULER_MIN_TICKS else ():
-                bar = _ruler_bar(grey, run, bright)
-                if bar is not None:
-                    bar = dataclasses.replace(bar, y0=bar.y0 + first_row, y1=bar.y1 + first_row)
-                if bar is not None and bar.box not in seen:
-                    seen.add(bar.box)
-                    out.append(bar)
-    return out
+        # a ruler's ticks share their top or their bottom (Hitachi draws the end and middle ticks longer)
+        for edge in (lambda t: t[1], lambda t: t[1] + t[3]):
+            by_edge = {}
+            for t in ticks:
+                by_edge.setdefault(edge(t), []).append(t)
+            for y in sorted(by_edge):
+                row = sorted((t for dy in (-1, 0, 1) for t in by_edge.get(y + dy, ())), key=lambda t: t[0])
+                for run in _even_runs(row) if len(row) >= RULER_MIN_TICKS else ():
+                    bar = _ruler_bar(grey, run, bright)
+                    if bar is not None:
+                        bar = dataclasses.replace(bar, y0=bar.y0 + first_row, y1=bar.y1 + first_row)
+                    if bar is not None and bar.box not in seen:
+                        seen.add(bar.box)
+                        out.append(bar)
+    # a run from the second tick on (found again among the shared bottoms) is part of a ruler, not one
+    return [r for r in out if not any(o is not r and o.bright == r.bright and o.x0 <= r.x0 and r.x1 <= o.x1
+                                      and o.length > r.length and min(o.y1, r.y1) > max(o.y0, r.y0) for o in out)]
 
 
 def _even_runs(row):
@@ -386,14 +402,15 @@ def _ruler_bar(grey, run, bright):
     surround = float(np.median(band[:, ~tick_cols])) if (~tick_cols).any() else None
     if surround is None:
         return None
-    peaks = [float(np.max(np.median(grey[y0:y1, x:x + tw], axis=0))) for x, _, tw, _ in run]
+    # each tick over its own rows (the end and middle ticks may be longer than the others)
+    peaks = [float(np.max(np.median(grey[ty:ty + th, x:x + tw], axis=0))) for x, ty, tw, th in run]
     shade = float(np.median(peaks))
     if abs(shade - surround) < MIN_CONTRAST:
         return None
     edges, widths = [], []
-    for (x, _, tw, _), side in ((run[0], -1), (run[-1], 1)):
+    for (x, ty, tw, th), side in ((run[0], -1), (run[-1], 1)):
         a, b = x - 2, min(w, x + tw + 2)
-        cover = np.clip((np.median(grey[y0:y1, a:b], axis=0) - surround) / (shade - surround), 0, 1)
+        cover = np.clip((np.median(grey[ty:ty + th, a:b], axis=0) - surround) / (shade - surround), 0, 1)
         if cover.sum() <= 0:
             return None
         xs = np.arange(a, b) + 0.5

@@ -730,15 +730,19 @@ def test_bracket_half_with_its_tick_is_no_label_glyph(tick):
 
 # --------------------------------------------------------------------------- tick rulers
 
-def hitachi_ruler(label="10.0um", n_ticks=11, spacing=16, tick=(2, 6), size=15, factor=4, seed=41, dotted=False):
+def hitachi_ruler(label="10.0um", n_ticks=11, spacing=16, tick=(2, 6), size=15, factor=4, seed=41, dotted=False,
+                  long_ticks=False, strip=0):
     """A Hitachi-style data bar: a row of ``n_ticks`` white ticks (no base line), ``label`` below its right end.
 
     Drawn ``factor`` times larger, then shrunk with area averaging, so tick edges are
     partly covered pixels and the decimal point is a faint speck. ``dotted`` draws a
-    dotted line of 2x2 dots 4 px apart instead of ticks. Returns (image, outer length).
+    dotted line of 2x2 dots 4 px apart instead of ticks; ``long_ticks`` draws the end and
+    middle ticks twice as long (their tops shared); ``strip`` is the data bar's grey level
+    (0: black; 170: a translucent strip the white ticks stand out of by about 85).
+    Returns (image, outer length).
     """
     img = micrograph(480, 640, seed=seed)
-    img[440:] = 0
+    img[440:] = strip
     big = Image.fromarray(img).resize((640 * factor, 480 * factor), Image.NEAREST)
     d = ImageDraw.Draw(big)
     tw, th = tick
@@ -751,7 +755,8 @@ def hitachi_ruler(label="10.0um", n_ticks=11, spacing=16, tick=(2, 6), size=15, 
     else:
         for k in range(n_ticks):
             x = x0 + spacing * k
-            d.rectangle([x * factor, y0 * factor, (x + tw) * factor - 1, (y0 + th) * factor - 1], fill=(255, 255, 255))
+            tall = 2 * th if long_ticks and k in (0, n_ticks // 2, n_ticks - 1) else th
+            d.rectangle([x * factor, y0 * factor, (x + tw) * factor - 1, (y0 + tall) * factor - 1], fill=(255, 255, 255))
         length = spacing * (n_ticks - 1) + tw
     fnt = font("DejaVuSans.ttf", size * factor)
     right = (x0 + spacing * (n_ticks - 1) + tw) * factor
@@ -769,6 +774,13 @@ def test_tick_ruler_is_measured_between_outer_tick_edges(spacing, tick):
     assert rulers[0].bracket and abs(rulers[0].length - length) <= 0.5, (rulers[0], length)
     s = detect_scale(img, ocr=False)
     assert s is not None and abs(s.bar_length_px - length) <= 0.5, s
+
+
+@pytest.mark.parametrize("long_ticks,strip", [(True, 0), (False, 170), (True, 170)])
+def test_ruler_with_long_end_ticks_or_on_a_grey_strip_is_measured(long_ticks, strip):
+    img, length = hitachi_ruler(label=" ", long_ticks=long_ticks, strip=strip)
+    rulers = scalebar._tick_rulers(scalebar._grey(img))
+    assert len(rulers) == 1 and abs(rulers[0].length - length) <= 0.5, (rulers, length)
 
 
 def test_dotted_line_and_text_are_no_ruler():
