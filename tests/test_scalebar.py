@@ -336,21 +336,26 @@ def _verdict(s, e):
 # Measured on the fixture and asserted at the measured values (the test prints the figures
 # per split). Tune and holdout: 84 labelled bars, 11 unlabelled bars and 34 bar-less images;
 # fresh (labelled for reader v4 after holdout image 2b9ccd5679 had informed a rule): 24
-# labelled bars, 2 unlabelled, 5 bar-less; fresh2 (labelled blind for reader v5, before v5 ran
-# on it; no rule was made from its images): 37 labelled bars, 1 unlabelled, 4 bar-less. The
-# issue's targets are >= 90 % hits and <= 2 % wrong: met on tune + holdout, not on the fresh
-# splits (misses: bars not found (bars ending on particles, faint bars, rulers whose point or
-# label OCR cannot read), stacked, boxed-apart, pixel-font and blurred labels).
+# labelled bars, 2 unlabelled, 5 bar-less; fresh2 (labelled blind for reader v5: 27/37 with v5
+# before any of its images was looked at, 28/37 with the thick-bar change, then its misses informed
+# the ruler fixes of v5.1): 37 labelled bars, 1 unlabelled, 4 bar-less; fresh3 (labelled blind,
+# measured once with v5.1, no rule made from it): 41 labelled bars, 5 bar-less. The issue's
+# targets are >= 90 % hits and <= 2 % wrong: met on tune + holdout, not on the fresh splits
+# (misses: bars not found (bars ending on particles, faint bars), labels over particles, in a box
+# apart, stacked, pixel-font and blurred labels, Hitachi points too faint to find).
 REAL_MIN_HIT_RATE = 0.916  # tune + holdout: measured 77 of 84 (91.7 %): tune 40/42, holdout 37/42; v4 75, v3 73, v2 64, v1 61
-REAL_MIN_HIT_RATE_FRESH = 0.75  # fresh: measured 18 of 24 (75.0 %); v4 15 of 24, v3 14 with 1 wrong
-REAL_MIN_HIT_RATE_FRESH2 = 0.756  # fresh2: measured 28 of 37 (75.7 %); v4 27 of 37
-REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 202 images (v4 0 of 202); v3 1 of 160 (fresh ef6bbe7612), v2 0 of 129, v1 7 of 129
+REAL_MIN_HIT_RATE_FRESH = {  # measured (v5.1; v4 in brackets)
+    "fresh": 0.75,  # 18 of 24 (15)
+    "fresh2": 0.81,  # 30 of 37 (27)
+    "fresh3": 0.756,  # 31 of 41 (28), blind
+}
+REAL_MAX_WRONG_RATE = 0.0  # measured 0 of 248 images (v4 0 of 248); v3 1 of 160 (fresh ef6bbe7612), v2 0 of 129, v1 7 of 129
 
 
 @needs_tesseract
 @pytest.mark.slow
 def test_real_read_and_wrong_rates(real_dir, capsys):
-    """Hits among labelled bars (tune + holdout, fresh and fresh2) and wrong reads among all real images."""
+    """Hits among labelled bars (tune + holdout, and each fresh split) and wrong reads among all real images."""
     fx = _load_fixture()
     tally, lines = {}, []
     for kind in ("scalebars", "unlabelled", "none"):
@@ -365,7 +370,7 @@ def test_real_read_and_wrong_rates(real_dir, capsys):
                 lines.append(f"{v:6s} {split_of(e):7s} {e['filename']}: truth {e.get('value')} {e.get('unit')}; "
                              f"got {got} {'' if s is None else s.reason}")
     report = []
-    for g in ("tune", "holdout", "fresh", "fresh2", "all"):
+    for g in ("tune", "holdout", *REAL_MIN_HIT_RATE_FRESH, "all"):
         t = tally.get(g, {})
         n = sum(t.values())
         report.append(f"{g}: {n} images, hit {t.get('hit', 0)}, wrong {t.get('wrong', 0)}, "
@@ -376,10 +381,9 @@ def test_real_read_and_wrong_rates(real_dir, capsys):
     original = sum(tally.get(g, {}).get("hit", 0) for g in ("tune", "holdout"))
     n_original = sum(split_of(e) in ("tune", "holdout") for e in fx["scalebars"])
     assert original / n_original >= REAL_MIN_HIT_RATE, msg
-    n_fresh = sum(split_of(e) == "fresh" for e in fx["scalebars"])
-    assert tally.get("fresh", {}).get("hit", 0) / n_fresh >= REAL_MIN_HIT_RATE_FRESH, msg
-    n_fresh2 = sum(split_of(e) == "fresh2" for e in fx["scalebars"])
-    assert tally.get("fresh2", {}).get("hit", 0) / n_fresh2 >= REAL_MIN_HIT_RATE_FRESH2, msg
+    for split, rate in REAL_MIN_HIT_RATE_FRESH.items():
+        n = sum(split_of(e) == split for e in fx["scalebars"])
+        assert tally.get(split, {}).get("hit", 0) / n >= rate, msg
     t = tally["all"]
     assert t.get("wrong", 0) / sum(t.values()) <= REAL_MAX_WRONG_RATE, msg
 
