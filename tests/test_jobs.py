@@ -267,3 +267,50 @@ def test_bad_job_requests_are_refused_at_once_or_fail_with_a_named_error(two_wor
     for bad in ("job-" + "0" * 24, "../../etc/passwd", "x" * 500):
         r = requests.get(base + "/jobs/" + bad, timeout=30)
         assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", (bad, r.text)
+
+
+@pytest.mark.slow
+def test_the_pages_remote_client_follows_its_upload_by_progress_token(two_workers):
+    """The page with $SAEMI_BACKEND_URL: the upload's stages come back through GET /progress/<token>."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from saemi.ui.client import RemoteClient
+
+    client = RemoteClient(two_workers.url)
+    token = "tab-" + "5a" * 8
+    assert client.progress(token) is None  # nothing reported yet: 404 on the wire, None to the page
+    # a 2x2 mosaic of a real image: not in the cache (another test uploads the image itself), and
+    # a network pass long enough to be seen
+    tile = np.asarray(Image.open(real_image("2ee0518d7a")).convert("L"))
+    buf = io.BytesIO()
+    Image.fromarray(np.block([[tile, tile[:, ::-1]], [tile[::-1], tile[::-1, ::-1]]])).save(buf, "PNG")
+    data = buf.getvalue()
+    done = {}
+    upload = threading.Thread(target=lambda: done.update(info=client.segment(data, "emps.png", progress=token)))
+    upload.start()
+    seen, end = [], time.monotonic() + 240
+    while upload.is_alive() and time.monotonic() < end:
+        record = client.progress(token)
+        if record:
+            seen.append(record["stage"])
+        time.sleep(0.05)
+    upload.join(timeout=5)
+    assert "info" in done, "the upload did not finish"
+    stages = set(seen)
+    assert stages & {"reading the scale bar", "the network", "removing the data bar"} or any(
+        s.startswith("network tile") for s in stages), seen
+    assert client.progress(token) == {**client.progress(token), "stage": "done", "done": True}
+    # a slider move's re-analysis reports under the same token
+    client.analyze(done["info"]["image_id"], {"min_size": 30}, progress=token)
+    assert client.progress(token)["done"] is True
+    base = two_workers.url + API
+    r = requests.post(base + "/analyze", json={"image_id": done["info"]["image_id"], "progress": "../x"}, timeout=30)
+    assert r.status_code == 422 and "progress" in r.json()["error"]["message"], r.text
+    r = requests.post(base + "/jobs", json={"image_id": done["info"]["image_id"], "progress": token}, timeout=30)
+    assert r.status_code == 422 and "progress" in r.json()["error"]["message"], r.text
+    for bad in ("never-used-token", "../../etc/passwd"):
+        r = requests.get(base + "/progress/" + bad, timeout=30)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", (bad, r.text)

@@ -55,6 +55,9 @@ _QUERY_SETTINGS = {"name": "settings", "in": "query", "required": False, "style"
 
 _PREVIEW = {"type": "boolean", "default": False,
             "description": "/segment only: add `preview`, the image as a JPEG a browser can show."}
+_PROGRESS = {"type": "string", "pattern": "^[A-Za-z0-9_-]{8,100}$",
+             "description": "A token the client makes up (e.g. one per browser tab): the stages of this "
+                            "request's work are kept under it for GET /progress/{token}, from any worker."}
 
 _IMAGE_BODY = {
     "multipart/form-data": {"schema": {
@@ -63,7 +66,7 @@ _IMAGE_BODY = {
                                 "description": "PNG, JPEG, TIFF (8/16 bit), BMP; grey, RGB or RGBA."},
                        "filename": {"type": "string", "description": "Label for the CSV name; never a path."},
                        "image_id": {"type": "string", "description": _REUPLOAD},
-                       "preview": _PREVIEW, **_SEGMENT_PROPS}}},
+                       "preview": _PREVIEW, "progress": _PROGRESS, **_SEGMENT_PROPS}}},
     "application/json": {"schema": {"$ref": "#/components/schemas/SegmentRequest"}},
     "image/*": {"schema": {"type": "string", "contentMediaType": "image/*",
                            "description": "Raw image bytes; 'filename' may be given in the query string."}},
@@ -122,7 +125,8 @@ DOCUMENT = {
                         "image_id": {"type": "string"}, "filename": {"type": "string"},
                         "settings": {"type": "string", "description": "A JSON object of settings."},
                         "overlay": {"type": "string", "enum": ["outline", "filled"]},
-                        "overlay_alpha": {"type": "string"}, "include_images": {"type": "string"}},
+                        "overlay_alpha": {"type": "string"}, "include_images": {"type": "string"},
+                        "progress": _PROGRESS},
                     "additionalProperties": {"type": "string",
                                              "description": "Any setting name, as text (e.g. min_size=30)."}}}}},
             "responses": {"200": {"description": "Analysed.", "content": {"application/json": {
@@ -136,7 +140,7 @@ DOCUMENT = {
                            "are one /analyze by image_id away once the job is done). Poll GET /jobs/{job_id} "
                            "(Location header) from any worker for the stage and, at the end, the result.",
             "requestBody": {"required": True, "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/AnalyzeRequest"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/JobRequest"}},
                 "multipart/form-data": {"schema": {"type": "object", "properties": {
                     "file": {"type": "string", "contentMediaType": "application/octet-stream"},
                     "image_id": {"type": "string"}, "filename": {"type": "string"},
@@ -156,6 +160,16 @@ DOCUMENT = {
             "responses": {"200": {"description": "The job.", "content": {"application/json": {
                 "schema": {"$ref": "#/components/schemas/Job"}}}},
                 "404": _err("Unknown or expired job id (code not_found).")}}},
+        "/progress/{token}": {"get": {
+            "operationId": "progress",
+            "summary": "The stage of the /segment or /analyze request sent with this progress token.",
+            "description": "For a client that shows progress while its request runs (the page's progress "
+                           "line): poll this from any worker. done is true once the request has ended.",
+            "parameters": [{"name": "token", "in": "path", "required": True, "schema": _PROGRESS}],
+            "responses": {"200": {"description": "The latest stage.", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Progress"}}}},
+                "404": _err("Nothing has reported under this token (yet), or no record could have it "
+                            "(code not_found).")}}},
         "/layer": {"post": {
             "operationId": "particleLayer",
             "summary": "What a page draws over the image: the particle layer and the hover grid of an analysis.",
@@ -357,7 +371,7 @@ DOCUMENT = {
                                      "description": "Image file bytes, base64 (a data: URL prefix is accepted)."},
                            "filename": {"type": "string"},
                            "image_id": {"type": "string", "description": _REUPLOAD},
-                           "preview": _PREVIEW, **_SEGMENT_PROPS}},
+                           "preview": _PREVIEW, "progress": _PROGRESS, **_SEGMENT_PROPS}},
         "Layer": {
             "type": "object", "required": ["layer_png", "stride", "width", "height", "count"],
             "properties": {
@@ -391,7 +405,7 @@ DOCUMENT = {
                            "overlay": {"type": "string", "enum": ["outline", "filled"], "default": "outline"},
                            "overlay_alpha": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.7},
                            "include_images": {"type": "boolean", "default": True},
-                           **_SETTINGS_PROPS},
+                           "progress": _PROGRESS, **_SETTINGS_PROPS},
             "additionalProperties": False,
             "oneOf": [{"required": ["image"]}, {"required": ["image_id"]}]},
         "Segmentation": {
@@ -475,6 +489,12 @@ DOCUMENT = {
                            "feret_max_nm": {"type": "number"}, "feret_min_nm": {"type": "number"},
                            "perimeter_nm": {"type": "number"}, "centroid_x_nm": {"type": "number"},
                            "centroid_y_nm": {"type": "number"}}},
+        "Progress": {
+            "type": "object", "required": ["stage", "elapsed_s", "done"],
+            "properties": {"stage": {"type": "string", "description": "e.g. \"network tile 3 of 12\"; "
+                                                                      "\"done\" once ended."},
+                           "elapsed_s": {"type": "number", "minimum": 0},
+                           "done": {"type": "boolean"}}},
         "Job": {
             "type": "object", "required": ["job_id", "status", "stage", "stages", "elapsed_s"],
             "properties": {
@@ -512,8 +532,16 @@ DOCUMENT = {
 }
 
 
+def _job_request(schemas):
+    """/jobs takes /analyze's body without ``progress`` (a job reports its stages at /jobs/{job_id})."""
+    job = copy.deepcopy(schemas["AnalyzeRequest"])
+    del job["properties"]["progress"]
+    return job
+
+
 def openapi_document(base_url="/api/v1"):
     """The OpenAPI document, with ``servers`` pointing at ``base_url``."""
     doc = copy.deepcopy(DOCUMENT)
+    doc["components"]["schemas"]["JobRequest"] = _job_request(doc["components"]["schemas"])
     doc["servers"] = [{"url": base_url or "/api/v1"}]
     return doc

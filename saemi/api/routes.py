@@ -24,7 +24,7 @@ bp = Blueprint("saemi_api", __name__)
 SEGMENT_SETTINGS = setting_names("segment")
 #: Request keys that are not settings; any other key must be a setting name.
 REQUEST_KEYS = frozenset({"image", "filename", "image_id", "settings", "overlay", "overlay_alpha",
-                          "include_images"})
+                          "include_images", "progress"})
 _DATA_URL = re.compile(r"^data:[^,]{0,200};base64,", re.IGNORECASE)
 
 
@@ -132,10 +132,30 @@ def _bool(value, name):
     raise SaemiError(f"{name!r} must be true or false, got {value!r}", code="bad_parameter")
 
 
-def _deadline():
+def _deadline(progress=None):
+    """The request's deadline; with a ``progress`` token its stages are kept for ``GET /progress/<token>``."""
     from ..budget import Deadline
 
-    return Deadline(current_app.config["SAEMI_TIMEOUT"])
+    stages = None
+    if progress is not None:
+        if not isinstance(progress, str) or _service().stage_log(progress) is None:
+            raise SaemiError("'progress' must be a token of 8 to 100 letters, digits, '-' or '_'",
+                             code="bad_parameter")
+        stages = _service().stage_log(progress)
+    return Deadline(current_app.config["SAEMI_TIMEOUT"], on_stage=stages)
+
+
+def _finished(deadline):
+    """Mark a request's stage record done (when it keeps one), whatever the work's outcome."""
+    if deadline.on_stage is not None:
+        deadline.on_stage.finish()
+
+
+def _run(fn, deadline, *args, **kwargs):
+    try:
+        return fn(*args, deadline=deadline, **kwargs)
+    finally:
+        _finished(deadline)
 
 
 def _settings_from(fields_):
@@ -211,23 +231,25 @@ def segment():
     data, filename, fields_ = _read_request()
     if data is None:
         raise SaemiError("no image: send multipart field 'file' or JSON {\"image\": base64}", code="bad_request")
-    extra = sorted(set(fields_) - {"image_id", "preview", *SEGMENT_SETTINGS})
+    extra = sorted(set(fields_) - {"image_id", "preview", "progress", *SEGMENT_SETTINGS})
     if extra:
-        raise SaemiError(f"unknown field(s) for /segment: {', '.join(extra)} (/segment takes image_id, preview "
-                         f"and {', '.join(SEGMENT_SETTINGS)})", code="bad_parameter")
+        raise SaemiError(f"unknown field(s) for /segment: {', '.join(extra)} (/segment takes image_id, preview, "
+                         f"progress and {', '.join(SEGMENT_SETTINGS)})", code="bad_parameter")
     settings = {k: fields_[k] for k in SEGMENT_SETTINGS if k in fields_}
+    image_id = _image_id(fields_.get("image_id"))
+    preview = _bool(fields_.get("preview", False), "preview")
     # the upload's size and name are checked by the service, for the page's uploads too
-    return jsonify(_service().segment(data, filename or "image", settings, _deadline(),
-                                      image_id=_image_id(fields_.get("image_id")),
-                                      preview=_bool(fields_.get("preview", False), "preview")))
+    return jsonify(_run(_service().segment, _deadline(fields_.get("progress")), data, filename or "image",
+                        settings, image_id=image_id, preview=preview))
 
 
 def _analysis_request(include_images_default):
-    """The keyword arguments of :meth:`AnalysisService.analyze` that a request asks for.
+    """The keyword arguments of :meth:`AnalysisService.analyze` that a request asks for, and its progress token.
 
     The request's shape and settings are checked here (422 before any work).
     """
     data, filename, fields_ = _read_request()
+    progress = fields_.pop("progress", None)
     image_id = _image_id(fields_.get("image_id"))
     if (data is None) == (image_id is None):
         raise SaemiError("give either an image ('file' or 'image') or an 'image_id', not both"
@@ -246,12 +268,22 @@ def _analysis_request(include_images_default):
     include_images = _bool(fields_.get("include_images", include_images_default), "include_images")
     settings = _settings_from(fields_)
     return dict(image_id=image_id, data=data, filename=filename or ("image" if data else None),
-                settings=settings, overlay=overlay, overlay_alpha=alpha, include_images=include_images)
+                settings=settings, overlay=overlay, overlay_alpha=alpha, include_images=include_images), progress
 
 
 @bp.post("/analyze")
 def analyze():
-    return jsonify(_service().analyze(**_analysis_request(True), deadline=_deadline()))
+    request_args, progress = _analysis_request(True)
+    return jsonify(_run(_service().analyze, _deadline(progress), **request_args))
+
+
+@bp.get("/progress/<token>")
+def progress(token):
+    """The stage of the work a ``progress`` token was given with, from any worker (404 before it reports)."""
+    record = _service().progress(token)
+    if record is None:
+        raise SaemiError("no work has reported under this progress token (yet)", code="not_found")
+    return jsonify(record)
 
 
 @bp.post("/jobs")
@@ -262,7 +294,10 @@ def submit_job():
     its stage and, once done, the ``/analyze`` response (without images unless
     ``include_images`` is true: they are one ``/analyze`` by ``image_id`` away).
     """
-    request_args = _analysis_request(False)
+    request_args, progress = _analysis_request(False)
+    if progress is not None:
+        raise SaemiError("a job reports its stages at GET /jobs/<job_id>: /jobs takes no 'progress' token",
+                         code="bad_parameter")
     service = _service()
     # what can be refused now is refused now (the service checks again when the job runs)
     if request_args["data"] is not None:

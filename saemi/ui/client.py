@@ -242,8 +242,8 @@ class RemoteClient(AnalysisClient):
         return body
 
     def segment(self, data, filename="image", image_id=None, preview=False, progress=None):
-        # a remote backend's stages are not followed: the page shows that it works, not at what
-        fields = {**({"image_id": image_id} if image_id else {}), **({"preview": "true"} if preview else {})}
+        fields = {**({"image_id": image_id} if image_id else {}), **({"preview": "true"} if preview else {}),
+                  **({"progress": progress} if progress else {})}
         return self._request("POST", "segment", files={"file": (filename or "image", bytes(data))},
                              data=fields or None)
 
@@ -253,8 +253,22 @@ class RemoteClient(AnalysisClient):
                              json={"image": base64.b64encode(bytes(data)).decode(), "filename": filename})
 
     def analyze(self, image_id, settings=None, progress=None):
-        body = {"image_id": image_id, **_clean_settings(settings), "include_images": False}
+        body = {"image_id": image_id, **_clean_settings(settings), "include_images": False,
+                **({"progress": progress} if progress else {})}
         return self._request("POST", "analyze", json=body)
+
+    def progress(self, token):
+        """The backend's record of the work sent with ``token`` (``GET /progress/<token>``), or None.
+
+        None too when the backend does not answer in a second or has no such
+        route (an older backend): a poll never fails the page.
+        """
+        try:
+            resp = self._send("GET", f"progress/{token}", timeout=1.0)
+            body = resp.json() if resp.status_code == 200 else None
+        except (ClientError, ValueError):
+            return None
+        return body if isinstance(body, dict) and "stage" in body else None
 
     def particle_layer(self, image_id, settings=None, mode="outline", grid=True):
         body = {"image_id": image_id, **_clean_settings(settings), "overlay": mode, "grid": bool(grid)}

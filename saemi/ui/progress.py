@@ -8,8 +8,9 @@ in the store every worker shares, so any worker can answer): "Reading the
 scale bar", "Segmenting: tile 3 of 12", "Splitting touching particles".
 When the callback ends, the line is hidden and the poll stops.
 
-A remote backend (``$SAEMI_BACKEND_URL``) does not report stages: the line
-then says only that the work is running, and for how long.
+With a remote backend (``$SAEMI_BACKEND_URL``) the token goes with the
+request (``progress``) and each tick asks the backend (``GET /progress/<token>``);
+a backend without that route leaves the line at "Working…".
 """
 
 import re
