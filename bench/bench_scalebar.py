@@ -7,7 +7,7 @@ loaded from a temporary copy; the new one is the working tree's. Both run in the
 same process on the same images, in turn per image:
 
 * real: the labelled EMPS images of tests/fixtures/scalebars.json ("scalebars",
-  "unlabelled" and "none"), reported per split ("tune", "holdout", "fresh", "fresh2", "fresh3") and in all;
+  "unlabelled" and "none"), reported per split ("tune", "holdout", "fresh" to "fresh4") and in all;
 * synthetic: ``N`` images of tests/test_scalebar.py's ``synthetic_scale`` (a
   quarter with an SEM data table, some with an HFW decoy beside the bar or no label);
 * hard (``--hard M``): ``M`` synthetic images of the kinds the real set's misses are
@@ -191,7 +191,7 @@ def main():
     ap.add_argument("--no-real", action="store_true", help="skip the real fixture images")
     ap.add_argument("--no-old", action="store_true", help="run the new reader only")
     ap.add_argument("--dump", help="write the new reader's label candidates to this JSON file")
-    ap.add_argument("--split", choices=("tune", "holdout", "fresh", "fresh2", "fresh3"), help="real images of this split only")
+    ap.add_argument("--split", choices=("tune", "holdout", "fresh", "fresh2", "fresh3", "fresh4"), help="real images of this split only")
     ap.add_argument("--ablate", action="append", default=[],
                     help="switch a cross-check off: geometry, value-prior, table, agreement, bracket, "
                          "confusions, join-halves, threshold (repeatable)")
