@@ -415,9 +415,10 @@ def scaled_crop(image, labels, crop, s, rng):
 
 #: The copy-paste recipe: how many particles a cluster holds at most, how far apart neighbours are
 #: (centre distance as a fraction of the sum of their radii: under 1 overlaps), the size jitter of
-#: a pasted particle about the crop's typical diameter, and the share of the crop a cluster covers.
+#: a pasted particle about the crop's typical diameter, the share of the crop a cluster covers, and
+#: how often a cluster is made of the crop's own image's particles (same kind, same contrast).
 COPY_PASTE = {"max_particles": 12, "min_particles": 3, "gap": (0.55, 0.95), "size_jitter": (0.8, 1.25),
-              "cover": 0.4, "per_image": 48, "min_area": 16}
+              "cover": 0.4, "per_image": 48, "min_area": 16, "own_p": 0.5}
 
 
 def _grey(image):
@@ -528,7 +529,7 @@ def paste(image, labels, patch, mask, y0, x0, label):
     return image, labels, int(m.sum())
 
 
-def copy_paste(image, labels, bank, rng, diameter=None, n=None, match=True):
+def copy_paste(image, labels, bank, rng, diameter=None, n=None, match=True, source=None):
     """Paste a dense cluster of real particles into a crop, with exact instance labels.
 
     The first particle lands at a uniform random centre; each next one beside a
@@ -539,7 +540,9 @@ def copy_paste(image, labels, bank, rng, diameter=None, n=None, match=True):
     degrees and maybe mirrored (the mask of a resized particle is its mask resized
     bilinearly and thresholded at 0.5), and with ``match`` its grey levels are mapped to
     the crop's (:func:`match_intensity`). A later paste occludes an earlier one
-    and the crop's own particles.
+    and the crop's own particles. With ``source`` (the crop's image's name), a
+    cluster is made with probability ``own_p`` of that image's particles alone
+    (when the bank holds any), else of the whole bank's.
 
     Parameters
     ----------
@@ -550,6 +553,8 @@ def copy_paste(image, labels, bank, rng, diameter=None, n=None, match=True):
     rng : numpy.random.Generator
     diameter : float, optional
         Typical particle diameter in the crop (px); None keeps each particle's size.
+    source : str, optional
+        The name of the crop's image (``source`` of its bank particles).
     n : int, optional
         How many particles; default a uniform draw from ``min_particles`` to
         ``max_particles``, fewer for large particles (the cluster covers at most
@@ -572,15 +577,19 @@ def copy_paste(image, labels, bank, rng, diameter=None, n=None, match=True):
     h, w = out_l.shape
     if not bank:
         return out_i, out_l, []
+    pool = range(len(bank))
+    if source is not None and rng.random() < cfg["own_p"]:
+        own = [i for i, p in enumerate(bank) if p["source"] == source]
+        pool = own or pool
     if n is None:
-        d = diameter or float(np.median([p["diameter"] for p in bank]))
+        d = diameter or float(np.median([bank[i]["diameter"] for i in pool]))
         most = int(np.clip(cfg["cover"] * h * w / max(d * d, 1.0), 2, cfg["max_particles"]))
         n = int(rng.integers(min(cfg["min_particles"], most), most + 1))
     dst = _contrast_stats(out_i, out_l)
     next_label = int(out_l.max()) + 1
     placed, placements = [], []
     for _ in range(n):
-        index = int(rng.integers(len(bank)))
+        index = int(pool[int(rng.integers(len(pool)))])
         p = bank[index]
         patch, mask = p["image"], p["mask"]
         if diameter:

@@ -146,7 +146,8 @@ def recipe_crop(item, crop, rng, recipe, bank=(), boundary_width=2, band=None, r
     s = A.draw_scale(d, geo, band) if recipe.scale_aug else A.draw_scale(float("nan"), geo)
     im, lab, achieved = A.scaled_crop(item["image"], item["labels"], crop, s, geo)
     if recipe.copy_paste > 0 and len(bank) and pasting.random() < recipe.copy_paste:
-        im, lab, _ = A.copy_paste(im, lab, bank, pasting, diameter=(d * achieved if d > 0 else None))
+        im, lab, _ = A.copy_paste(im, lab, bank, pasting, diameter=(d * achieved if d > 0 else None),
+                                  source=item.get("name"))
     k = int(geo.integers(4))
     im, lab = np.rot90(im, k), np.rot90(lab, k)
     if geo.random() < 0.5:

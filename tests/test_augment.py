@@ -230,6 +230,20 @@ def test_copy_paste_gives_exact_labels_with_occlusion(seed):
     assert np.array_equal(base, discs((96, 96), [(30, 30, 12), (70, 64, 10)]))  # the input was not changed
 
 
+def test_copy_paste_clusters_of_the_crops_own_image():
+    bank = [dict(p, source="mine" if k < 2 else "other") for k, p in enumerate(constant_bank())]
+    own = 0
+    for seed in range(40):
+        _, _, placements = A.copy_paste(np.zeros((96, 96, 3), np.uint8), np.zeros((96, 96), int), bank,
+                                        np.random.default_rng(seed), n=5, match=False, source="mine")
+        sources = {bank[p["particle"]]["source"] for p in placements}
+        own += sources == {"mine"}
+    assert 12 <= own <= 30  # about own_p = 0.5 of the clusters (plus a few all-"mine" by chance)
+    _, _, placements = A.copy_paste(np.zeros((96, 96, 3), np.uint8), np.zeros((96, 96), int), bank,
+                                    np.random.default_rng(0), n=20, match=False, source="nobody")
+    assert {bank[p["particle"]]["source"] for p in placements} == {"mine", "other"}  # none of its own: all
+
+
 def test_copy_paste_resizes_particles_to_the_crop_diameter():
     bank = constant_bank()
     _, out_l, placements = A.copy_paste(np.zeros((200, 200, 3), np.uint8), np.zeros((200, 200), int), bank,
