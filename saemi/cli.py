@@ -530,6 +530,7 @@ def _evaluate(args):
 
 
 def _train(args):
+    from .augment import recipe_from_args
     from .errors import SaemiError
     from .train import train
 
@@ -538,7 +539,7 @@ def _train(args):
                      lr=args.lr, device=args.device, val_fraction=args.val_fraction, seed=args.seed,
                      minutes=args.minutes, val_every=args.val_every, checkpoint_dir=args.checkpoint_dir,
                      resume=args.resume, limit_images=args.limit_images, extra_dirs=args.extra,
-                     extra_weight=args.extra_weight)
+                     extra_weight=args.extra_weight, recipe=recipe_from_args(args))
     except SaemiError as exc:  # a bad --data or --extra folder: one line, nothing trained
         print(f"saemi: error: {exc}", file=sys.stderr)
         return 2
@@ -637,6 +638,9 @@ def build_parser():
     t.add_argument("--checkpoint-dir", default="checkpoints")
     t.add_argument("--resume", action="store_true", help="continue from checkpoints/train_state.pt")
     t.add_argument("--limit-images", type=int, default=None, help="use only the first N images (quick tests)")
+    from .augment import add_recipe_arguments
+
+    add_recipe_arguments(t)  # --intensity-aug, --scale-aug, --copy-paste P, --hard-sampling (saemi.augment.Recipe)
     t.set_defaults(func=_train)
 
     s = sub.add_parser("serve", help="run the web app, the REST backend, or the front end, under gunicorn")

@@ -9,7 +9,13 @@ Decisions, written down once:
 * **Scale**: every image is first resized by ``input_scale`` (0.5) and the network
   trains and predicts at that scale; random rescaling (x0.7 to x1.4) on top
   teaches some scale tolerance. This quarters the work per image and doubles
-  the receptive field in original pixels, which large particles need.
+  the receptive field in original pixels, which large particles need. (With the
+  v2 recipe's scale augmentation, below, the random rescaling instead spans the
+  whole size-normalisation band and beyond.)
+* **Recipe** (:class:`saemi.augment.Recipe`, issue 20): intensity augmentation,
+  scale augmentation, copy-paste clusters of real particles and hard-image
+  sampling, each behind one ``saemi train`` flag and recorded on the card;
+  :func:`recipe_crop` cuts the v2 crops, :func:`augment_crop` v1's.
 * **Loop**: a plain PyTorch loop (AdamW, one-cycle schedule, bf16 autocast and
   channels-last on the CPU) around the fastai ``DynamicUnet`` from
   :mod:`saemi.model`; the schedule can follow a wall-clock budget
@@ -29,6 +35,7 @@ import json
 import math
 import random
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import cv2
@@ -78,6 +85,11 @@ def augment_crop(item, crop, rng):
     im, tg = np.rot90(im, k), np.rot90(tg, k)
     if rng.random() < 0.5:
         im, tg = im[:, ::-1], tg[:, ::-1]
+    return standardize(_v1_photometric(im, rng)), np.ascontiguousarray(tg).astype(np.int64)
+
+
+def _v1_photometric(im, rng):
+    """The v1 recipe's grey conversion and photometric jitter of a uint8 RGB crop (``rng``: :class:`random.Random`)."""
     im = im.astype(np.float32) / 255.0
     if rng.random() < 0.5:  # most micrographs are grey; colour ones must not matter
         im = np.repeat(im.mean(axis=2, keepdims=True), 3, axis=2)
@@ -89,18 +101,94 @@ def augment_crop(item, crop, rng):
         im = cv2.GaussianBlur(im, (0, 0), rng.uniform(0.5, 1.5))
     if rng.random() < 0.3:
         im = im + np.random.default_rng(rng.randint(0, 2**31)).normal(0, rng.uniform(0.01, 0.08), im.shape).astype(np.float32)
-    im = np.clip(im * 255.0, 0, 255).astype(np.uint8)
-    return standardize(im), np.ascontiguousarray(tg).astype(np.int64)
+    return np.clip(im * 255.0, 0, 255).astype(np.uint8)
 
 
-def make_batch(items, batch_size, crop, rng, weights=None):
-    """A batch of augmented crops, each from an image drawn at random (in proportion to ``weights``)."""
+def item_diameter(item):
+    """An item's typical particle diameter at the network's scale (px; NaN without particles), cached on the item.
+
+    :func:`saemi.size.typical_diameter` (the area-weighted median particle), the
+    estimate size-normalised inference brings into its band, so that the scale
+    augmentation covers the band in the same terms.
+    """
+    if "diameter" not in item:
+        from .size import typical_diameter
+
+        item["diameter"] = typical_diameter(item["labels"])
+    return item["diameter"]
+
+
+def recipe_crop(item, crop, rng, recipe, bank=(), boundary_width=2, band=None, return_labels=False):
+    """One training crop of the v2 recipe (:class:`saemi.augment.Recipe`).
+
+    Scale (:func:`saemi.augment.draw_scale` with ``recipe.scale_aug``, else the
+    v1 jitter), crop (:func:`saemi.augment.scaled_crop`), with probability
+    ``recipe.copy_paste`` a pasted cluster (:func:`saemi.augment.copy_paste`),
+    rotation and mirroring; the class targets are then made from the crop's
+    instance labels (:func:`saemi.dataset.class_targets`: a ``boundary_width``
+    ring at the network whatever the scale); last the grey conversion and the
+    intensity augmentation (:func:`saemi.augment.intensity_augment`, else the v1
+    jitter), on the image only. Geometry, pasting and intensity draw from three
+    independent generators seeded from ``rng``, so switching one of them leaves
+    the others' draws -- and with intensity, the labels -- as they were.
+
+    Returns
+    -------
+    x : ndarray float32 (3, crop, crop), standardised
+    y : ndarray int64 (crop, crop), class targets
+    labels : ndarray int32 (crop, crop)
+        With ``return_labels``: the crop's instance labels, ``y``'s source.
+    """
+    from . import augment as A
+
+    geo, pasting, photo = np.random.default_rng(rng.getrandbits(64)).spawn(3)
+    d = item_diameter(item)
+    s = A.draw_scale(d, geo, band) if recipe.scale_aug else A.draw_scale(float("nan"), geo)
+    im, lab, achieved = A.scaled_crop(item["image"], item["labels"], crop, s, geo)
+    if recipe.copy_paste > 0 and len(bank) and pasting.random() < recipe.copy_paste:
+        im, lab, _ = A.copy_paste(im, lab, bank, pasting, diameter=(d * achieved if d > 0 else None),
+                                  source=item.get("name"))
+    k = int(geo.integers(4))
+    im, lab = np.rot90(im, k), np.rot90(lab, k)
+    if geo.random() < 0.5:
+        im, lab = im[:, ::-1], lab[:, ::-1]
+    tg = class_targets(np.ascontiguousarray(lab), boundary_width)
+    if recipe.intensity_aug:
+        if photo.random() < 0.5:  # most micrographs are grey; colour ones must not matter
+            im = np.repeat(np.rint(im.mean(axis=2, keepdims=True)).astype(np.uint8), 3, axis=2)
+        im = A.intensity_augment(np.ascontiguousarray(im), photo)
+    else:
+        im = _v1_photometric(im, random.Random(int(photo.integers(2**63))))
+    out = standardize(np.ascontiguousarray(im)), tg.astype(np.int64)
+    return (*out, np.ascontiguousarray(lab)) if return_labels else out
+
+
+def make_batch(items, batch_size, crop, rng, weights=None, recipe=None, bank=(), boundary_width=2,
+               return_picks=False):
+    """A batch of augmented crops, each from an image drawn at random (in proportion to ``weights``).
+
+    ``recipe`` (:class:`saemi.augment.Recipe`) with any crop augmentation on
+    cuts the crops with :func:`recipe_crop` (``bank``: the particles to paste);
+    None, or all of them off, with :func:`augment_crop`, v1's crops draw for
+    draw. ``return_picks`` adds the list of the image index of each crop.
+    """
+    if recipe is not None and recipe.crop_path():
+        def cut(item):
+            return recipe_crop(item, crop, rng, recipe, bank, boundary_width)
+    else:
+        def cut(item):
+            return augment_crop(item, crop, rng)
+    crops, picks = [], []
     if weights is None:  # uniform: the draws of every run before extra folders existed
-        xs, ys = zip(*(augment_crop(items[rng.randrange(len(items))], crop, rng) for _ in range(batch_size)))
+        for _ in range(batch_size):
+            picks.append(rng.randrange(len(items)))
+            crops.append(cut(items[picks[-1]]))
     else:
         picks = rng.choices(range(len(items)), weights=weights, k=batch_size)
-        xs, ys = zip(*(augment_crop(items[i], crop, rng) for i in picks))
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+        crops = [cut(items[i]) for i in picks]
+    xs, ys = zip(*crops)
+    batch = torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+    return (*batch, picks) if return_picks else batch
 
 
 #: How many times as often as a ``--data`` image each ``--extra`` image is drawn for a training crop.
@@ -212,8 +300,23 @@ def save_weights(net, out_dir, card):
 def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device="auto",
           val_fraction=0.15, seed=0, minutes=None, val_every=4, checkpoint_dir="checkpoints",
           resume=False, scale=0.5, boundary_width=2, limit_images=None, precision="auto", log=print,
-          extra_dirs=(), extra_weight=DEFAULT_EXTRA_WEIGHT):
+          extra_dirs=(), extra_weight=DEFAULT_EXTRA_WEIGHT, recipe=None):
     """Train the U-Net and write the best weights (by validation AP) to ``out_dir``.
+
+    The augmentation and sampling recipe is ``recipe`` (a
+    :class:`saemi.augment.Recipe`; default ``Recipe()``, the v2 recipe: intensity
+    and scale augmentation, copy-paste clusters in half the crops, hard-image
+    sampling; :data:`saemi.augment.V1_RECIPE` is the shipped weights' recipe).
+    With copy-paste on, the particles pasted are cut from the training images
+    (``--extra`` ones included), never from validation or test images. With
+    hard sampling on, each training image keeps a running loss of its crops
+    (:func:`saemi.augment.update_losses`) and is drawn in proportion to its
+    ``--extra-weight`` (1 for a ``data_dir`` image) times
+    :func:`saemi.augment.hard_factors` of those losses. The checkpoint holds the
+    recipe and the running losses, so ``resume`` continues both; resuming with
+    another recipe is logged and the card records the checkpoint's as
+    ``training.recipe_before_resume``. The card's ``training.recipe`` is
+    :meth:`saemi.augment.Recipe.card`.
 
     Extra training folders (``extra_dirs``; ``saemi train --extra DIR``, repeatable)
     are a lab's own corrected images, e.g. the pairs the page downloads:
@@ -269,6 +372,9 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
     dict
         The model card written (with the validation metrics of the saved weights).
     """
+    from . import augment as A
+
+    recipe = A.Recipe() if recipe is None else recipe
     started = time.time()
     if not extra_weight > 0:
         raise DatasetError(f"the extra weight must be above 0, got {extra_weight}")
@@ -299,6 +405,14 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
             f"{f['folder']} ({f['images']})" for f in extra_folders)
             + f", each drawn x{extra_weight:g}: {100 * share:.1f} % of the crops")
     train_items = train_items + extra_items
+    band = A.scale_band()
+    bank = A.particle_bank(train_items, np.random.default_rng(seed)) if recipe.copy_paste > 0 else []
+    if recipe.copy_paste > 0:
+        log(f"copy-paste: {len(bank)} particles from {len(train_items)} training images, pasted into "
+            f"{100 * recipe.copy_paste:.0f} % of the crops")
+    image_names = [it["name"] for it in train_items]
+    image_loss = np.full(len(train_items), np.nan)
+    recipe_before = None
 
     if precision == "auto":
         precision = "bf16" if dev.type == "cpu" else "fp32"
@@ -318,6 +432,12 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
         best = {"ap50": float(state["best_ap50"])}
         rng.seed(seed + step)
         log(f"resumed from {ckpt} at step {step} ({elapsed_before / 60:.1f} min done)")
+        before = A.recipe_from_card(state.get("recipe"))
+        if before != recipe:
+            recipe_before = before
+            log(f"note: the checkpoint was trained with the recipe {before}; continuing with {recipe}")
+        if state.get("image_names") == image_names:
+            image_loss = np.asarray(state["image_loss"], dtype=np.float64)
     weights = torch.tensor(DEFAULT_CARD["loss_class_weights"], device=dev)
     settings = SplitSettings(**DEFAULT_CARD["postprocess"])
     t0 = time.time()
@@ -330,6 +450,10 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
             p = max(p, (elapsed_before + time.time() - t0) / (60 * minutes))
         return p
 
+    def sampling_state():
+        return {"recipe": asdict(recipe), "image_names": image_names,
+                "image_loss": [float(v) for v in image_loss]}
+
     net.train()
     epoch = step // steps_per_epoch
     while progress() < 1.0:
@@ -340,13 +464,22 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
                 break
             for g in opt.param_groups:
                 g["lr"] = lr_at(progress(), lr)
-            x, y = make_batch(train_items, batch_size, crop, rng, sample_weights)
+            draw = sample_weights
+            if recipe.hard_sampling:
+                base = np.ones(len(train_items)) if sample_weights is None else np.asarray(sample_weights)
+                draw = [float(v) for v in base * A.hard_factors(image_loss)]
+            x, y, picks = make_batch(train_items, batch_size, crop, rng, draw, recipe=recipe, bank=bank,
+                                     boundary_width=boundary_width, return_picks=True)
             x, y = x.to(dev), y.to(dev)
             if dev.type == "cpu":
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 logits = net(x)
             loss = seg_loss(logits.float(), y, weights)
+            if recipe.hard_sampling:
+                with torch.no_grad():
+                    per_crop = F.cross_entropy(logits.float(), y, weight=weights, reduction="none").mean(dim=(1, 2))
+                image_loss = A.update_losses(image_loss, picks, per_crop.cpu().numpy())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
@@ -355,7 +488,8 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
             if time.time() - last_ckpt > 300:
-                _checkpoint(ckpt, net, opt, step, elapsed_before + time.time() - t0, best["ap50"])
+                _checkpoint(ckpt, net, opt, step, elapsed_before + time.time() - t0, best["ap50"],
+                            sampling_state())
                 last_ckpt = time.time()
         epoch += 1
         elapsed = elapsed_before + time.time() - t0
@@ -370,10 +504,15 @@ def train(data_dir, out_dir, epochs=60, crop=192, batch_size=8, lr=2e-3, device=
                 if extra_folders:
                     card["training"].update(extra=extra_folders, extra_weight=float(extra_weight),
                                             extra_crop_share=round(share, 4))
+                card["training"]["recipe"] = recipe.card(band)
+                if recipe.copy_paste > 0:
+                    card["training"]["copy_paste_bank"] = len(bank)
+                if recipe_before is not None:
+                    card["training"]["recipe_before_resume"] = recipe_before.card(band)
                 save_weights(net, out_dir, card)
                 msg += " (saved)"
         log(msg)
-        _checkpoint(ckpt, net, opt, step, elapsed_before + time.time() - t0, best["ap50"])
+        _checkpoint(ckpt, net, opt, step, elapsed_before + time.time() - t0, best["ap50"], sampling_state())
         last_ckpt = time.time()
     return read_json(out_dir / CARD_FILE)
 
@@ -383,11 +522,12 @@ def read_json(path):
         return json.load(f)
 
 
-def _checkpoint(path, net, opt, step, elapsed, best_ap50):
+def _checkpoint(path, net, opt, step, elapsed, best_ap50, extra=None):
+    """Model, optimiser, step, time and best AP; ``extra``: the recipe and the running per-image losses."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"model": net.state_dict(), "optim": opt.state_dict(), "step": step,
-                "elapsed": elapsed, "best_ap50": best_ap50}, tmp)
+                "elapsed": elapsed, "best_ap50": best_ap50, **(extra or {})}, tmp)
     tmp.replace(path)
 
 

@@ -231,9 +231,9 @@ def _spy(monkeypatch):
         seen["val"].update(it["name"] for it in items)
         return real_validate(net, items, *a, **k)
 
-    def make_batch(items, batch_size, crop, rng, weights=None):
+    def make_batch(items, batch_size, crop, rng, weights=None, **recipe):
         seen["batch_weights"].append((tuple(it["name"] for it in items), tuple(weights or ())))
-        return real_batch(items, batch_size, crop, rng, weights)
+        return real_batch(items, batch_size, crop, rng, weights, **recipe)
 
     monkeypatch.setattr(saemi.train, "validate", validate)
     monkeypatch.setattr(saemi.train, "make_batch", make_batch)
