@@ -1065,8 +1065,11 @@ def _join_band(stats, ids, pool):
     med = float(np.median([stats[i][3] for i in ids]))
     base = float(np.median([stats[i][1] + stats[i][3] for i in ids]))
     top, bottom = base - CAP_HEIGHT * med - 1, base + DESCENDER * med + 1
-    cand = [i for i in pool if i not in ids and stats[i][3] >= BAND_GLYPH_SHARE * med
-            and stats[i][1] >= top and stats[i][1] + stats[i][3] <= bottom]
+    pool = np.asarray(pool, dtype=int)
+    ph, py = stats[pool, 3], stats[pool, 1]
+    # in the pool's order (a large image's window holds thousands of blobs: one array test, not a loop)
+    cand = pool[(ph >= BAND_GLYPH_SHARE * med) & (py >= top) & (py + ph <= bottom)
+                & ~np.isin(pool, np.asarray(ids, dtype=int))].tolist()
     ids = list(ids)
     grown = True
     while grown and cand:
@@ -1108,6 +1111,7 @@ def _label_lines(grey, bar, banner=None):
         ink = _ink(crop, bar, mode)
         stats, cc, glyphs, dots = _glyph_blobs(ink, bar_local, h_img)
         pool = glyphs + [i for i in dots if stats[i][3] < MIN_GLYPH_PX]  # no particles
+        dots_arr = np.asarray(dots, dtype=int)
         for ids in _clip_tall_outliers(stats, cc, _chain(stats, glyphs)):
             ids = _join_band(stats, ids, pool)
             xs = [stats[i][0] for i in ids]
@@ -1117,9 +1121,9 @@ def _label_lines(grey, bar, banner=None):
             ly0, ly1, lx0, lx1 = min(ys), max(y1s), min(xs), max(x1s)
             height = float(max(stats[i][3] for i in ids))
             # decimal points and other small pieces inside the line's box belong to it
-            members = list(ids) + [i for i in dots if stats[i][3] <= 0.45 * height
-                                   and lx0 <= stats[i][0] and stats[i][0] + stats[i][2] <= lx1
-                                   and ly0 <= stats[i][1] and stats[i][1] + stats[i][3] <= ly1 + 1]
+            dx, dy, dw, dh = (stats[dots_arr, k] for k in range(4))
+            members = list(ids) + dots_arr[(dh <= 0.45 * height) & (lx0 <= dx) & (dx + dw <= lx1)
+                                           & (ly0 <= dy) & (dy + dh <= ly1 + 1)].tolist()
             if len(ids) < 2 and stats[ids[0]][2] < 1.5 * height:
                 continue  # one narrow blob: no label ("1µm" is three, merged glyphs are wide)
             by0, by1, bx0, bx1 = bar_local
