@@ -341,7 +341,7 @@ def _watershed(fg, interior, min_distance):
     # An h above the highest value finds no maximum at all, like every larger h: cap it
     # there, so that a huge min_distance costs no more than a sensible one.
     h = min(max(2, round(min_distance)), int(quarter.max()) + 1)
-    peaks = h_maxima(quarter, h).astype(bool)
+    peaks = h_maxima_by_component(quarter, h)
     if min_distance > 1 and peaks.any():
         peaks = dilate_disk(peaks, min_distance // 2) & interior
     markers, n_markers = ndi.label(peaks)
@@ -356,6 +356,71 @@ def _watershed(fg, interior, min_distance):
     if k:
         labels = np.where(orphans > 0, orphans + labels.max(), labels)
     return labels
+
+
+def h_maxima_by_component(image, h):
+    """:func:`skimage.morphology.h_maxima` of a non-negative integer image, one connected component at a time.
+
+    The same pixels as ``h_maxima(image, h)`` (its 3x3 footprint), at a fraction
+    of the cost on a large image (issue 17: 4.1 s against 0.8 s on the 2000x1500
+    px working scale of a 12-megapixel micrograph, measured). Exact, because the
+    reconstruction by dilation behind it cannot cross a zero pixel: each
+    8-connected component of ``image > 0`` is reconstructed on its own bounding
+    box (other components zeroed, one zero pixel of padding). Two kinds of
+    component need no reconstruction at all:
+
+    * one whose highest value is below ``h`` holds no h-maximum (every pixel's
+      residue is its own value);
+    * one whose every local maximum (a pixel no lower than its eight neighbours)
+      is at the component's highest value ``m`` has only regional maxima at
+      ``m``, each reached from every pixel by a path that never descends: the
+      h-maxima are then exactly its pixels at ``m``.
+
+    An image without a zero pixel goes to ``h_maxima`` whole (its shortcut for
+    an ``h`` above the image's range is then not the components').
+
+    Parameters
+    ----------
+    image : ndarray of unsigned int, shape (H, W)
+    h : int
+        At least 1.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+
+    Examples
+    --------
+    >>> img = np.array([[0, 3, 1, 5, 0, 0, 2, 0]], np.uint16)
+    >>> h_maxima_by_component(img, 2).astype(int).tolist()
+    [[0, 1, 0, 1, 0, 0, 1, 0]]
+    """
+    image = np.asarray(image)
+    h = int(h)
+    if image.size == 0 or image.min() > 0:
+        return h_maxima(image, h).astype(bool)
+    out = np.zeros(image.shape, bool)
+    square = np.ones((3, 3), bool)
+    components, _ = ndi.label(image > 0, structure=square)
+    if image.dtype in (np.uint8, np.uint16):
+        neighbourhood_max = cv2.dilate(image, square.astype(np.uint8))
+    else:
+        neighbourhood_max = ndi.maximum_filter(image, footprint=square, mode="constant")
+    local = image >= neighbourhood_max
+    for k, box in enumerate(ndi.find_objects(components), 1):
+        if box is None:
+            continue
+        inside = components[box] == k
+        values = image[box]
+        top = values[inside].max()
+        if top < h:
+            continue
+        if values[inside & local[box]].min() == top:
+            out[box] |= inside & (values == top)
+            continue
+        crop = np.pad(np.where(inside, values, 0), 1)
+        out[box] |= h_maxima(crop, h)[1:-1, 1:-1].astype(bool) & inside
+    return out
 
 
 #: Up to this radius a disk dilation uses OpenCV's elliptical kernel (the shipped,

@@ -156,3 +156,42 @@ def test_typical_area_ignores_many_small_fragments():
 def test_new_settings_are_validated(field, value):
     with pytest.raises(SaemiError, match=field):
         split_touching(np.zeros((10, 10), bool), SplitSettings(**{field: value}))
+
+
+def _quarter_distances(mask):
+    from saemi.instances import distance_map
+
+    return np.round(distance_map(mask) * 4).astype(np.uint16)
+
+
+@pytest.mark.parametrize("h", [2, 9, 20, 45, 120, 400])
+def test_h_maxima_by_component_equals_skimage_on_touching_discs_and_a_ragged_blob(h):
+    from skimage.morphology import h_maxima
+
+    from saemi.instances import h_maxima_by_component
+
+    rng = np.random.default_rng(1)
+    mask = disc_labels((240, 260), DISCS + [(60, 220, 30), (60, 236, 14)]) > 0
+    mask[rng.random(mask.shape) < 0.02] = False  # ragged: many local maxima in every component
+    mask[230:, 200:] = True  # a component on the image border
+    mask[5, 5] = mask[5, 7] = True  # single pixels, 8-connected only through nothing
+    quarter = _quarter_distances(mask)
+    got = h_maxima_by_component(quarter, h)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, h_maxima(quarter, h).astype(bool))
+
+
+def test_h_maxima_by_component_equals_skimage_on_random_integer_images():
+    from skimage.morphology import h_maxima
+
+    from saemi.instances import h_maxima_by_component
+
+    rng = np.random.default_rng(2)
+    for trial in range(30):
+        img = rng.integers(0, 6, (30, 40)).astype(np.uint16)
+        img[rng.random(img.shape) < 0.3] = 0
+        img = ndi.uniform_filter(img * 10, 3).astype(np.uint16) if trial % 2 else img
+        if trial == 29:
+            img[img == 0] = 1  # no zero pixel: the whole image at once
+        for h in (1, 2, 3, 7):
+            np.testing.assert_array_equal(h_maxima_by_component(img, h), h_maxima(img, h).astype(bool))
