@@ -1,5 +1,8 @@
 """From per-pixel probabilities (or a plain mask) to labelled particles."""
 
+import threading
+from collections import OrderedDict
+
 import cv2
 import numpy as np
 from scipy import ndimage as ndi
@@ -42,7 +45,88 @@ def foreground_and_interior(prob, threshold=0.5, smoothing=1.0):
     return fg, fg
 
 
-def split_touching(prob, settings=SplitSettings(), valid=None, diameter=None, scale=1.0):
+class StageMemo:
+    """The outputs of :func:`split_touching`'s stages for one probability map, kept across settings.
+
+    A slider moves one setting; the stages before the first one that setting
+    changes give what they gave before. Each output is kept under the stage's
+    name and every setting it depends on (nothing else: a memo belongs to one
+    ``prob``, ``valid`` and ``scale``, e.g. one cached segmentation), the
+    most recently used of them within ``max_bytes`` (one set of settings on a
+    12-megapixel image holds about 75 MB: masks, distance transform and labels
+    at its 2000x1500 px working scale, and the full-resolution mask). Stored
+    arrays are made read-only, so that no caller can change what a later call
+    is given.
+
+    Examples
+    --------
+    >>> memo = StageMemo(max_bytes=100)
+    >>> memo.get(("a", 1), lambda: np.zeros(2)).flags.writeable
+    False
+    >>> calls = []
+    >>> _ = memo.get(("a", 1), lambda: calls.append(1)); calls
+    []
+    >>> _ = memo.get(("b", 1), lambda: np.zeros(11)); memo.keys()  # 16 + 88 bytes: the oldest dropped
+    [('b', 1)]
+    """
+
+    def __init__(self, max_bytes=192 * 2 ** 20):
+        self.max_bytes = int(max_bytes)
+        self._entries = OrderedDict()   # key -> (value, bytes)
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __len__(self):
+        return len(self._entries)
+
+    @property
+    def nbytes(self):
+        return self._bytes
+
+    def keys(self):
+        with self._lock:
+            return list(self._entries)
+
+    def get(self, key, compute):
+        """The value kept under ``key``, else ``compute()`` kept there."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key][0]
+        value = _read_only(compute())
+        size = _nbytes(value)
+        with self._lock:
+            if key in self._entries:
+                self._bytes -= self._entries.pop(key)[1]
+            self._entries[key] = (value, size)
+            self._bytes += size
+            while self._bytes > self.max_bytes and len(self._entries) > 1:
+                self._bytes -= self._entries.popitem(last=False)[1][1]
+        return value
+
+
+def _read_only(value):
+    if isinstance(value, np.ndarray):
+        value.setflags(write=False)
+    elif isinstance(value, tuple):
+        for v in value:
+            _read_only(v)
+    return value
+
+
+def _nbytes(value):
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, tuple):
+        return sum(_nbytes(v) for v in value)
+    return 64
+
+
+def _memoised(memo, key, compute):
+    return compute() if memo is None else memo.get(key, compute)
+
+
+def split_touching(prob, settings=SplitSettings(), valid=None, diameter=None, scale=1.0, memo=None):
     """Label particles, splitting touching ones by watershed.
 
     The pixel settings are those of :meth:`SplitSettings.pixel_settings` for
@@ -75,6 +159,10 @@ def split_touching(prob, settings=SplitSettings(), valid=None, diameter=None, sc
     scale : float
         Pixels of ``prob`` per full-resolution pixel (the network's working
         scale when ``prob`` is at it).
+    memo : StageMemo, optional
+        Stage outputs of earlier calls on the same ``prob``, ``valid`` and
+        ``scale``: the stages a change of settings leaves alone are not run
+        again (the labels are the same as without it).
 
     Returns
     -------
@@ -99,9 +187,14 @@ def split_touching(prob, settings=SplitSettings(), valid=None, diameter=None, sc
         if not np.isfinite(diameter):
             return np.zeros(np.shape(prob)[-2:], np.int32)
     min_distance, min_size = s.pixel_settings(diameter, scale)
-    labels = label_particles(prob, s.threshold, s.watershed, min_distance, valid, smoothing=scale)
-    labels = merge_stage(labels, boundary_evidence(prob) if s.merge_threshold > 0 else None, s.merge_threshold)
-    return filter_particles(labels, min_size, s.min_relative_size, s.exclude_edge)
+    stage1 = ("labels", s.threshold, s.watershed, int(min_distance) if s.watershed else None, scale)
+    labels = _memoised(memo, stage1, lambda: label_particles(prob, s.threshold, s.watershed, min_distance, valid,
+                                                             smoothing=scale, memo=memo))
+    merge = s.merge_threshold if boundary_evidence_kind(prob) else 0.0
+    labels = _memoised(memo, ("merged", *stage1, merge), lambda: merge_stage(
+        labels, boundary_evidence(prob) if merge > 0 else None, merge))
+    labels = filter_particles(labels, min_size, s.min_relative_size, s.exclude_edge)
+    return labels if labels.flags.writeable else labels.copy()
 
 
 def _as_stack(prob):
@@ -113,20 +206,28 @@ def _as_stack(prob):
 # The three stages of split_touching. Tuning (saemi.evaluate.tune_postprocess) calls the
 # same functions, caching each stage's output across the settings of the later ones.
 
-def label_particles(prob, threshold, watershed, min_distance, valid=None, smoothing=1.0):
+def label_particles(prob, threshold, watershed, min_distance, valid=None, smoothing=1.0, memo=None):
     """Stage 1 of :func:`split_touching`: threshold, then watershed or connected components.
+
+    ``memo`` (:class:`StageMemo`) keeps the thresholded masks and the distance
+    transform, which a change of ``min_distance`` does not change.
 
     Returns
     -------
     ndarray of int, shape (H, W)
         Labels, not necessarily consecutive.
     """
-    fg, interior = foreground_and_interior(prob, threshold, smoothing)
-    if valid is not None:
-        fg, interior = fg & valid, interior & valid
+    def masks():
+        fg, interior = foreground_and_interior(prob, threshold, smoothing)
+        if valid is not None:
+            fg, interior = fg & valid, interior & valid
+        return fg, interior
+
+    fg, interior = _memoised(memo, ("masks", threshold, smoothing), masks)
     if not watershed:
         return ndi.label(fg)[0]
-    return _watershed(fg, interior, int(min_distance))
+    distances = _memoised(memo, ("distance", threshold, smoothing), lambda: distance_stage(interior))
+    return _watershed(fg, distances, int(min_distance))
 
 
 def merge_stage(labels, edge, merge_threshold):
@@ -152,6 +253,11 @@ def filter_particles(labels, min_size=0, min_relative_size=0.0, exclude_edge=Fal
     if min_relative_size > 0:
         labels = drop_fragments(labels, min_relative_size)
     return _filter(labels, 0, exclude_edge)
+
+
+def boundary_evidence_kind(prob):
+    """Whether :func:`boundary_evidence` of ``prob`` is not None (a three-class stack), without computing it."""
+    return np.ndim(prob) == 3 and np.shape(prob)[0] >= 3
 
 
 def boundary_evidence(prob):
@@ -326,18 +432,37 @@ def distance_map(mask):
     return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
-def _watershed(fg, interior, min_distance):
-    # Holes inside an interior (texture, a dark core) would give spurious maxima.
+def distance_stage(interior):
+    """What the watershed needs of the interior mask, whatever the marker distance.
+
+    Returns
+    -------
+    interior : ndarray of bool
+        Holes filled (texture or a dark core inside would give spurious maxima).
+    regions : ndarray of int32
+        Its connected components.
+    n : int
+        How many.
+    dist : ndarray of float32
+        :func:`distance_map` of the filled interior.
+    quarter : ndarray of uint16
+        ``dist`` in quarter pixels, rounded (what the h-maxima run on).
+    """
     interior = ndi.binary_fill_holes(interior)
     regions, n = ndi.label(interior)
+    dist = distance_map(interior)
+    # h-maxima on quarter-pixel integers: 6x faster than on floats, same maxima.
+    quarter = np.round(dist * 4).astype(np.uint16)
+    return interior, regions, n, dist, quarter
+
+
+def _watershed(fg, distances, min_distance):
+    interior, regions, n, dist, quarter = distances
     if n == 0:
         return ndi.label(fg)[0]
-    dist = distance_map(interior)
     # A marker is a maximum of the distance map standing at least min_distance / 4
     # above the saddle to any other maximum (an h-maximum), so a ragged outline
     # does not split a particle; maxima closer than min_distance merge into one.
-    # h-maxima on quarter-pixel integers: 6x faster than on floats, same maxima.
-    quarter = np.round(dist * 4).astype(np.uint16)
     # An h above the highest value finds no maximum at all, like every larger h: cap it
     # there, so that a huge min_distance costs no more than a sensible one.
     h = min(max(2, round(min_distance)), int(quarter.max()) + 1)

@@ -345,7 +345,7 @@ def working_probability(segmentation):
     return segmentation.probability, 1.0
 
 
-def split(segmentation, settings):
+def split(segmentation, settings, memo=None):
     """The labels :func:`saemi.instances.split_touching` gives a segmentation (data bar excluded), before exclusions.
 
     The splitting runs at the network's working scale (issue 17: the distance
@@ -354,18 +354,28 @@ def split(segmentation, settings):
     nearest neighbour (:func:`saemi.size.upsample_labels`) and fitted to the
     full-resolution particle mask (:func:`saemi.size.fit_to_mask`), so the
     outlines, and the sizes measured from them, keep full resolution.
+
+    ``memo`` (:class:`saemi.instances.StageMemo`, one per segmentation) keeps
+    the stage outputs a change of settings does not change, so that a slider
+    re-runs only the stages after the first one it affects (the labels are the
+    same as without it).
     """
     prob, scale = working_probability(segmentation)
     valid = particle_region(segmentation, prob.shape[-2:], scale)
     diameter = getattr(segmentation, "diameter", None)
     s = settings.split_settings()
-    labels = split_touching(prob, s, valid, diameter, scale)
+    labels = split_touching(prob, s, valid, diameter, scale, memo=memo)
     if scale == 1.0:
         return labels
     labels = upsample_labels(labels, segmentation.image.shape[:2])
-    mask = foreground_and_interior(segmentation.probability, s.threshold)[0]
-    full_valid = particle_region(segmentation)
-    labels = fit_to_mask(labels, mask if full_valid is None else mask & full_valid, math.ceil(1 / scale))
+
+    def full_mask():
+        mask = foreground_and_interior(segmentation.probability, s.threshold)[0]
+        full_valid = particle_region(segmentation)
+        return mask if full_valid is None else mask & full_valid
+
+    mask = full_mask() if memo is None else memo.get(("full-resolution mask", s.threshold), full_mask)
+    labels = fit_to_mask(labels, mask, math.ceil(1 / scale))
     # the size and edge filters once more at full resolution, where the particles are measured
     # (fitting moves outlines by up to a working-scale pixel); labels renumbered 1..N
     min_size = s.pixel_settings(diameter if diameter is not None else 1.0)[1] if (

@@ -51,6 +51,7 @@ from .card import read_card
 from .edits import MAX_EDITS, Corrected, apply_edits, changed_labels, check_edit, label_points
 from .errors import SaemiError
 from .export import csv_text
+from .instances import StageMemo
 from .jobs import StageLog, read_stage
 from .measure import particle_table, update_table, with_origin
 from .overlay import display_stride, draw_overlay, hover_grid, output_mark, particle_layer, png_bytes, preview_jpeg
@@ -66,6 +67,10 @@ SEG_PREFIX, ID_PREFIX, LABELS_PREFIX, EDITS_PREFIX = "seg-", "id-", "lab-", "edt
 
 #: Particle tables each process keeps for samples (one per image of the largest sample).
 MAX_SAMPLE_IMAGES = 200
+
+#: Images whose splitting stages each process keeps (saemi.instances.StageMemo: the masks and
+#: distance transform a slider does not change; about 100 MB for a 12-megapixel image).
+STAGE_MEMO_IMAGES = 2
 
 #: Edited labellings each process keeps (the last few edit states: undo and the next edit
 #: each replay one edit, not all of them).
@@ -146,6 +151,7 @@ class AnalysisService:
         self._edited = OrderedDict()    # label key + edits digest -> saemi.edits.Corrected
         self._tables = OrderedDict()    # the same keys -> the particle table (pixel units) of those labels
         self._sample_tables = OrderedDict()  # the same keys -> tables of a sample's images (see sample())
+        self._stages = OrderedDict()    # digest -> saemi.instances.StageMemo of its splitting
         self._lock = threading.Lock()
         # One forward pass at a time per process: a pass already uses every core,
         # and two at once only thrash the caches (and GPU memory).
@@ -462,9 +468,18 @@ class AnalysisService:
         labels = self._cached_labels(key)
         if labels is None:
             budget.check(deadline, "splitting touching particles")
-            labels = split(entry.segmentation, settings)
+            labels = split(entry.segmentation, settings, self._stage_memo(entry.digest))
             self._keep_labels(key, labels)
         return labels
+
+    def _stage_memo(self, digest):
+        """The splitting stages kept for a segmentation (see :func:`saemi.pipeline.split`)."""
+        with self._lock:
+            memo = self._stages.get(digest)
+        if memo is None:
+            memo = StageMemo()
+        self._remember(self._stages, digest, memo, STAGE_MEMO_IMAGES)
+        return memo
 
     def _edits(self, image_id):
         """The edits record of an image: ``done`` (applied, oldest first) and ``undone`` (for redo)."""

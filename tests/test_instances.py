@@ -195,3 +195,70 @@ def test_h_maxima_by_component_equals_skimage_on_random_integer_images():
             img[img == 0] = 1  # no zero pixel: the whole image at once
         for h in (1, 2, 3, 7):
             np.testing.assert_array_equal(h_maxima_by_component(img, h), h_maxima(img, h).astype(bool))
+
+
+def _noisy_three_class(shape=(200, 240), seed=4):
+    """A smooth, noisy background / interior / boundary stack of touching discs (not a clean mask)."""
+    rng = np.random.default_rng(seed)
+    truth = disc_labels(shape, DISCS)
+    inner = ndi.binary_erosion(truth > 0, iterations=2)
+    boundary = (truth > 0) & ~inner
+    logits = np.stack([(truth == 0) * 3.0, inner * 3.0, boundary * 3.0]) + rng.normal(0, 1.2, (3,) + shape)
+    logits = ndi.gaussian_filter(logits, (0, 1.5, 1.5))
+    e = np.exp(logits - logits.max(0))
+    return (e / e.sum(0)).astype(np.float32)
+
+
+SETTING_MOVES = [{}, {"min_distance": 6}, {"min_distance": 14}, {"threshold": 0.6}, {"threshold": 0.4},
+                 {"min_size": 80}, {"min_relative_size": 0.3}, {"merge_threshold": 0.0}, {"merge_threshold": 0.8},
+                 {"watershed": False}, {"exclude_edge": True}, {}, {"min_distance": 6, "threshold": 0.6}]
+
+
+@pytest.mark.parametrize("max_bytes", [10 ** 9, 300_000])  # everything kept / entries dropped on the way
+def test_stage_memo_gives_a_fresh_split_s_labels_whatever_setting_moves(max_bytes):
+    from saemi.instances import StageMemo
+
+    prob = _noisy_three_class()
+    valid = np.ones(prob.shape[1:], bool)
+    valid[:, -10:] = False
+    base = dict(min_distance=10, min_size=20, merge_threshold=0.6, min_relative_size=0.1, threshold=0.5)
+    memo = StageMemo(max_bytes=max_bytes)
+    counts = set()
+    for move in SETTING_MOVES + SETTING_MOVES[::-1]:
+        s = SplitSettings(**{**base, **move})
+        got = split_touching(prob, s, valid, scale=0.5, memo=memo)
+        fresh = split_touching(prob, s, valid, scale=0.5)
+        np.testing.assert_array_equal(got, fresh)
+        assert got.flags.writeable  # the caller's own array, not the memo's
+        counts.add(int(fresh.max()))
+    assert len(counts) > 3  # the moves do change the labels: the memo could have served stale ones
+    assert memo.nbytes <= max(max_bytes, 250_000)
+
+
+def test_stage_memo_runs_again_only_the_stages_a_setting_changes(monkeypatch):
+    import saemi.instances as inst
+
+    calls = {"label_particles": 0, "distance_stage": 0}
+    for name in calls:
+        original = getattr(inst, name)
+
+        def counted(*a, _original=original, _name=name, **k):
+            calls[_name] += 1
+            return _original(*a, **k)
+        monkeypatch.setattr(inst, name, counted)
+    prob = _noisy_three_class()
+    memo = inst.StageMemo()
+    base = dict(min_distance=10, min_size=20, merge_threshold=0.6, threshold=0.5)
+
+    def run(**move):
+        before = dict(calls)
+        split_touching(prob, SplitSettings(**{**base, **move}), memo=memo)
+        return {k: calls[k] - before[k] for k in calls}
+
+    assert run() == {"label_particles": 1, "distance_stage": 1}
+    assert run(min_size=60) == {"label_particles": 0, "distance_stage": 0}  # size filter only
+    assert run(merge_threshold=0.3) == {"label_particles": 0, "distance_stage": 0}  # merge again only
+    assert run(min_distance=16) == {"label_particles": 1, "distance_stage": 0}  # same distance transform
+    assert run(threshold=0.6) == {"label_particles": 1, "distance_stage": 1}
+    assert run(watershed=False) == {"label_particles": 1, "distance_stage": 0}
+    assert run() == {"label_particles": 0, "distance_stage": 0}
