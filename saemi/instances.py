@@ -606,6 +606,8 @@ def _filter(labels, min_size, exclude_edge):
     if exclude_edge:
         edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
         keep[edge] = False
+    if keep[1:].all():
+        return labels.copy()  # what _renumber gives when every label 1..n stays: each its own number
     return _renumber(labels, keep)
 
 

@@ -152,6 +152,7 @@ class AnalysisService:
         self._tables = OrderedDict()    # the same keys -> the particle table (pixel units) of those labels
         self._sample_tables = OrderedDict()  # the same keys -> tables of a sample's images (see sample())
         self._stages = OrderedDict()    # digest -> saemi.instances.StageMemo of its splitting
+        self._previous_tables = OrderedDict()  # digest -> (labels, pixel table) of its last analysis
         self._lock = threading.Lock()
         # One forward pass at a time per process: a pass already uses every core,
         # and two at once only thrash the caches (and GPU memory).
@@ -535,8 +536,12 @@ class AnalysisService:
         with self._lock:
             table = self._tables.get(state)
         if table is None:
-            table = particle_table(corrected.labels)
+            # the particles a slider left alone keep their rows (see particle_table's ``previous``)
+            with self._lock:
+                previous = self._previous_tables.get(entry.digest)
+            table = particle_table(corrected.labels, previous=previous)
             self._remember(self._tables, state, table, EDITED_ENTRIES + 1)
+        self._remember(self._previous_tables, entry.digest, (corrected.labels, table), STAGE_MEMO_IMAGES)
         result = split_and_measure(entry.segmentation, settings, deadline, split_labels=corrected.labels,
                                    origins=corrected.origins, px_table=table)
         result.timings["watershed"] = t_split  # splitting (or its cache) and replaying the edits
