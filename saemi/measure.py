@@ -112,11 +112,11 @@ def particle_table(labels, nm_per_pixel=None, only=None, previous=None):
         Calibration; when given, ``*_nm`` (lengths) and ``area_nm2`` columns are added.
     only : iterable of int, optional
         Measure these labels only (see :func:`update_table`).
-    previous : tuple (labels, table), optional
-        Another labelling of the same image and its pixel-unit table (e.g. before
-        a slider moved): a particle with exactly the pixels of one there takes
-        that row, under its own label, instead of being measured again. The
-        values are the same, as the measurements depend on the pixels only.
+    previous : tuple (labels, table), or a list of them, optional
+        Other labellings of the same image and their pixel-unit tables (e.g.
+        before a slider moved): a particle with exactly the pixels of one there
+        takes that row, under its own label, instead of being measured again.
+        The values are the same, as the measurements depend on the pixels only.
 
     Returns
     -------
@@ -146,18 +146,16 @@ def particle_table(labels, nm_per_pixel=None, only=None, previous=None):
     rows = []
     objects = ndi.find_objects(labels if labels.dtype in (np.int32, np.int64) else labels.astype(np.int64))
     wanted = None if only is None else {int(v) for v in only}
-    before, before_rows = _previous_rows(previous, labels.shape)
+    earlier = _previous_rows(previous, labels.shape)
     for lab, sl in enumerate(objects, start=1):
         if sl is None or (wanted is not None and lab not in wanted):
             continue
         mask = labels[sl] == lab
         area = int(mask.sum())
-        if before_rows:
-            old = before[sl][mask]
-            row = before_rows.get(int(old[0]))
-            if row is not None and row["area_px"] == area and (old == old[0]).all():
-                rows.append({**row, "label": lab})  # the same pixels: the same measurements
-                continue
+        row = _same_particle(earlier, sl, mask, area)
+        if row is not None:
+            rows.append({**row, "label": lab})  # the same pixels: the same measurements
+            continue
         ys, xs = np.nonzero(mask)
         fmax, fmin = feret_diameters(mask)
         perim = float(perimeter_crofton(np.pad(mask, 1), 4)) or 1.0
@@ -182,14 +180,26 @@ def particle_table(labels, nm_per_pixel=None, only=None, previous=None):
 
 
 def _previous_rows(previous, shape):
-    """``(labels, {label: row})`` of a :func:`particle_table` ``previous`` argument, or (None, {})."""
+    """``[(labels, {label: row}), ...]`` of a :func:`particle_table` ``previous`` argument (usable ones only)."""
     if previous is None:
-        return None, {}
-    before, table = previous
-    before = np.asarray(before)
-    if before.shape != tuple(shape) or table is None or not len(table):
-        return None, {}
-    return before, {int(r["label"]): r for r in table[PIXEL_COLUMNS].to_dict("records")}
+        return []
+    pairs = [previous] if isinstance(previous, tuple) else list(previous)
+    out = []
+    for before, table in pairs:
+        before = np.asarray(before)
+        if before.shape == tuple(shape) and table is not None and len(table):
+            out.append((before, {int(r["label"]): r for r in table[PIXEL_COLUMNS].to_dict("records")}))
+    return out
+
+
+def _same_particle(earlier, box, mask, area):
+    """The row of an earlier particle with exactly the pixels ``mask`` (in ``box``), or None."""
+    for before, rows in earlier:
+        old = before[box][mask]
+        row = rows.get(int(old[0]))
+        if row is not None and row["area_px"] == area and (old == old[0]).all():
+            return row
+    return None
 
 
 def update_table(table, labels, changed):

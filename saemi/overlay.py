@@ -3,6 +3,7 @@
 import io
 import math
 
+import cv2
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
@@ -100,7 +101,15 @@ def outlines(labels, width=1):
     ``width`` 2 thickens them by a pixel inside the particles (for large images
     shown subsampled).
     """
-    edge = find_boundaries(labels, connectivity=2, mode="inner")
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.size and 0 <= labels.min() and labels.max() <= 65535:
+        # find_boundaries(connectivity=2, mode="inner") with OpenCV's 3x3 max and min filters
+        # (edges ignored, as the reflected edges of skimage's are): the same pixels, faster
+        small = labels.astype(np.uint16)
+        square = np.ones((3, 3), np.uint8)
+        edge = (cv2.dilate(small, square) != cv2.erode(small, square)) & (small > 0)
+    else:
+        edge = find_boundaries(labels, connectivity=2, mode="inner")
     if width > 1:
         edge = ndi.binary_dilation(edge, np.ones((3, 3), bool), iterations=width - 1) & (np.asarray(labels) > 0)
     return edge

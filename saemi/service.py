@@ -72,6 +72,14 @@ MAX_SAMPLE_IMAGES = 200
 #: distance transform a slider does not change; about 100 MB for a 12-megapixel image).
 STAGE_MEMO_IMAGES = 2
 
+#: Particle tables (pixel units) each process keeps, per labelling: a few kB each, so that going
+#: back to earlier settings (or an exclusion click after a slider) measures nothing.
+TABLE_ENTRIES = 16
+
+#: Earlier labellings of an image whose rows a new one's unchanged particles take (a slider moved
+#: back and forth: see saemi.measure.particle_table's ``previous``).
+PREVIOUS_TABLES = 3
+
 #: Edited labellings each process keeps (the last few edit states: undo and the next edit
 #: each replay one edit, not all of them).
 EDITED_ENTRIES = 3
@@ -152,7 +160,7 @@ class AnalysisService:
         self._tables = OrderedDict()    # the same keys -> the particle table (pixel units) of those labels
         self._sample_tables = OrderedDict()  # the same keys -> tables of a sample's images (see sample())
         self._stages = OrderedDict()    # digest -> saemi.instances.StageMemo of its splitting
-        self._previous_tables = OrderedDict()  # digest -> (labels, pixel table) of its last analysis
+        self._previous_tables = OrderedDict()  # digest -> [(labels, pixel table)] of its last analyses
         self._lock = threading.Lock()
         # One forward pass at a time per process: a pass already uses every core,
         # and two at once only thrash the caches (and GPU memory).
@@ -520,7 +528,7 @@ class AnalysisService:
         if table is not None:
             before = labels if start is None else start.labels
             self._remember(self._tables, chain[-1], update_table(table, out.labels, changed_labels(before, out.labels)),
-                           EDITED_ENTRIES + 1)
+                           TABLE_ENTRIES)
         return out, chain[-1]
 
     def _corrected(self, entry, settings, edits):
@@ -538,10 +546,12 @@ class AnalysisService:
         if table is None:
             # the particles a slider left alone keep their rows (see particle_table's ``previous``)
             with self._lock:
-                previous = self._previous_tables.get(entry.digest)
+                previous = list(self._previous_tables.get(entry.digest, ()))
             table = particle_table(corrected.labels, previous=previous)
-            self._remember(self._tables, state, table, EDITED_ENTRIES + 1)
-        self._remember(self._previous_tables, entry.digest, (corrected.labels, table), STAGE_MEMO_IMAGES)
+            self._remember(self._tables, state, table, TABLE_ENTRIES)
+            with self._lock:
+                recent = [(corrected.labels, table)] + previous[:PREVIOUS_TABLES - 1]
+            self._remember(self._previous_tables, entry.digest, recent, STAGE_MEMO_IMAGES)
         result = split_and_measure(entry.segmentation, settings, deadline, split_labels=corrected.labels,
                                    origins=corrected.origins, px_table=table)
         result.timings["watershed"] = t_split  # splitting (or its cache) and replaying the edits

@@ -298,22 +298,20 @@ def fit_to_mask(labels, mask, reach):
     >>> fit_to_mask(labels, np.array([[0, 1, 1, 1, 1, 0]], bool), 1).tolist()
     [[0, 1, 2, 2, 2, 0]]
     """
-    from scipy import ndimage as ndi
-
     out = np.where(mask, labels, 0).astype(np.int32)
-    # OpenCV's 3x3 dilation of float32 labels (exact below 2**24): scipy's grey_dilation's
-    # values, about 8x faster on a 12-megapixel image
-    exact_in_float = int(out.max(initial=0)) < 2 ** 24
-    square = np.ones((3, 3), np.uint8)
+    h, w = out.shape
     for _ in range(max(1, int(reach))):
-        missing = mask & (out == 0)
-        if not missing.any():
+        # the 3x3 grey dilation (scipy's, edges reflected) at the missing pixels only: the
+        # outline band, a few % of a 12-megapixel image (0.1 s against 0.4 s for the whole, measured)
+        ys, xs = np.nonzero(mask & (out == 0))
+        if ys.size == 0:
             break
-        if exact_in_float:
-            grown = cv2.dilate(out.astype(np.float32), square).astype(np.int32)
-        else:
-            grown = ndi.grey_dilation(out, size=(3, 3))
-        out = np.where(missing, grown, out)
+        grown = np.zeros(ys.size, np.int32)
+        for dy in (-1, 0, 1):
+            rows = np.clip(ys + dy, 0, h - 1)
+            for dx in (-1, 0, 1):
+                np.maximum(grown, out[rows, np.clip(xs + dx, 0, w - 1)], out=grown)
+        out[ys, xs] = grown
     return out
 
 

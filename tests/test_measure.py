@@ -85,6 +85,10 @@ def test_a_table_reusing_an_earlier_labelling_s_rows_equals_a_fresh_one():
     fresh = particle_table(after)
     reused = particle_table(after, previous=(before, particle_table(before)))
     pd.testing.assert_frame_equal(reused, fresh, check_exact=True)
+    other = np.zeros_like(before)  # an unrelated labelling first: the rows come from the next one
+    other[5:12, 120:130] = 1
+    several = particle_table(after, previous=[(other, particle_table(other)), (before, particle_table(before))])
+    pd.testing.assert_frame_equal(several, fresh, check_exact=True)
     # a table of another image size, or none, is ignored
     pd.testing.assert_frame_equal(particle_table(after, previous=(before[:-1], particle_table(before))), fresh)
     pd.testing.assert_frame_equal(particle_table(after, previous=(before, particle_table(before).iloc[:0])), fresh)

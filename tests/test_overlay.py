@@ -4,6 +4,7 @@ import base64
 import io
 
 import numpy as np
+import pytest
 from dash import Patch
 from PIL import Image
 
@@ -58,3 +59,22 @@ def test_the_service_sends_the_stride_and_the_page_lays_the_layer_over_image_pix
            for op in figures.layer_patch(Patch(), layer).to_plotly_json()["operations"] if op["operation"] == "Assign"}
     assert ops[("data", 1, "dx")] == ops[("data", 1, "dy")] == 2
     assert ops[("data", 1, "x0")] == ops[("data", 1, "y0")] == 0.5
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_outlines_are_skimage_s_inner_boundaries(width):
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+
+    from saemi.overlay import outlines
+
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        shape = tuple(int(v) for v in rng.integers(1, 40, 2))
+        lab = rng.integers(0, 5, shape) if trial % 2 else ndi.label(rng.random(shape) < 0.5)[0]
+        if trial == 29:
+            lab = lab * 30_000  # beyond 16 bits: skimage's own path
+        want = find_boundaries(lab, connectivity=2, mode="inner")
+        if width > 1:
+            want = ndi.binary_dilation(want, np.ones((3, 3), bool), iterations=width - 1) & (lab > 0)
+        np.testing.assert_array_equal(outlines(lab, width), want)

@@ -191,7 +191,7 @@ def test_fit_to_mask_grows_labels_as_scipy_s_grey_dilation_would():
         shape = tuple(int(v) for v in rng.integers(5, 70, 2))
         labels = (rng.integers(0, 9, shape) * (rng.random(shape) < 0.2)).astype(np.int32)
         if trial == 11:
-            labels[0, 0] = 2 ** 24 + 5  # beyond float32's integers: scipy's path
+            labels[0, 0] = 2 ** 24 + 5  # a label beyond float32's integers
         mask = rng.random(shape) < 0.6
         want = np.where(mask, labels, 0).astype(np.int32)
         for _ in range(3):
