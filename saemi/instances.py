@@ -34,11 +34,8 @@ def foreground_and_interior(prob, threshold=0.5, smoothing=1.0):
         (background / interior / boundary), else the foreground itself.
     """
     prob = np.asarray(prob)
-    if prob.ndim == 2:
-        fg = prob > threshold if prob.dtype != bool else prob
-        return fg, fg
-    fg = (1.0 - prob[0]) > threshold
-    if prob.shape[0] >= 3:
+    fg = foreground(prob, threshold)
+    if prob.ndim == 3 and prob.shape[0] >= 3:
         # light smoothing: single noisy pixels must not make or break a marker
         interior = (ndi.gaussian_filter(prob[1], smoothing) > threshold) & fg
         return fg, interior
@@ -124,6 +121,20 @@ def _nbytes(value):
 
 def _memoised(memo, key, compute):
     return compute() if memo is None else memo.get(key, compute)
+
+
+def foreground(prob, threshold=0.5):
+    """The particle mask of :func:`foreground_and_interior` alone (no interior smoothing).
+
+    Examples
+    --------
+    >>> foreground(np.array([[[0.9, 0.2]], [[0.05, 0.7]], [[0.05, 0.1]]]), 0.5).tolist()
+    [[False, True]]
+    """
+    prob = np.asarray(prob)
+    if prob.ndim == 2:
+        return prob > threshold if prob.dtype != bool else prob
+    return (1.0 - prob[0]) > threshold
 
 
 def split_touching(prob, settings=SplitSettings(), valid=None, diameter=None, scale=1.0, memo=None):

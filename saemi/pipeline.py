@@ -21,7 +21,7 @@ from . import budget
 from .banner import find_banner, remove_banner
 from .calibration import Calibration, effective_calibration
 from .card import read_card
-from .instances import filter_particles, foreground_and_interior, remove_labels, split_touching
+from .instances import filter_particles, foreground, remove_labels, split_touching
 from .io import check_content, read_micrograph
 from .measure import add_physical_columns, kept_particles, particle_table, summarize, with_origin
 from .probability import resize_probability
@@ -370,7 +370,7 @@ def split(segmentation, settings, memo=None):
     labels = upsample_labels(labels, segmentation.image.shape[:2])
 
     def full_mask():
-        mask = foreground_and_interior(segmentation.probability, s.threshold)[0]
+        mask = foreground(segmentation.probability, s.threshold)
         full_valid = particle_region(segmentation)
         return mask if full_valid is None else mask & full_valid
 
