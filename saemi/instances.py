@@ -443,6 +443,28 @@ def distance_map(mask):
     return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
 
 
+def fill_holes(mask):
+    """``scipy.ndimage.binary_fill_holes(mask)``: background not 4-connected to the image border filled.
+
+    The same pixels, from one labelling of the background instead of scipy's
+    propagation from the border (about 3x faster on a large mask).
+
+    Examples
+    --------
+    >>> m = np.ones((5, 5), bool); m[2, 2] = False; m[0, 2] = False
+    >>> int(fill_holes(m).sum())  # the centre filled, the notch on the border not
+    24
+    """
+    mask = np.asarray(mask, bool)
+    if mask.ndim != 2 or min(mask.shape) == 0:
+        return ndi.binary_fill_holes(mask)
+    background, _ = ndi.label(~mask)  # 4-connected, as binary_fill_holes' default structure
+    outside = np.zeros(int(background.max()) + 1, bool)
+    outside[np.concatenate([background[0], background[-1], background[:, 0], background[:, -1]])] = True
+    outside[0] = False  # the mask itself
+    return ~outside[background]
+
+
 def distance_stage(interior):
     """What the watershed needs of the interior mask, whatever the marker distance.
 
@@ -459,7 +481,7 @@ def distance_stage(interior):
     quarter : ndarray of uint16
         ``dist`` in quarter pixels, rounded (what the h-maxima run on).
     """
-    interior = ndi.binary_fill_holes(interior)
+    interior = fill_holes(interior)
     regions, n = ndi.label(interior)
     dist = distance_map(interior)
     # h-maxima on quarter-pixel integers: 6x faster than on floats, same maxima.

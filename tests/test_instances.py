@@ -274,3 +274,19 @@ def test_stage_memo_runs_again_only_the_stages_a_setting_changes(monkeypatch):
     assert run(threshold=0.6) == {"label_particles": 1, "distance_stage": 1}
     assert run(watershed=False) == {"label_particles": 1, "distance_stage": 0}
     assert run() == {"label_particles": 0, "distance_stage": 0}
+
+
+def test_fill_holes_is_scipy_s_binary_fill_holes():
+    from saemi.instances import fill_holes
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        shape = tuple(int(v) for v in rng.integers(1, 50, 2))
+        mask = rng.random(shape) < (0.4 + 0.5 * rng.random())
+        if trial % 3 == 0:
+            mask = ndi.binary_opening(mask)
+        np.testing.assert_array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+    ring = disc_labels((40, 40), [(20, 20, 15)]) > 0
+    ring[14:27, 14:27] = False
+    ring[20, 5:14] = False  # a diagonal-free channel: the hole joins the outside only here
+    np.testing.assert_array_equal(fill_holes(ring), ndi.binary_fill_holes(ring))
