@@ -162,7 +162,7 @@ def default_segmenter(weights=None, device="auto"):
 
 
 def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, detect_scale_bar=True,
-            deadline=None, filename=None, diameter=None):
+            deadline=None, filename=None, diameter=None, full_probability=True):
     """Load an image and its calibration, read its scale bar, remove its data bar and run the network.
 
     Parameters
@@ -179,6 +179,11 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, de
         The upload's name, for bytes whose format only the suffix tells (MRC).
     diameter : float, optional
         Typical particle diameter (px); default: estimated (see :func:`network_pass`).
+    full_probability : bool
+        False: leave ``probability`` None where the network ran at another scale
+        (``network_probability`` holds it), for a caller that only stores the
+        segmentation and rebuilds it from the store (the service: a 12-megapixel
+        image's resize costs about 0.4 s).
 
     Returns
     -------
@@ -199,12 +204,13 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, de
     seg = segmenter if segmenter is not None else default_segmenter()
     budget.check(deadline, "the network")
     network_prob, network_scale, d, source = network_pass(seg, cleaned, box, diameter, deadline)
-    prob = resize_probability(network_prob, cleaned.shape[:2])
+    resized = network_prob.shape[1:] != cleaned.shape[:2]
+    prob = resize_probability(network_prob, cleaned.shape[:2]) if full_probability or not resized else None
     t_net = time.perf_counter()
     return Segmentation(img, cleaned, prob, box,
                         {"load": t_load - t, "scale": t_scale - t_load, "banner": t_banner - t_scale,
                          "network": t_net - t_banner}, scale,
-                        network_prob if network_prob.shape[1:] != cleaned.shape[:2] else None,
+                        network_prob if resized else None,
                         calibration=calibration, network_scale=network_scale, diameter=d, diameter_source=source)
 
 

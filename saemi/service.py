@@ -393,10 +393,10 @@ class AnalysisService:
             try:
                 fresh = segment(bytes(data), segmenter, seg_settings["remove_banner"], self.max_pixels,
                                 detect_scale_bar=seg_settings["scale_bar"] == "auto", deadline=deadline,
-                                filename=filename, diameter=seg_settings.get("diameter"))
+                                filename=filename, diameter=seg_settings.get("diameter"), full_probability=False)
             finally:
                 self._infer_lock.release()
-            seg = self._store_segmentation(digest, fresh)
+            seg = self._store_segmentation(digest, fresh)  # the full-resolution stack rebuilt there
         entry = _Entry(image_id or secrets.token_urlsafe(18), digest, seg, filename, None, seg_settings)
         self._save_handle(entry)
         return entry, cached
