@@ -260,9 +260,12 @@ def filter_particles(labels, min_size=0, min_relative_size=0.0, exclude_edge=Fal
     (:func:`drop_fragments`), then, with ``exclude_edge``, those touching the
     border.
     """
+    if min_relative_size <= 0:
+        # both filters in one renumbering: dropping then renumbering twice, in order, keeps the same particles
+        # under the same numbers
+        return _filter(labels, int(min_size), exclude_edge)
     labels = remove_small(labels, int(min_size))
-    if min_relative_size > 0:
-        labels = drop_fragments(labels, min_relative_size)
+    labels = drop_fragments(labels, min_relative_size)
     return _filter(labels, 0, exclude_edge)
 
 

@@ -290,3 +290,17 @@ def test_fill_holes_is_scipy_s_binary_fill_holes():
     ring[14:27, 14:27] = False
     ring[20, 5:14] = False  # a diagonal-free channel: the hole joins the outside only here
     np.testing.assert_array_equal(fill_holes(ring), ndi.binary_fill_holes(ring))
+
+
+def test_filter_particles_in_one_pass_equals_size_then_edge_filter():
+    from saemi.instances import _filter, filter_particles, remove_small
+
+    rng = np.random.default_rng(6)
+    for trial in range(60):
+        lab = rng.integers(0, 12, tuple(int(v) for v in rng.integers(1, 30, 2)))
+        if trial % 3 == 0:
+            lab[lab == 5] = 0  # numbers not consecutive
+        for min_size in (0, 1, 3, 8):
+            for exclude_edge in (False, True):
+                np.testing.assert_array_equal(filter_particles(lab, min_size, 0.0, exclude_edge),
+                                              _filter(remove_small(lab, min_size), 0, exclude_edge))
