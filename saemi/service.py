@@ -602,8 +602,10 @@ class AnalysisService:
         if include_images:
             ov = draw_overlay(entry.segmentation.image, result.labels, overlay, overlay_alpha,
                               entry.segmentation.banner_box)
-            out["labels_png"] = base64.b64encode(png_bytes(result.labels)).decode()
-            out["overlay_png"] = base64.b64encode(png_bytes(ov)).decode()
+            # made per slider move: fast zlib levels (the overlay, a photograph, is 20 % larger at 1 than at 6,
+            # in 0.09 s against 0.23 s at 1024x768; the labels 30 % of 28 kB at 3)
+            out["labels_png"] = base64.b64encode(png_bytes(result.labels, 3)).decode()
+            out["overlay_png"] = base64.b64encode(png_bytes(ov, 1)).decode()
         out["timings"]["total"] = round(time.perf_counter() - t0, 4)
         return out
 

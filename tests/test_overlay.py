@@ -61,6 +61,23 @@ def test_the_service_sends_the_stride_and_the_page_lays_the_layer_over_image_pix
     assert ops[("data", 1, "x0")] == ops[("data", 1, "y0")] == 0.5
 
 
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_inner_boundaries_are_skimage_s(connectivity):
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+
+    from saemi.overlay import inner_boundaries
+
+    rng = np.random.default_rng(1)
+    for trial in range(30):
+        shape = tuple(int(v) for v in rng.integers(1, 40, 2))
+        lab = rng.integers(0, 5, shape) if trial % 2 else ndi.label(rng.random(shape) < 0.5)[0]
+        if trial == 29:
+            lab = lab * 30_000  # beyond 16 bits: skimage's own path
+        np.testing.assert_array_equal(inner_boundaries(lab, connectivity),
+                                      find_boundaries(lab, connectivity=connectivity, mode="inner"))
+
+
 @pytest.mark.parametrize("width", [1, 2])
 def test_outlines_are_skimage_s_inner_boundaries(width):
     from scipy import ndimage as ndi
