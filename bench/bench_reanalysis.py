@@ -55,8 +55,12 @@ def main(argv=None):
 
     files = sorted((SHARED_DATA / "images").glob("*.png"))
     files = files[:: max(1, len(files) // args.images)][: args.images]  # spread over the collection
-    srv = start_backend(env={"SAEMI_DEVICE": args.device, "SAEMI_ACCESS_LOG": ""}, threads=2,
-                        log_path="/tmp/saemi-bench-reanalysis.log")
+    import tempfile
+
+    # a fresh cache: a first analysis of an image an earlier run stored would skip the network
+    cache = tempfile.TemporaryDirectory(prefix="saemi-bench-cache-")
+    srv = start_backend(env={"SAEMI_DEVICE": args.device, "SAEMI_ACCESS_LOG": "", "SAEMI_CACHE_DIR": cache.name},
+                        threads=2, log_path="/tmp/saemi-bench-reanalysis.log")
     first, again, first_srv, again_srv, sizes = [], [], [], [], []
     try:
         srv.wait("/api/v1/ready", timeout=300)
@@ -81,6 +85,7 @@ def main(argv=None):
                 again_srv.append(r.json()["timings"]["total"])
     finally:
         srv.stop()
+        cache.cleanup()
 
     res = {"images": len(files), "sizes": sizes, "repeats": args.repeats, "device": args.device,
            "first_median_s": round(statistics.median(first), 3), "again_median_s": round(statistics.median(again), 3),
