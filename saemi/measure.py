@@ -6,7 +6,6 @@ import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
-from skimage.measure import perimeter_crofton
 
 from .errors import SaemiError
 
@@ -52,6 +51,33 @@ def feret_diameters(mask):
     proj = np.einsum("ek,pk->ep", normals, hull)
     fmin = float((proj.max(axis=1) - proj.min(axis=1)).min())
     return fmax, fmin
+
+
+#: skimage's ``perimeter_crofton(..., directions=4)`` weight of each 2x2 pixel configuration (code
+#: = bottom-right + 2 top-right + 4 bottom-left + 8 top-left, as its convolution numbers them).
+_CROFTON_4 = np.array([0, np.pi / 4 * (1 + 1 / np.sqrt(2)), np.pi / (4 * np.sqrt(2)), np.pi / (2 * np.sqrt(2)),
+                       0, np.pi / 4 * (1 + 1 / np.sqrt(2)), 0, np.pi / (4 * np.sqrt(2)),
+                       np.pi / 4, np.pi / 2, np.pi / (4 * np.sqrt(2)), np.pi / (4 * np.sqrt(2)),
+                       np.pi / 4, np.pi / 2, 0, 0])
+
+
+def crofton_perimeter(mask):
+    """``skimage.measure.perimeter_crofton(np.pad(mask, 1), 4)`` of one particle's mask, as a float.
+
+    The same 2x2-configuration counts dotted with the same weights (so the
+    same float), counted on slices instead of a convolution: a third of the
+    time per particle.
+
+    Examples
+    --------
+    >>> round(crofton_perimeter(np.ones((10, 10), bool)), 3)  # a 10 px square: 40 px of outline, corners cut
+    36.812
+    """
+    m = np.zeros((mask.shape[0] + 4, mask.shape[1] + 4), np.uint8)
+    m[2:-2, 2:-2] = mask
+    code = m[1:, 1:] + 2 * m[:-1, 1:] + 4 * m[1:, :-1] + 8 * m[:-1, :-1]
+    # only code 0 (no pixel of the particle) is counted differently from skimage's: its weight is 0
+    return float(_CROFTON_4 @ np.bincount(code.ravel(), minlength=16))
 
 
 def kept_particles(table, removed):
@@ -158,7 +184,7 @@ def particle_table(labels, nm_per_pixel=None, only=None, previous=None):
             continue
         ys, xs = np.nonzero(mask)
         fmax, fmin = feret_diameters(mask)
-        perim = float(perimeter_crofton(np.pad(mask, 1), 4)) or 1.0
+        perim = crofton_perimeter(mask) or 1.0
         rows.append({
             "label": lab,
             "area_px": area,

@@ -92,3 +92,18 @@ def test_a_table_reusing_an_earlier_labelling_s_rows_equals_a_fresh_one():
     # a table of another image size, or none, is ignored
     pd.testing.assert_frame_equal(particle_table(after, previous=(before[:-1], particle_table(before))), fresh)
     pd.testing.assert_frame_equal(particle_table(after, previous=(before, particle_table(before).iloc[:0])), fresh)
+
+
+def test_crofton_perimeter_is_skimage_s_to_the_last_bit():
+    from scipy import ndimage as ndi
+    from skimage.measure import perimeter_crofton
+
+    from saemi.measure import crofton_perimeter
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        shape = tuple(int(v) for v in rng.integers(1, 30, 2))
+        mask = rng.random(shape) < rng.random()
+        if trial % 2:
+            mask = ndi.binary_opening(mask) | (rng.random(shape) < 0.05)
+        assert crofton_perimeter(mask) == float(perimeter_crofton(np.pad(mask, 1), 4))
