@@ -302,12 +302,13 @@ def fit_to_mask(labels, mask, reach):
     >>> fit_to_mask(labels, np.array([[0, 1, 1, 1, 1, 0]], bool), 1).tolist()
     [[0, 1, 2, 2, 2, 0]]
     """
-    out = np.where(mask, labels, 0).astype(np.int32)
+    out = np.where(mask, labels, 0).astype(np.int32, copy=False)
     h, w = out.shape
+    # the 3x3 grey dilation (scipy's, edges reflected) at the missing pixels only: the outline
+    # band, a few % of a 12-megapixel image (0.1 s against 0.4 s for the whole, measured). A pixel
+    # missing after a round was missing before it, so later rounds look at those pixels alone.
+    ys, xs = np.nonzero(mask & (out == 0))
     for _ in range(max(1, int(reach))):
-        # the 3x3 grey dilation (scipy's, edges reflected) at the missing pixels only: the
-        # outline band, a few % of a 12-megapixel image (0.1 s against 0.4 s for the whole, measured)
-        ys, xs = np.nonzero(mask & (out == 0))
         if ys.size == 0:
             break
         grown = np.zeros(ys.size, np.int32)
@@ -316,6 +317,8 @@ def fit_to_mask(labels, mask, reach):
             for dx in (-1, 0, 1):
                 np.maximum(grown, out[rows, np.clip(xs + dx, 0, w - 1)], out=grown)
         out[ys, xs] = grown
+        still = grown == 0
+        ys, xs = ys[still], xs[still]
     return out
 
 
