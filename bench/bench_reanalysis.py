@@ -1,6 +1,6 @@
 """First analysis vs re-analysis (``image_id``, new settings): the cost of moving a slider.
 
-    .venv/bin/python bench/bench_reanalysis.py --images 6 --repeats 3
+    .venv/bin/python bench/bench_reanalysis.py --images 6 --repeats 3 [--resize 1024x768]
 
 Starts the backend under gunicorn on loopback (bundled weights or
 ``$SAEMI_WEIGHTS``), then, one request at a time, for each of a few EMPS
@@ -34,21 +34,42 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--resize", default=None, metavar="WxH",
+                    help="send each image resized to W x H (issue 17's target is on 1024x768); default: as it is")
     args = ap.parse_args(argv)
+
+    def upload(path):
+        if not args.resize:
+            return path.read_bytes()
+        import io
+
+        import cv2
+        import numpy as np
+        from PIL import Image
+
+        w, h = (int(v) for v in args.resize.lower().split("x"))
+        img = cv2.resize(np.asarray(Image.open(path).convert("RGB")), (w, h), interpolation=cv2.INTER_LINEAR)
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="PNG")
+        return buf.getvalue()
 
     files = sorted((SHARED_DATA / "images").glob("*.png"))
     files = files[:: max(1, len(files) // args.images)][: args.images]  # spread over the collection
-    srv = start_backend(env={"SAEMI_DEVICE": args.device, "SAEMI_ACCESS_LOG": ""}, threads=2,
-                        log_path="/tmp/saemi-bench-reanalysis.log")
+    import tempfile
+
+    # a fresh cache: a first analysis of an image an earlier run stored would skip the network
+    cache = tempfile.TemporaryDirectory(prefix="saemi-bench-cache-")
+    srv = start_backend(env={"SAEMI_DEVICE": args.device, "SAEMI_ACCESS_LOG": "", "SAEMI_CACHE_DIR": cache.name},
+                        threads=2, log_path="/tmp/saemi-bench-reanalysis.log")
     first, again, first_srv, again_srv, sizes = [], [], [], [], []
     try:
         srv.wait("/api/v1/ready", timeout=300)
         s = requests.Session()
         # one untimed request: the first forward pass pays one-off allocation costs
-        s.post(srv.url + "/api/v1/segment", files={"file": ("warm.png", files[-1].read_bytes())}, timeout=600)
+        s.post(srv.url + "/api/v1/segment", files={"file": ("warm.png", upload(files[-1]))}, timeout=600)
         for f in files:
             t0 = time.perf_counter()
-            r = s.post(srv.url + "/api/v1/analyze", files={"file": (f.name, f.read_bytes())}, timeout=600)
+            r = s.post(srv.url + "/api/v1/analyze", files={"file": (f.name, upload(f))}, timeout=600)
             first.append(time.perf_counter() - t0)
             r.raise_for_status()
             out = r.json()
@@ -64,6 +85,7 @@ def main(argv=None):
                 again_srv.append(r.json()["timings"]["total"])
     finally:
         srv.stop()
+        cache.cleanup()
 
     res = {"images": len(files), "sizes": sizes, "repeats": args.repeats, "device": args.device,
            "first_median_s": round(statistics.median(first), 3), "again_median_s": round(statistics.median(again), 3),

@@ -3,6 +3,7 @@
 import io
 import math
 
+import cv2
 import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
@@ -35,12 +36,12 @@ def draw_overlay(image, labels, mode="outline", alpha=0.5, banner_box=None, colo
     -------
     ndarray, shape (H, W, 3), uint8
     """
-    out = image.astype(np.float32).copy()
+    out = image.astype(np.float32)
     if mode == "filled":
         colours = label_colours(int(labels.max()))[labels].astype(np.float32)
         sel = labels > 0
     else:
-        sel = find_boundaries(labels, mode="inner")
+        sel = inner_boundaries(labels, connectivity=1)
         colours = np.broadcast_to(np.array(colour, np.float32), out.shape)
     out[sel] = (1 - alpha) * out[sel] + alpha * colours[sel]
     if banner_box is not None:
@@ -94,13 +95,28 @@ REMOVED_RGBA = (20, 20, 20, 170)
 REMOVED_OUTLINE_RGBA = (0, 200, 255, 255)
 
 
+def inner_boundaries(labels, connectivity=1):
+    """``skimage.segmentation.find_boundaries(labels, connectivity, mode="inner")``, faster.
+
+    Labels that fit 16 bits go through OpenCV's 3x3 max and min filters (a
+    cross for ``connectivity`` 1, a square for 2; the image edge ignored, as
+    skimage's reflected edge is): the same pixels. Others go to skimage.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or not labels.size or labels.min() < 0 or labels.max() > 65535:
+        return find_boundaries(labels, connectivity=connectivity, mode="inner")
+    small = labels.astype(np.uint16)
+    kernel = cv2.getStructuringElement(cv2.MORPH_CROSS if connectivity == 1 else cv2.MORPH_RECT, (3, 3))
+    return (cv2.dilate(small, kernel) != cv2.erode(small, kernel)) & (small > 0)
+
+
 def outlines(labels, width=1):
     """Pixels of each particle that touch another label or the background (inner outlines).
 
     ``width`` 2 thickens them by a pixel inside the particles (for large images
     shown subsampled).
     """
-    edge = find_boundaries(labels, connectivity=2, mode="inner")
+    edge = inner_boundaries(labels, connectivity=2)
     if width > 1:
         edge = ndi.binary_dilation(edge, np.ones((3, 3), bool), iterations=width - 1) & (np.asarray(labels) > 0)
     return edge

@@ -21,7 +21,7 @@ from . import budget
 from .banner import find_banner, remove_banner
 from .calibration import Calibration, effective_calibration
 from .card import read_card
-from .instances import filter_particles, foreground_and_interior, remove_labels, split_touching
+from .instances import filter_particles, foreground, remove_labels, split_touching
 from .io import check_content, read_micrograph
 from .measure import add_physical_columns, kept_particles, particle_table, summarize, with_origin
 from .probability import resize_probability
@@ -162,7 +162,7 @@ def default_segmenter(weights=None, device="auto"):
 
 
 def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, detect_scale_bar=True,
-            deadline=None, filename=None, diameter=None):
+            deadline=None, filename=None, diameter=None, full_probability=True):
     """Load an image and its calibration, read its scale bar, remove its data bar and run the network.
 
     Parameters
@@ -179,6 +179,11 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, de
         The upload's name, for bytes whose format only the suffix tells (MRC).
     diameter : float, optional
         Typical particle diameter (px); default: estimated (see :func:`network_pass`).
+    full_probability : bool
+        False: leave ``probability`` None where the network ran at another scale
+        (``network_probability`` holds it), for a caller that only stores the
+        segmentation and rebuilds it from the store (the service: a 12-megapixel
+        image's resize costs about 0.4 s).
 
     Returns
     -------
@@ -199,12 +204,13 @@ def segment(image, segmenter=None, remove_banner_first=True, max_pixels=None, de
     seg = segmenter if segmenter is not None else default_segmenter()
     budget.check(deadline, "the network")
     network_prob, network_scale, d, source = network_pass(seg, cleaned, box, diameter, deadline)
-    prob = resize_probability(network_prob, cleaned.shape[:2])
+    resized = network_prob.shape[1:] != cleaned.shape[:2]
+    prob = resize_probability(network_prob, cleaned.shape[:2]) if full_probability or not resized else None
     t_net = time.perf_counter()
     return Segmentation(img, cleaned, prob, box,
                         {"load": t_load - t, "scale": t_scale - t_load, "banner": t_banner - t_scale,
                          "network": t_net - t_banner}, scale,
-                        network_prob if network_prob.shape[1:] != cleaned.shape[:2] else None,
+                        network_prob if resized else None,
                         calibration=calibration, network_scale=network_scale, diameter=d, diameter_source=source)
 
 
@@ -345,7 +351,7 @@ def working_probability(segmentation):
     return segmentation.probability, 1.0
 
 
-def split(segmentation, settings):
+def split(segmentation, settings, memo=None):
     """The labels :func:`saemi.instances.split_touching` gives a segmentation (data bar excluded), before exclusions.
 
     The splitting runs at the network's working scale (issue 17: the distance
@@ -354,18 +360,28 @@ def split(segmentation, settings):
     nearest neighbour (:func:`saemi.size.upsample_labels`) and fitted to the
     full-resolution particle mask (:func:`saemi.size.fit_to_mask`), so the
     outlines, and the sizes measured from them, keep full resolution.
+
+    ``memo`` (:class:`saemi.instances.StageMemo`, one per segmentation) keeps
+    the stage outputs a change of settings does not change, so that a slider
+    re-runs only the stages after the first one it affects (the labels are the
+    same as without it).
     """
     prob, scale = working_probability(segmentation)
     valid = particle_region(segmentation, prob.shape[-2:], scale)
     diameter = getattr(segmentation, "diameter", None)
     s = settings.split_settings()
-    labels = split_touching(prob, s, valid, diameter, scale)
+    labels = split_touching(prob, s, valid, diameter, scale, memo=memo)
     if scale == 1.0:
         return labels
     labels = upsample_labels(labels, segmentation.image.shape[:2])
-    mask = foreground_and_interior(segmentation.probability, s.threshold)[0]
-    full_valid = particle_region(segmentation)
-    labels = fit_to_mask(labels, mask if full_valid is None else mask & full_valid, math.ceil(1 / scale))
+
+    def full_mask():
+        mask = foreground(segmentation.probability, s.threshold)
+        full_valid = particle_region(segmentation)
+        return mask if full_valid is None else mask & full_valid
+
+    mask = full_mask() if memo is None else memo.get(("full-resolution mask", s.threshold), full_mask)
+    labels = fit_to_mask(labels, mask, math.ceil(1 / scale))
     # the size and edge filters once more at full resolution, where the particles are measured
     # (fitting moves outlines by up to a working-scale pixel); labels renumbered 1..N
     min_size = s.pixel_settings(diameter if diameter is not None else 1.0)[1] if (

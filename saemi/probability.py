@@ -34,7 +34,11 @@ def resize_probability(prob, shape):
     h, w = int(shape[0]), int(shape[1])
     if prob.shape[1:] == (h, w):
         return prob
-    return np.stack([cv2.resize(p, (w, h), interpolation=cv2.INTER_LINEAR) for p in prob])
+    # each class resized straight into the stack: no second 12-bytes-a-pixel copy on a large image
+    out = np.empty((prob.shape[0], h, w), np.float32)
+    for c, p in enumerate(prob):
+        cv2.resize(np.ascontiguousarray(p), (w, h), dst=out[c], interpolation=cv2.INTER_LINEAR)
+    return out
 
 
 def quantize(prob):

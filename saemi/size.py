@@ -132,8 +132,12 @@ def foreground_diameter(foreground):
     blobs, n = ndi.label(foreground)
     if n == 0:
         return float("nan")
-    radius = ndi.maximum(distance_map(foreground), blobs, np.arange(1, n + 1))
-    return 2.0 * _weighted_median(np.asarray(radius, float), np.bincount(blobs.ravel())[1:].astype(float))
+    dist = distance_map(foreground)
+    # each blob's largest distance on its bounding box: ndi.maximum's values, without its
+    # pass over every pixel per call (0.7 s against 0.05 s on a 12-megapixel image's working scale)
+    radius = np.array([dist[box][blobs[box] == k].max() for k, box in enumerate(ndi.find_objects(blobs), 1)],
+                      float)
+    return 2.0 * _weighted_median(radius, np.bincount(blobs.ravel())[1:].astype(float))
 
 
 def estimate_diameter(prob, scale, valid=None):
@@ -298,15 +302,23 @@ def fit_to_mask(labels, mask, reach):
     >>> fit_to_mask(labels, np.array([[0, 1, 1, 1, 1, 0]], bool), 1).tolist()
     [[0, 1, 2, 2, 2, 0]]
     """
-    from scipy import ndimage as ndi
-
-    out = np.where(mask, labels, 0).astype(np.int32)
+    out = np.where(mask, labels, 0).astype(np.int32, copy=False)
+    h, w = out.shape
+    # the 3x3 grey dilation (scipy's, edges reflected) at the missing pixels only: the outline
+    # band, a few % of a 12-megapixel image (0.1 s against 0.4 s for the whole, measured). A pixel
+    # missing after a round was missing before it, so later rounds look at those pixels alone.
+    ys, xs = np.nonzero(mask & (out == 0))
     for _ in range(max(1, int(reach))):
-        missing = mask & (out == 0)
-        if not missing.any():
+        if ys.size == 0:
             break
-        grown = ndi.grey_dilation(out, size=(3, 3))
-        out = np.where(missing, grown, out)
+        grown = np.zeros(ys.size, np.int32)
+        for dy in (-1, 0, 1):
+            rows = np.clip(ys + dy, 0, h - 1)
+            for dx in (-1, 0, 1):
+                np.maximum(grown, out[rows, np.clip(xs + dx, 0, w - 1)], out=grown)
+        out[ys, xs] = grown
+        still = grown == 0
+        ys, xs = ys[still], xs[still]
     return out
 
 

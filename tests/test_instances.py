@@ -156,3 +156,151 @@ def test_typical_area_ignores_many_small_fragments():
 def test_new_settings_are_validated(field, value):
     with pytest.raises(SaemiError, match=field):
         split_touching(np.zeros((10, 10), bool), SplitSettings(**{field: value}))
+
+
+def _quarter_distances(mask):
+    from saemi.instances import distance_map
+
+    return np.round(distance_map(mask) * 4).astype(np.uint16)
+
+
+@pytest.fixture(params=["integer ranks", "skimage per crop"])
+def reconstruction(request, monkeypatch):
+    """Both ways h_maxima_by_component reconstructs a crop: its own integer ranks, or skimage's h_maxima."""
+    import saemi.instances as inst
+
+    if request.param == "skimage per crop":
+        monkeypatch.setattr(inst, "_reconstruction_loop", None)
+    else:
+        assert inst._reconstruction_loop is not None  # the installed skimage has the loop: the fast path runs
+    return request.param
+
+
+@pytest.mark.parametrize("h", [2, 9, 20, 45, 120, 400])
+def test_h_maxima_by_component_equals_skimage_on_touching_discs_and_a_ragged_blob(h, reconstruction):
+    from skimage.morphology import h_maxima
+
+    from saemi.instances import h_maxima_by_component
+
+    rng = np.random.default_rng(1)
+    mask = disc_labels((240, 260), DISCS + [(60, 220, 30), (60, 236, 14)]) > 0
+    mask[rng.random(mask.shape) < 0.02] = False  # ragged: many local maxima in every component
+    mask[230:, 200:] = True  # a component on the image border
+    mask[5, 5] = mask[5, 7] = True  # single pixels, 8-connected only through nothing
+    quarter = _quarter_distances(mask)
+    got = h_maxima_by_component(quarter, h)
+    assert got.dtype == bool
+    np.testing.assert_array_equal(got, h_maxima(quarter, h).astype(bool))
+
+
+def test_h_maxima_by_component_equals_skimage_on_random_integer_images(reconstruction):
+    from skimage.morphology import h_maxima
+
+    from saemi.instances import h_maxima_by_component
+
+    rng = np.random.default_rng(2)
+    for trial in range(30):
+        img = rng.integers(0, 6, (30, 40)).astype(np.uint8 if trial % 3 == 0 else np.uint16)
+        img[rng.random(img.shape) < 0.3] = 0
+        img = ndi.uniform_filter(img * 10, 3).astype(np.uint16) if trial % 2 else img
+        if trial == 29:
+            img[img == 0] = 1  # no zero pixel: the whole image at once
+        for h in (1, 2, 3, 7):
+            np.testing.assert_array_equal(h_maxima_by_component(img, h), h_maxima(img, h).astype(bool))
+
+
+def _noisy_three_class(shape=(200, 240), seed=4):
+    """A smooth, noisy background / interior / boundary stack of touching discs (not a clean mask)."""
+    rng = np.random.default_rng(seed)
+    truth = disc_labels(shape, DISCS)
+    inner = ndi.binary_erosion(truth > 0, iterations=2)
+    boundary = (truth > 0) & ~inner
+    logits = np.stack([(truth == 0) * 3.0, inner * 3.0, boundary * 3.0]) + rng.normal(0, 1.2, (3,) + shape)
+    logits = ndi.gaussian_filter(logits, (0, 1.5, 1.5))
+    e = np.exp(logits - logits.max(0))
+    return (e / e.sum(0)).astype(np.float32)
+
+
+SETTING_MOVES = [{}, {"min_distance": 6}, {"min_distance": 14}, {"threshold": 0.6}, {"threshold": 0.4},
+                 {"min_size": 80}, {"min_relative_size": 0.3}, {"merge_threshold": 0.0}, {"merge_threshold": 0.8},
+                 {"watershed": False}, {"exclude_edge": True}, {}, {"min_distance": 6, "threshold": 0.6}]
+
+
+@pytest.mark.parametrize("max_bytes", [10 ** 9, 300_000])  # everything kept / entries dropped on the way
+def test_stage_memo_gives_a_fresh_split_s_labels_whatever_setting_moves(max_bytes):
+    from saemi.instances import StageMemo
+
+    prob = _noisy_three_class()
+    valid = np.ones(prob.shape[1:], bool)
+    valid[:, -10:] = False
+    base = dict(min_distance=10, min_size=20, merge_threshold=0.6, min_relative_size=0.1, threshold=0.5)
+    memo = StageMemo(max_bytes=max_bytes)
+    counts = set()
+    for move in SETTING_MOVES + SETTING_MOVES[::-1]:
+        s = SplitSettings(**{**base, **move})
+        got = split_touching(prob, s, valid, scale=0.5, memo=memo)
+        fresh = split_touching(prob, s, valid, scale=0.5)
+        np.testing.assert_array_equal(got, fresh)
+        assert got.flags.writeable  # the caller's own array, not the memo's
+        counts.add(int(fresh.max()))
+    assert len(counts) > 3  # the moves do change the labels: the memo could have served stale ones
+    assert memo.nbytes <= max(max_bytes, 250_000)
+
+
+def test_stage_memo_runs_again_only_the_stages_a_setting_changes(monkeypatch):
+    import saemi.instances as inst
+
+    calls = {"label_particles": 0, "distance_stage": 0}
+    for name in calls:
+        original = getattr(inst, name)
+
+        def counted(*a, _original=original, _name=name, **k):
+            calls[_name] += 1
+            return _original(*a, **k)
+        monkeypatch.setattr(inst, name, counted)
+    prob = _noisy_three_class()
+    memo = inst.StageMemo()
+    base = dict(min_distance=10, min_size=20, merge_threshold=0.6, threshold=0.5)
+
+    def run(**move):
+        before = dict(calls)
+        split_touching(prob, SplitSettings(**{**base, **move}), memo=memo)
+        return {k: calls[k] - before[k] for k in calls}
+
+    assert run() == {"label_particles": 1, "distance_stage": 1}
+    assert run(min_size=60) == {"label_particles": 0, "distance_stage": 0}  # size filter only
+    assert run(merge_threshold=0.3) == {"label_particles": 0, "distance_stage": 0}  # merge again only
+    assert run(min_distance=16) == {"label_particles": 1, "distance_stage": 0}  # same distance transform
+    assert run(threshold=0.6) == {"label_particles": 1, "distance_stage": 1}
+    assert run(watershed=False) == {"label_particles": 1, "distance_stage": 0}
+    assert run() == {"label_particles": 0, "distance_stage": 0}
+
+
+def test_fill_holes_is_scipy_s_binary_fill_holes():
+    from saemi.instances import fill_holes
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        shape = tuple(int(v) for v in rng.integers(1, 50, 2))
+        mask = rng.random(shape) < (0.4 + 0.5 * rng.random())
+        if trial % 3 == 0:
+            mask = ndi.binary_opening(mask)
+        np.testing.assert_array_equal(fill_holes(mask), ndi.binary_fill_holes(mask))
+    ring = disc_labels((40, 40), [(20, 20, 15)]) > 0
+    ring[14:27, 14:27] = False
+    ring[20, 5:14] = False  # a diagonal-free channel: the hole joins the outside only here
+    np.testing.assert_array_equal(fill_holes(ring), ndi.binary_fill_holes(ring))
+
+
+def test_filter_particles_in_one_pass_equals_size_then_edge_filter():
+    from saemi.instances import _filter, filter_particles, remove_small
+
+    rng = np.random.default_rng(6)
+    for trial in range(60):
+        lab = rng.integers(0, 12, tuple(int(v) for v in rng.integers(1, 30, 2)))
+        if trial % 3 == 0:
+            lab[lab == 5] = 0  # numbers not consecutive
+        for min_size in (0, 1, 3, 8):
+            for exclude_edge in (False, True):
+                np.testing.assert_array_equal(filter_particles(lab, min_size, 0.0, exclude_edge),
+                                              _filter(remove_small(lab, min_size), 0, exclude_edge))

@@ -62,3 +62,48 @@ def test_summary_of_no_particles_and_bad_requests():
         summarize(t, metric="volume")
     with pytest.raises(SaemiError, match="positive"):
         particle_table(np.ones((5, 5), int), nm_per_pixel=-1)
+
+
+def test_a_table_reusing_an_earlier_labelling_s_rows_equals_a_fresh_one():
+    import pandas as pd
+
+    from synth import disc_labels
+
+    before = disc_labels((120, 160), [(20, 20, 10), (20, 60, 12), (70, 40, 15), (70, 100, 14), (100, 140, 9)])
+    before[before == 3] = 0
+    after = before.copy()
+    after[before == 1] = 5          # the same pixels under another label: reused
+    after[before == 2] = 1
+    after[before == 4] = 0          # a particle cut in two: neither half is the old one
+    after[(before == 4) & (np.arange(160)[None, :] < 100)] = 2
+    after[(before == 4) & (np.arange(160)[None, :] >= 100)] = 3
+    after[before == 5] = 4
+    after[100, 140] = 0             # one pixel fewer: measured again
+    after[5:12, 120:130] = 6        # a new particle where there was none
+    before[110:112, 0:5], before[110:112, 5:10] = 7, 8  # two 10-pixel blocks side by side ...
+    after[110, 0:10], after[111, 0:10] = 7, 8           # ... cut the other way: as large, other pixels
+    fresh = particle_table(after)
+    reused = particle_table(after, previous=(before, particle_table(before)))
+    pd.testing.assert_frame_equal(reused, fresh, check_exact=True)
+    other = np.zeros_like(before)  # an unrelated labelling first: the rows come from the next one
+    other[5:12, 120:130] = 1
+    several = particle_table(after, previous=[(other, particle_table(other)), (before, particle_table(before))])
+    pd.testing.assert_frame_equal(several, fresh, check_exact=True)
+    # a table of another image size, or none, is ignored
+    pd.testing.assert_frame_equal(particle_table(after, previous=(before[:-1], particle_table(before))), fresh)
+    pd.testing.assert_frame_equal(particle_table(after, previous=(before, particle_table(before).iloc[:0])), fresh)
+
+
+def test_crofton_perimeter_is_skimage_s_to_the_last_bit():
+    from scipy import ndimage as ndi
+    from skimage.measure import perimeter_crofton
+
+    from saemi.measure import crofton_perimeter
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        shape = tuple(int(v) for v in rng.integers(1, 30, 2))
+        mask = rng.random(shape) < rng.random()
+        if trial % 2:
+            mask = ndi.binary_opening(mask) | (rng.random(shape) < 0.05)
+        assert crofton_perimeter(mask) == float(perimeter_crofton(np.pad(mask, 1), 4))

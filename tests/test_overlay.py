@@ -4,6 +4,7 @@ import base64
 import io
 
 import numpy as np
+import pytest
 from dash import Patch
 from PIL import Image
 
@@ -58,3 +59,39 @@ def test_the_service_sends_the_stride_and_the_page_lays_the_layer_over_image_pix
            for op in figures.layer_patch(Patch(), layer).to_plotly_json()["operations"] if op["operation"] == "Assign"}
     assert ops[("data", 1, "dx")] == ops[("data", 1, "dy")] == 2
     assert ops[("data", 1, "x0")] == ops[("data", 1, "y0")] == 0.5
+
+
+def random_labels(seed, count=30):
+    """Small label images: random labels, or connected components; the last one beyond 16 bits (skimage's path)."""
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    for trial in range(count):
+        shape = tuple(int(v) for v in rng.integers(1, 40, 2))
+        lab = rng.integers(0, 5, shape) if trial % 2 else ndi.label(rng.random(shape) < 0.5)[0]
+        yield lab * 30_000 if trial == count - 1 else lab
+
+
+@pytest.mark.parametrize("connectivity", [1, 2])
+def test_inner_boundaries_are_skimage_s(connectivity):
+    from skimage.segmentation import find_boundaries
+
+    from saemi.overlay import inner_boundaries
+
+    for lab in random_labels(1):
+        np.testing.assert_array_equal(inner_boundaries(lab, connectivity),
+                                      find_boundaries(lab, connectivity=connectivity, mode="inner"))
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_outlines_are_skimage_s_inner_boundaries(width):
+    from scipy import ndimage as ndi
+    from skimage.segmentation import find_boundaries
+
+    from saemi.overlay import outlines
+
+    for lab in random_labels(0):
+        want = find_boundaries(lab, connectivity=2, mode="inner")
+        if width > 1:
+            want = ndi.binary_dilation(want, np.ones((3, 3), bool), iterations=width - 1) & (lab > 0)
+        np.testing.assert_array_equal(outlines(lab, width), want)

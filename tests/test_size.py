@@ -179,3 +179,55 @@ def test_diameter_is_honoured_by_the_service_and_keys_its_cache(trained_segmente
     assert back["diameter_source"] == "estimated" and back["summary"]["count"] == int(labels.max())
     with pytest.raises(SaemiError, match="diameter must be from 1"):
         svc.analyze(image_id=auto["image_id"], settings={"diameter": 0.5})
+
+
+def test_fit_to_mask_grows_labels_as_scipy_s_grey_dilation_would():
+    from scipy import ndimage as ndi
+
+    from saemi.size import fit_to_mask
+
+    rng = np.random.default_rng(0)
+    for trial in range(12):
+        shape = tuple(int(v) for v in rng.integers(5, 70, 2))
+        labels = (rng.integers(0, 9, shape) * (rng.random(shape) < 0.2)).astype(np.int32)
+        if trial == 11:
+            labels[0, 0] = 2 ** 24 + 5  # a label beyond float32's integers
+        mask = rng.random(shape) < 0.6
+        want = np.where(mask, labels, 0).astype(np.int32)
+        for _ in range(3):
+            want = np.where(mask & (want == 0), ndi.grey_dilation(want, size=(3, 3)), want)
+        np.testing.assert_array_equal(fit_to_mask(labels, mask, 3), want)
+
+
+def test_split_with_a_stage_memo_gives_the_labels_of_a_fresh_split():
+    """pipeline.split at a working scale of 0.5 (upsampled, fitted to the full-resolution mask) with one memo."""
+    import cv2
+    from scipy import ndimage as ndi
+
+    from saemi.instances import StageMemo
+    from saemi.pipeline import Segmentation
+    from saemi.probability import resize_probability
+
+    rng = np.random.default_rng(5)
+    labels, _ = discs(1, r=9, n=5, step=17)  # touching neighbours
+    inner = ndi.binary_erosion(labels > 0, iterations=2)
+    logits = np.stack([(labels == 0) * 3.0, inner * 3.0, ((labels > 0) & ~inner) * 3.0])
+    logits = ndi.gaussian_filter(logits + rng.normal(0, 1.0, logits.shape), (0, 1.5, 1.5))
+    e = np.exp(logits - logits.max(0))
+    full = (e / e.sum(0)).astype(np.float32)
+    small = np.stack([cv2.resize(p, (full.shape[2] // 2, full.shape[1] // 2), interpolation=cv2.INTER_AREA)
+                      for p in full])
+    image = micrograph(labels)
+    seg = Segmentation(image, image, resize_probability(small, full.shape[1:]), banner_box=(0, 12, 0, full.shape[2]),
+                       network_probability=small, network_scale=0.5, diameter=18.0)
+    memo = StageMemo()
+    base = Settings().to_dict()
+    seen = set()
+    for move in [{}, {"threshold": 0.6}, {"min_distance_fraction": 0.2}, {"min_size_fraction": 0.9}, {},
+                 {"threshold": 0.6, "min_size_fraction": 0.9}, {"min_distance_fraction": 0.2}, {"threshold": 0.4}]:
+        s = Settings.from_dict({**base, **move})
+        got = split(seg, s, memo)
+        np.testing.assert_array_equal(got, split(seg, s))
+        seen.add(got.tobytes())
+    assert len(seen) == 6  # every move but the repeats changes the labels: a stale memo would show
+    assert any(k[0] == "full-resolution mask" for k in memo.keys())
