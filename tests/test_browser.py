@@ -63,7 +63,10 @@ def server(emps, tmp_path_factory):
     srv = Server(gunicorn_command(port), port=port, log_path=OUT / "browser-gunicorn.log",
                  env={"SAEMI_DEVICE": "cpu", "SAEMI_MAX_UPLOAD_MB": str(MAX_UPLOAD_MB),  # the default
                       # a cache of its own: a segmentation left by an earlier run would skip the network
-                      "SAEMI_CACHE_DIR": str(tmp_path_factory.mktemp("cache"))})
+                      "SAEMI_CACHE_DIR": str(tmp_path_factory.mktemp("cache")),
+                      # and parked sample uploads of its own (the default, /tmp/saemi-staging, is shared by
+                      # every server of this host, a concurrent test run's too)
+                      "SAEMI_STAGING_DIR": str(tmp_path_factory.mktemp("staging"))})
     try:
         srv.wait("/api/v1/health", timeout=240)
         yield srv
