@@ -140,6 +140,20 @@ class StageLog:
         self._write("done", time.time(), True)
 
 
+def run_reporting(fn, deadline, *args, **kwargs):
+    """``fn(*args, deadline=deadline, **kwargs)``; then the deadline's stage record, if any, is marked done.
+
+    Done whatever the outcome, so a client polling the record (the page's
+    progress line, ``GET /progress/<token>``) stops. ``deadline.on_stage`` is a
+    :class:`StageLog` or None.
+    """
+    try:
+        return fn(*args, deadline=deadline, **kwargs)
+    finally:
+        if deadline.on_stage is not None:
+            deadline.on_stage.finish()
+
+
 def read_stage(store, key):
     """What :class:`StageLog` wrote under ``key``: ``{"stage", "elapsed_s", "done"}``, or None."""
     try:

@@ -399,9 +399,9 @@ def _ruler_bar(grey, run, bright):
     tick_cols = np.zeros(xb - xa, bool)
     for x, _, tw, _ in run:
         tick_cols[max(0, x - xa - 1):x - xa + tw + 1] = True
-    surround = float(np.median(band[:, ~tick_cols])) if (~tick_cols).any() else None
-    if surround is None:
+    if tick_cols.all():
         return None
+    surround = float(np.median(band[:, ~tick_cols]))
     # each tick over its own rows (the end and middle ticks may be longer than the others)
     peaks = [float(np.max(np.median(grey[ty:ty + th, x:x + tw], axis=0))) for x, ty, tw, th in run]
     shade = float(np.median(peaks))
@@ -704,14 +704,15 @@ _NUM = r"[0-9OoDQlI|i!TS]"
 # Up to two specks may stand between number and unit: noise dots on a grainy background come
 # back as ":", "-", "~" or quotes ("20:-nm"), which read 2's whitelist drops.
 _SPECKS = r"(?:[:;\-~'\"_‘’]{1,2}\s?)?"
+# the number and what may stand before the unit (group 1: the number), for both patterns below
+_NUMBER_BEFORE_UNIT = r"(?<![\w.,])(" + _NUM + r"+(?:[.,]" + _NUM + r"+)?)\s?" + _SPECKS
 _LABEL_RE = re.compile(
-    r"(?<![\w.,])(" + _NUM + r"+(?:[.,]" + _NUM + r"+)?)\s?" + _SPECKS +
+    _NUMBER_BEFORE_UNIT +
     r"(n\s?(?:m|rn|n)|N\s?M|(?:[µuUpyjqw]{1,2}|j[iu])\s?(?:m|rn|n)(?![a-z]))(?![A-Za-z])")
 # A number and the first letter of a unit whose rest OCR garbled ("100 n=", "50 nim"): read 1
 # without a whitelist spells what it cannot read, so only its number and the unit's first
 # letter (n: nano; µ and its look-alikes: micro) are taken, to confirm read 2 (see _features).
-_GARBLED_UNIT_RE = re.compile(
-    r"(?<![\w.,])(" + _NUM + r"+(?:[.,]" + _NUM + r"+)?)\s?" + _SPECKS + r"([nµuUpyjqw])\S{0,3}(?!\S)")
+_GARBLED_UNIT_RE = re.compile(_NUMBER_BEFORE_UNIT + r"([nµuUpyjqw])\S{0,3}(?!\S)")
 # Instrument data-table keys (SEM info bars). A value right after one of these is a
 # table value (horizontal field width, working distance ...), never the scale label.
 _TABLE_KEY_RE = re.compile(

@@ -14,6 +14,7 @@ import re
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from ..errors import SaemiError
+from ..jobs import run_reporting
 from ..settings import names as setting_names
 from ..service import OVERLAY_MODES, safe_stem, upload_label
 from .errors import error_response
@@ -138,24 +139,11 @@ def _deadline(progress=None):
 
     stages = None
     if progress is not None:
-        if not isinstance(progress, str) or _service().stage_log(progress) is None:
+        stages = _service().stage_log(progress) if isinstance(progress, str) else None
+        if stages is None:
             raise SaemiError("'progress' must be a token of 8 to 100 letters, digits, '-' or '_'",
                              code="bad_parameter")
-        stages = _service().stage_log(progress)
     return Deadline(current_app.config["SAEMI_TIMEOUT"], on_stage=stages)
-
-
-def _finished(deadline):
-    """Mark a request's stage record done (when it keeps one), whatever the work's outcome."""
-    if deadline.on_stage is not None:
-        deadline.on_stage.finish()
-
-
-def _run(fn, deadline, *args, **kwargs):
-    try:
-        return fn(*args, deadline=deadline, **kwargs)
-    finally:
-        _finished(deadline)
 
 
 def _settings_from(fields_):
@@ -239,8 +227,8 @@ def segment():
     image_id = _image_id(fields_.get("image_id"))
     preview = _bool(fields_.get("preview", False), "preview")
     # the upload's size and name are checked by the service, for the page's uploads too
-    return jsonify(_run(_service().segment, _deadline(fields_.get("progress")), data, filename or "image",
-                        settings, image_id=image_id, preview=preview))
+    return jsonify(run_reporting(_service().segment, _deadline(fields_.get("progress")), data,
+                                 filename or "image", settings, image_id=image_id, preview=preview))
 
 
 def _analysis_request(include_images_default):
@@ -274,7 +262,7 @@ def _analysis_request(include_images_default):
 @bp.post("/analyze")
 def analyze():
     request_args, progress = _analysis_request(True)
-    return jsonify(_run(_service().analyze, _deadline(progress), **request_args))
+    return jsonify(run_reporting(_service().analyze, _deadline(progress), **request_args))
 
 
 @bp.get("/progress/<token>")

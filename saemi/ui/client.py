@@ -15,6 +15,7 @@ import base64
 import logging
 
 from ..budget import Deadline
+from ..jobs import run_reporting
 from ..errors import SaemiError
 from ..settings import defaults as setting_defaults, names as setting_names
 
@@ -122,10 +123,7 @@ class InProcessClient(AnalysisClient):
         stages = self.service.stage_log(progress) if progress else None
         if stages is None:
             return self._call(fn, *args, **kwargs)
-        try:
-            return self._call(fn, *args, deadline=Deadline(None, on_stage=stages), **kwargs)
-        finally:
-            stages.finish()
+        return self._call(run_reporting, fn, Deadline(None, on_stage=stages), *args, **kwargs)
 
     def segment(self, data, filename="image", image_id=None, preview=False, progress=None):
         extra = {"image_id": image_id} if image_id else {}
